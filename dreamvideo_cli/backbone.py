@@ -1,0 +1,135 @@
+"""The contract every backbone plugin fulfils.
+
+A backbone names one frozen text-to-video model and says how to build it. Registering
+one is cheap: plugins register the *class*; torch and the weights are touched only when
+`build_unet` or `load` runs. `build_unet(device="meta")` must work without any weights,
+so `dv backbones info` can count adapter parameters offline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+AdapterKind = Literal["identity", "motion"]
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """The resolution and frame rate a backbone was trained at."""
+
+    height: int
+    width: int
+    frames: int
+    fps: int
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The training noise schedule; samplers build their schedulers from it."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+    def as_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What an adapter was trained on. Compose refuses adapters whose fingerprint differs."""
+
+    backbone: str  # the registered backbone name, e.g. "modelscope"
+    model_id: str  # a hub id or a description of where the weights came from
+    revision: str  # a commit hash, a version, or a digest of the weights
+    random_weights: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        return cls(
+            backbone=str(data["backbone"]),
+            model_id=str(data["model_id"]),
+            revision=str(data["revision"]),
+            random_weights=bool(data.get("random_weights", False)),
+        )
+
+    def describe(self) -> str:
+        weights = "random weights" if self.random_weights else f"revision {self.revision[:12]}"
+        return f"{self.backbone} ({self.model_id}, {weights})"
+
+
+@dataclass(frozen=True)
+class AdapterSite:
+    """One transformer block that gets an adapter: its dotted path in the UNet and width."""
+
+    path: str
+    kind: AdapterKind
+    width: int
+
+
+@dataclass
+class Components:
+    """The loaded, frozen parts of a backbone, on one device."""
+
+    unet: Any  # a diffusers UNet3DConditionModel (or one with the same forward signature)
+    vae: Any  # a diffusers AutoencoderKL
+    text_encoder: Any  # a transformers CLIPTextModel-like model: input_ids -> last_hidden_state
+    tokenizer: Any  # a transformers tokenizer for text_encoder
+    appearance_encoder: nn.Module  # images [B, 3, H, W] in [0, 1] -> embeddings [B, appearance_dim]
+    appearance_dim: int
+    schedule: NoiseSchedule
+    vae_scale_factor: float
+    device: torch.device
+    dtype: torch.dtype  # the dtype frozen weights run in
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Backbone(ABC):
+    """A frozen text-to-video model that DreamVideo adapters attach to.
+
+    Subclasses set the class attributes and implement `build_unet`, `fingerprint` and
+    `load`. `adapter_sites` has a default that finds the DreamVideo sites in any diffusers
+    `UNet3DConditionModel`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    is_test: ClassVar[bool] = False  # listed as a test backbone; never the default
+    video_format: ClassVar[VideoFormat]
+    schedule: ClassVar[NoiseSchedule] = NoiseSchedule()
+
+    def __init__(self, *, path: str | None = None, random_weights: bool = False) -> None:
+        self.path = path
+        self.random_weights = random_weights
+
+    @abstractmethod
+    def build_unet(self, device: str = "meta") -> nn.Module:
+        """The UNet's architecture with uninitialised (meta) or random weights."""
+
+    def adapter_sites(self, unet: nn.Module) -> list[AdapterSite]:
+        from dreamvideo_cli.adapters import find_adapter_sites
+
+        return find_adapter_sites(unet)
+
+    @abstractmethod
+    def fingerprint(self) -> Fingerprint:
+        """The identity of the weights `load` would return. Must not download anything."""
+
+    @abstractmethod
+    def load(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
+        """Load (or, with random_weights, build) every frozen component on `device`.
+
+        Raise `MissingWeightsError` with the command that fetches the weights when they are
+        not on this machine and cannot be downloaded.
+        """

@@ -1,0 +1,80 @@
+"""The `dv` command line. One module per command group; this one only assembles them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dreamvideo_cli import __version__
+from dreamvideo_cli.cli import discovery, registry
+from dreamvideo_cli.cli._output import error_line, warn
+from dreamvideo_cli.errors import DVError
+
+app = typer.Typer(
+    name="dv",
+    help="Customized video generation: learn a subject and a motion, compose them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Customized video generation: learn a subject and a motion, compose them."""
+
+
+discovery.install(app)
+registry.install(app)
+
+
+def _install_plugin_commands() -> None:
+    from dreamvideo_cli.plugins import load_failures, pm
+
+    for message in load_failures():
+        warn(message)
+    pm.hook.register_commands(cli=app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dv` script: user errors are one line and a non-zero exit."""
+    from dv_registry import RegistryError
+
+    try:
+        _install_plugin_commands()
+        app(args=argv, prog_name="dv", standalone_mode=False)
+    except (DVError, RegistryError) as exc:
+        error_line(str(exc))
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        error_line("aborted")
+        return 1
+    except Exception as exc:  # click's usage errors and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

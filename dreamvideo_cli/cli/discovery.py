@@ -1,0 +1,164 @@
+"""`dv plugins`, `dv backbones`, `dv samplers`, `dv metrics`: what is installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from dreamvideo_cli.cli._output import out, print_json
+
+JSON = typer.Option(False, "--json", help="Print JSON on stdout.")
+
+
+def install(app: typer.Typer) -> None:
+    app.command("plugins")(plugins)
+    backbones_app = typer.Typer(
+        help="List backbones, or inspect one with `dv backbones info NAME`.",
+        invoke_without_command=True,
+    )
+    backbones_app.callback(invoke_without_command=True)(backbones)
+    backbones_app.command("info")(backbone_info)
+    app.add_typer(backbones_app, name="backbones")
+    app.command("samplers")(samplers)
+    app.command("metrics")(metrics)
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def plugins(json: bool = JSON) -> None:
+    """List installed plugins, with the distribution and version each came from."""
+    from dreamvideo_cli.plugins import list_plugins
+
+    rows = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "hooks": list(p.hooks)}
+        for p in list_plugins()
+    ]
+    if json:
+        print_json(rows)
+        return
+    table = _table("plugin", "distribution", "version", "hooks")
+    for r in rows:
+        table.add_row(r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]))
+    out.print(table)
+
+
+def backbones(ctx: typer.Context, json: bool = JSON) -> None:
+    """List the registered backbones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dreamvideo_cli.plugins import get_backbones
+
+    rows: list[dict[str, Any]] = []
+    for name, reg in sorted(get_backbones().items()):
+        cls = reg.item
+        fmt = cls.video_format
+        rows.append(
+            {
+                "name": name,
+                "description": cls.description,
+                "test_backbone": cls.is_test,
+                "resolution": [fmt.height, fmt.width],
+                "frames": fmt.frames,
+                "fps": fmt.fps,
+                "plugin": reg.plugin,
+                "distribution": reg.distribution,
+                "version": reg.version,
+            }
+        )
+    if json:
+        print_json(rows)
+        return
+    table = _table("backbone", "size", "frames@fps", "from", "description")
+    for r in rows:
+        desc = r["description"] + (" [test backbone]" if r["test_backbone"] else "")
+        size = f"{r['resolution'][1]}x{r['resolution'][0]}"
+        table.add_row(r["name"], size, f"{r['frames']}@{r['fps']}", r["distribution"], desc)
+    out.print(table)
+
+
+def backbone_info(
+    name: str = typer.Argument(..., help="A backbone name from `dv backbones`."),
+    json: bool = JSON,
+) -> None:
+    """Adapter sites, widths and parameter counts, computed without any weights."""
+    from dreamvideo_cli.adapters import adapter_parameter_counts
+    from dreamvideo_cli.plugins import get_backbone
+
+    backbone = get_backbone(name)()
+    unet = backbone.build_unet(device="meta")
+    sites = backbone.adapter_sites(unet)
+    counts = adapter_parameter_counts(sites)
+    data = {
+        "name": name,
+        "description": type(backbone).description,
+        "unet_parameters": sum(p.numel() for p in unet.parameters()),
+        "identity_sites": [{"path": s.path, "width": s.width} for s in sites if s.kind == "identity"],
+        "motion_sites": [{"path": s.path, "width": s.width} for s in sites if s.kind == "motion"],
+        "parameters": counts,
+    }
+    if json:
+        print_json(data)
+        return
+    out.print(f"[bold]{name}[/bold]  {data['description']}")
+    out.print(f"UNet parameters: {data['unet_parameters']:,}")
+    table = _table("adapter", "sites", "widths", "parameters")
+    for kind in ("identity", "motion"):
+        kind_sites = [s for s in sites if s.kind == kind]
+        widths = sorted({s.width for s in kind_sites})
+        table.add_row(kind, str(len(kind_sites)), ", ".join(map(str, widths)), f"{counts[kind]:,}")
+    out.print(table)
+
+
+def samplers(json: bool = JSON) -> None:
+    """List the registered samplers."""
+    from dreamvideo_cli.plugins import get_samplers
+
+    rows = [
+        {
+            "name": name,
+            "description": reg.item.description,
+            "default_steps": reg.item.default_steps,
+            "plugin": reg.plugin,
+            "distribution": reg.distribution,
+            "version": reg.version,
+        }
+        for name, reg in sorted(get_samplers().items())
+    ]
+    if json:
+        print_json(rows)
+        return
+    table = _table("sampler", "steps", "from", "description")
+    for r in rows:
+        table.add_row(r["name"], str(r["default_steps"]), r["distribution"], r["description"])
+    out.print(table)
+
+
+def metrics(json: bool = JSON) -> None:
+    """List the registered metrics."""
+    from dreamvideo_cli.plugins import get_metrics
+
+    rows = [
+        {
+            "name": name,
+            "description": reg.item.description,
+            "needs": sorted(reg.item.needs),
+            "plugin": reg.plugin,
+            "distribution": reg.distribution,
+            "version": reg.version,
+        }
+        for name, reg in sorted(get_metrics().items())
+    ]
+    if json:
+        print_json(rows)
+        return
+    table = _table("metric", "needs", "from", "description")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["needs"]), r["distribution"], r["description"])
+    out.print(table)

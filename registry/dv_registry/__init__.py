@@ -1,0 +1,5 @@
+"""dv_registry: the content-addressed store of dv adapters (placeholder)."""
+
+
+class RegistryError(Exception):
+    exit_code = 1
