@@ -65,7 +65,8 @@ class Fingerprint:
         )
 
     def describe(self) -> str:
-        weights = "random weights" if self.random_weights else f"revision {self.revision[:12]}"
+        revision = self.revision if len(self.revision) <= 16 else self.revision[:12]
+        weights = "random weights" if self.random_weights else f"revision {revision}"
         return f"{self.backbone} ({self.model_id}, {weights})"
 
 
@@ -107,6 +108,7 @@ class Backbone(ABC):
     description: ClassVar[str] = ""
     is_test: ClassVar[bool] = False  # listed as a test backbone; never the default
     video_format: ClassVar[VideoFormat]
+    appearance_dim: ClassVar[int]  # size of the appearance encoder's image embedding
     schedule: ClassVar[NoiseSchedule] = NoiseSchedule()
 
     def __init__(self, *, path: str | None = None, random_weights: bool = False) -> None:

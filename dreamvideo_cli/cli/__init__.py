@@ -7,7 +7,7 @@ import sys
 import typer
 
 from dreamvideo_cli import __version__
-from dreamvideo_cli.cli import discovery, registry
+from dreamvideo_cli.cli import compose, discovery, learn, registry
 from dreamvideo_cli.cli._output import error_line, warn
 from dreamvideo_cli.errors import DVError
 
@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help renderer alone costs ~0.25 s per call
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -36,8 +37,10 @@ def _root(
     """Customized video generation: learn a subject and a motion, compose them."""
 
 
-discovery.install(app)
+learn.install(app)
+compose.install(app)
 registry.install(app)
+discovery.install(app)
 
 
 def _install_plugin_commands() -> None:
@@ -48,16 +51,20 @@ def _install_plugin_commands() -> None:
     pm.hook.register_commands(cli=app)
 
 
+def _is_registry_error(exc: Exception) -> bool:
+    # dv_registry pulls in pydantic (~0.3 s); only look at it if something already did.
+    errors = sys.modules.get("dv_registry.errors")
+    return errors is not None and isinstance(exc, errors.RegistryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dv` script: user errors are one line and a non-zero exit."""
-    from dv_registry import RegistryError
-
     try:
         _install_plugin_commands()
         app(args=argv, prog_name="dv", standalone_mode=False)
-    except (DVError, RegistryError) as exc:
+    except DVError as exc:
         error_line(str(exc))
-        return getattr(exc, "exit_code", 1)
+        return exc.exit_code
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
@@ -66,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         error_line("aborted")
         return 1
-    except Exception as exc:  # click's usage errors and friends
+    except Exception as exc:
+        if _is_registry_error(exc):
+            error_line(str(exc))
+            return int(getattr(exc, "exit_code", 1))
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException):  # usage errors
             exc.show()
             return exc.exit_code
         raise

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from dreamvideo_cli.cli._output import out, print_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 JSON = typer.Option(False, "--json", help="Print JSON on stdout.")
 
@@ -26,6 +28,8 @@ def install(app: typer.Typer) -> None:
 
 
 def _table(*columns: str) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column)
@@ -94,7 +98,7 @@ def backbone_info(
     backbone = get_backbone(name)()
     unet = backbone.build_unet(device="meta")
     sites = backbone.adapter_sites(unet)
-    counts = adapter_parameter_counts(sites)
+    counts = adapter_parameter_counts(sites, type(backbone).appearance_dim)
     data = {
         "name": name,
         "description": type(backbone).description,

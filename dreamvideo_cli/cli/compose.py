@@ -1,0 +1,83 @@
+"""`dv compose SUBJECT MOTION PROMPT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamvideo_cli.cli._output import out, print_json
+
+
+def install(app: typer.Typer) -> None:
+    app.command("compose")(compose)
+
+
+def compose(
+    subject: str = typer.Argument(..., help="A subject reference (name, name:tag), or - for none."),
+    motion: str = typer.Argument(..., help="A motion reference, or - for none."),
+    prompt: str = typer.Argument("", help='The scene, e.g. "in the snow"; {subject} and {motion} are substituted.'),
+    output: Path = typer.Option(None, "-o", "--output", help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4."),
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (default: the sampler's, DDIM 50)."),
+    guidance: float = typer.Option(9.0, "--guidance", help="Classifier-free guidance scale."),
+    frames: int = typer.Option(None, "--frames", help="Frames (default: the backbone's)."),
+    fps: int = typer.Option(None, "--fps", help="Frame rate of the written video (default: the backbone's)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (recorded in the metadata)."),
+    subject_scale: float = typer.Option(1.0, "--subject-scale", help="Strength of the identity adapter."),
+    motion_scale: float = typer.Option(1.0, "--motion-scale", help="Strength of the motion adapter."),
+    appearance_image: Path = typer.Option(None, "--appearance-image", help="Image for appearance guidance (default: a subject photo)."),
+    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."),
+    sampler: str = typer.Option("ddim", "--sampler", help="Sampler name (see `dv samplers`)."),
+    negative_prompt: str = typer.Option("", "--negative-prompt"),
+    gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside the video."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    backbone_path: str = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone."),
+    json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Make a video of SUBJECT doing MOTION in PROMPT."""
+    import torch
+    from dv_registry import Registry
+
+    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.compose import compose as run_compose
+
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if output is None:
+        stem = "-".join(p.replace(":", "_").replace("@", "_") for p in (subject, motion) if p != "-")
+        output = Path("dv-out") / f"{stem}-{seed}.mp4"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    config = ComposeConfig(
+        steps=steps,
+        guidance=guidance,
+        frames=frames,
+        fps=fps,
+        seed=seed,
+        subject_scale=subject_scale,
+        motion_scale=motion_scale,
+        appearance_strength=appearance_strength,
+        appearance_image=str(appearance_image) if appearance_image else None,
+        sampler=sampler,
+        negative_prompt=negative_prompt,
+        gif=gif,
+        device=device,
+        backbone_path=backbone_path,
+    )
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+
+    with ProgressRenderer(quiet=json) as progress:
+        result = run_compose(subject, motion, prompt, output, config, registry=Registry(), on_event=progress)
+    if json:
+        print_json(
+            {
+                "video": str(result.video),
+                "contact_sheet": str(result.contact_sheet),
+                "gif": str(result.gif) if result.gif else None,
+                "prompt": result.prompt,
+                "seed": result.seed,
+                "metadata": result.metadata,
+            }
+        )
+        return
+    out.print(f"prompt: {result.prompt}")
+    out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))

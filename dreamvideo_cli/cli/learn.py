@@ -1,0 +1,151 @@
+"""`dv subject learn` and `dv motion learn`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.errors import DVError
+
+subject_app = typer.Typer(help="Learn a subject from 3-5 photos.", no_args_is_help=True)
+motion_app = typer.Typer(help="Learn a motion from one or more clips.", no_args_is_help=True)
+
+
+def install(app: typer.Typer) -> None:
+    app.add_typer(subject_app, name="subject")
+    app.add_typer(motion_app, name="motion")
+
+
+BACKBONE = typer.Option("modelscope", "--backbone", "-b", help="Backbone name (see `dv backbones`).")
+BACKBONE_PATH = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone.")
+RANDOM_WEIGHTS = typer.Option(
+    False, "--random-weights", help="Full-size architecture with random weights (benchmarks, smoke runs)."
+)
+SEED = typer.Option(None, "--seed", help="Random seed (recorded in the manifest).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+SAVE_EVERY = typer.Option(500, "--save-every", help="Keep an adapter checkpoint every K steps as tag NAME:stepK (0: none).")
+RESUME = typer.Option(None, "--resume", help="Continue an interrupted run (its id or folder).")
+JSON = typer.Option(False, "--json", help="Print the stored manifest as JSON on stdout.")
+DESCRIPTION = typer.Option("", "--description", help="A note stored in the manifest.")
+
+
+def _finish(manifest: Any, json: bool) -> None:
+    if json:
+        print_json(manifest.to_document())
+        return
+    out.print(f"stored [bold]{manifest.name}:{manifest.tag}[/bold] ({manifest.kind}, {manifest.parameter_count:,} adapter parameters)")
+
+
+def _check_inputs(folder: Path | None, name: str | None, resume: str | None, what: str) -> tuple[Path, str]:
+    if resume is not None:
+        return folder or Path("."), name or ""
+    if folder is None or name is None:
+        raise DVError(f"missing {what} folder or --name", f"usage: dv {'subject' if what == 'photos' else 'motion'} learn DIR --name NAME")
+    return folder, name
+
+
+@subject_app.command("learn")
+def subject_learn(
+    photos: Path = typer.Argument(None, help="Folder of 3-5 photos of the subject."),
+    name: str = typer.Option(None, "--name", "-n", help="Name to store the subject under."),
+    init_word: str = typer.Option(None, "--init-word", help="A word for the subject's class (default: the name)."),
+    masks: Path = typer.Option(None, "--masks", help="Folder of subject masks named like the photos."),
+    embedding_steps: int = typer.Option(3000, "--embedding-steps", help="Textual inversion steps."),
+    adapter_steps: int = typer.Option(1000, "--adapter-steps", help="Identity adapter steps."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per step."),
+    lr_embedding: float = typer.Option(1e-4, "--lr-embedding"),
+    lr_adapter: float = typer.Option(1e-5, "--lr-adapter"),
+    save_every: int = SAVE_EVERY,
+    seed: int = SEED,
+    backbone: str = BACKBONE,
+    backbone_path: str = BACKBONE_PATH,
+    random_weights: bool = RANDOM_WEIGHTS,
+    device: str = DEVICE,
+    resume: str = RESUME,
+    description: str = DESCRIPTION,
+    json: bool = JSON,
+) -> None:
+    """Textual inversion, then the identity adapter (paper Sec. 3.2)."""
+    from dv_registry import Registry
+
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+
+    folder, name = _check_inputs(photos, name, resume, "photos")
+    config = SubjectConfig(
+        backbone=backbone,
+        backbone_path=backbone_path,
+        random_weights=random_weights,
+        init_word=init_word,
+        masks=str(masks) if masks else None,
+        embedding_steps=embedding_steps,
+        adapter_steps=adapter_steps,
+        batch_size=batch_size,
+        lr_embedding=lr_embedding,
+        lr_adapter=lr_adapter,
+        save_every=save_every,
+        seed=seed,
+        device=device,
+        description=description,
+    )
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+
+    with ProgressRenderer(quiet=json) as progress:
+        manifest = learn_subject(folder, name, config, registry=Registry(), on_event=progress, resume=resume)
+    _finish(manifest, json)
+
+
+@motion_app.command("learn")
+def motion_learn(
+    clips: Path = typer.Argument(None, help="Folder of clips showing the motion."),
+    name: str = typer.Option(None, "--name", "-n", help="Name to store the motion under."),
+    phrase: str = typer.Option(None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'),
+    steps: int = typer.Option(1000, "--steps", help="Motion adapter steps."),
+    frames: int = typer.Option(32, "--frames", help="Frames per training sample."),
+    fps: int = typer.Option(8, "--fps", help="Frame rate frames are sampled at."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Clips per step."),
+    lr: float = typer.Option(1e-5, "--lr"),
+    text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
+    image_dropout: float = typer.Option(0.1, "--image-dropout", help="Probability of a zero appearance embedding."),
+    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."),
+    save_every: int = SAVE_EVERY,
+    seed: int = SEED,
+    backbone: str = BACKBONE,
+    backbone_path: str = BACKBONE_PATH,
+    random_weights: bool = RANDOM_WEIGHTS,
+    device: str = DEVICE,
+    resume: str = RESUME,
+    description: str = DESCRIPTION,
+    json: bool = JSON,
+) -> None:
+    """The motion adapter with CLIP appearance guidance (paper Sec. 3.3)."""
+    from dv_registry import Registry
+
+    from dreamvideo_cli.learn import MotionConfig, learn_motion
+
+    folder, name = _check_inputs(clips, name, resume, "clips")
+    config = MotionConfig(
+        backbone=backbone,
+        backbone_path=backbone_path,
+        random_weights=random_weights,
+        phrase=phrase,
+        steps=steps,
+        frames=frames,
+        fps=fps,
+        batch_size=batch_size,
+        lr=lr,
+        text_dropout=text_dropout,
+        image_dropout=image_dropout,
+        appearance_strength=appearance_strength,
+        save_every=save_every,
+        seed=seed,
+        device=device,
+        description=description,
+    )
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+
+    with ProgressRenderer(quiet=json) as progress:
+        manifest = learn_motion(folder, name, config, registry=Registry(), on_event=progress, resume=resume)
+    _finish(manifest, json)

@@ -1,0 +1,284 @@
+"""Composition (paper Sec. 3.4): sample a video with a subject's and a motion's adapters.
+
+Classifier-free guidance runs the conditional and unconditional branches as one batch:
+eps = eps_u + g * (eps_c - eps_u). The unconditional branch gets the empty prompt and a
+zero appearance embedding, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamvideo_cli import __version__, media
+from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
+from dreamvideo_cli.backbone import Backbone, Components, Fingerprint
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.events import EventHandler, Note, StageFinished, StageStarted, StepDone, ignore_events
+from dreamvideo_cli.learn.common import (
+    autocast,
+    decode_latents,
+    encode_text,
+    frozen_dtype,
+    pick_device,
+    quiet_libraries,
+    to_tensor_images,
+    tokenize,
+)
+from dreamvideo_cli.learn.store import load_adapter_tensors, reference_images
+
+
+@dataclass
+class ComposeConfig:
+    steps: int | None = None  # None: the sampler's default (DDIM: 50)
+    guidance: float = 9.0
+    frames: int | None = None  # None: the backbone's (ModelScope: 32)
+    fps: int | None = None
+    seed: int | None = None
+    subject_scale: float = 1.0
+    motion_scale: float = 1.0
+    appearance_strength: float = 1.0  # lambda
+    appearance_image: str | None = None
+    sampler: str = "ddim"
+    eta: float = 0.0
+    negative_prompt: str = ""
+    gif: bool = False
+    device: str = "auto"
+    backbone_path: str | None = None
+
+
+@dataclass
+class ComposeResult:
+    video: Path
+    contact_sheet: Path
+    prompt: str
+    seed: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    gif: Path | None = None
+
+
+def build_prompt(user_prompt: str, token: str | None, phrase: str | None) -> str:
+    """DESIGN.md: `{subject}` (and `{motion}`) in the prompt are substituted; otherwise
+    the prompt becomes `a {subject} {motion phrase} {prompt}`."""
+    subject = token or ""
+    if "{subject}" in user_prompt or "{motion}" in user_prompt:
+        text = user_prompt.replace("{subject}", subject).replace("{motion}", phrase or "")
+    elif token:
+        text = " ".join(w for w in ("a", token, phrase or "", user_prompt) if w)
+    else:
+        text = " ".join(w for w in (phrase or "", user_prompt) if w)
+    return " ".join(text.split())
+
+
+def _resolve(registry: Any, ref: str, kind: str) -> Any:
+    if ref in ("-", ""):
+        return None
+    manifest = registry.resolve(ref)
+    if manifest.kind != kind:
+        raise DVError(
+            f"{ref!r} is a {manifest.kind}, not a {kind}",
+            "compose takes SUBJECT MOTION PROMPT; use - to leave one out",
+        )
+    return manifest
+
+
+def backbone_for(manifests: list[Any], backbone_path: str | None) -> tuple[Backbone, Fingerprint]:
+    """The backbone every adapter was trained on; refuse adapters from different ones."""
+    from dreamvideo_cli.plugins import get_backbone
+
+    prints = [(m, Fingerprint.from_dict(m.backbone)) for m in manifests]
+    first_manifest, first = prints[0]
+    for manifest, fp in prints[1:]:
+        if fp != first:
+            raise DVError(
+                f"{first_manifest.ref} was trained on {first.describe()} but {manifest.ref} on {fp.describe()}",
+                "learn both on the same backbone",
+            )
+    backbone = get_backbone(first.backbone)(path=backbone_path, random_weights=first.random_weights)
+    loaded = backbone.fingerprint()
+    if loaded != first:
+        raise DVError(
+            f"{first_manifest.ref} was trained on {first.describe()}, but the backbone here is {loaded.describe()}",
+            "compose with the backbone the adapters were trained on",
+        )
+    return backbone, first
+
+
+def compose(
+    subject_ref: str,
+    motion_ref: str,
+    prompt: str,
+    output: str | Path,
+    config: ComposeConfig,
+    *,
+    registry: Any,
+    on_event: EventHandler = ignore_events,
+) -> ComposeResult:
+    """Generate a video of the subject doing the motion; writes the video, a contact
+    sheet PNG beside it, and the settings as metadata."""
+    quiet_libraries()
+    started = time.monotonic()
+    subject = _resolve(registry, subject_ref, "subject")
+    motion = _resolve(registry, motion_ref, "motion")
+    if subject is None and motion is None:
+        raise DVError("compose needs a subject, a motion, or both", "pass - for at most one of them")
+    output = Path(output)
+    if output.suffix.lower() not in (".mp4", ".gif"):
+        raise DVError(f"cannot write {output.name}: the output must end in .mp4 or .gif", "use -o out.mp4")
+    appearance_path = Path(config.appearance_image) if config.appearance_image else None
+    appearance_photo = media.load_photo(appearance_path) if appearance_path else None
+
+    from dreamvideo_cli.plugins import get_sampler
+
+    sampler = get_sampler(config.sampler)
+    steps = config.steps or sampler.default_steps
+    backbone, fingerprint = backbone_for([m for m in (subject, motion) if m is not None], config.backbone_path)
+    fmt = backbone.video_format
+    frames, fps = config.frames or fmt.frames, config.fps or fmt.fps
+    seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+    device = pick_device(config.device)
+    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
+    parts = backbone.load(device, frozen_dtype(device))
+    sites = backbone.adapter_sites(parts.unet)
+
+    token = phrase = None
+    if subject is not None:
+        token = subject.token
+        placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, subject.init_word or "object")
+        with torch.no_grad():
+            placeholder.vectors.copy_(load_adapter_tensors(registry, subject, "token_embedding")["token"].unsqueeze(0))
+        identity = AdapterSet("identity", sites).to(device)
+        identity.load_adapter_state_dict(load_adapter_tensors(registry, subject))
+        identity.set_scale(config.subject_scale)
+        identity.attach(parts.unet)
+    motion_set = None
+    if motion is not None:
+        phrase = motion.phrase
+        motion_set = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
+        motion_set.load_adapter_state_dict(load_adapter_tensors(registry, motion))
+        motion_set.set_scale(config.motion_scale)
+        motion_set.set_strength(config.appearance_strength)
+        motion_set.attach(parts.unet)
+
+    final_prompt = build_prompt(prompt, token, phrase)
+    on_event(Note(f"prompt: {final_prompt}"))
+
+    # The appearance guide: a user image, else one of the subject's photos (chosen by the
+    # seed, as the paper picks one at random), else nothing (a zero embedding).
+    guide_source = None
+    guide = torch.zeros(1, parts.appearance_dim, device=device)
+    if motion_set is not None:
+        if appearance_photo is not None:
+            guide_image, guide_source = appearance_photo, str(appearance_path)
+        elif subject is not None:
+            refs = reference_images(registry, subject)
+            pick = int(np.random.default_rng(seed).integers(len(refs)))
+            guide_image, guide_source = refs[pick], f"{subject.ref} reference image {pick}"
+        else:
+            guide_image = None
+        if guide_image is not None:
+            with torch.no_grad():
+                pixels = to_tensor_images([np.asarray(guide_image)], device)
+                guide = parts.appearance_encoder(pixels.to(parts.dtype)).float()
+        motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))
+
+    video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, config.guidance, sampler, seed, config.eta, on_event)
+
+    metadata = {
+        "dv_version": __version__,
+        "prompt": final_prompt,
+        "user_prompt": prompt,
+        "negative_prompt": config.negative_prompt,
+        "subject": _describe(subject),
+        "motion": _describe(motion),
+        "seed": seed,
+        "steps": steps,
+        "sampler": sampler.name,
+        "guidance": config.guidance,
+        "frames": frames,
+        "fps": fps,
+        "height": fmt.height,
+        "width": fmt.width,
+        "subject_scale": config.subject_scale,
+        "motion_scale": config.motion_scale,
+        "appearance_strength": config.appearance_strength,
+        "appearance_image": guide_source,
+        "backbone": fingerprint.as_dict(),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    video_path = media.write_video(output, video, fps, metadata)
+    sheet_path = media.save_png(
+        media.contact_sheet(video, columns=8, max_frames=16, label=final_prompt),
+        output.with_suffix(".png"),
+    )
+    gif_path = None
+    if config.gif and output.suffix.lower() != ".gif":
+        gif_path = media.write_video(output.with_suffix(".gif"), video, fps, metadata)
+    return ComposeResult(video_path, sheet_path, final_prompt, seed, metadata, gif_path)
+
+
+def _describe(manifest: Any) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    return {
+        "ref": manifest.ref,
+        "digest": manifest.digest,
+        "token": manifest.token,
+        "init_word": manifest.init_word,
+        "phrase": manifest.phrase,
+    }
+
+
+@torch.no_grad()
+def sample_video(
+    parts: Components,
+    prompt: str,
+    negative_prompt: str,
+    frames: int,
+    height: int,
+    width: int,
+    steps: int,
+    guidance: float,
+    sampler: Any,
+    seed: int,
+    eta: float = 0.0,
+    on_event: EventHandler = ignore_events,
+) -> np.ndarray:
+    """Run the sampler with batched classifier-free guidance; returns uint8 [F, H, W, 3]."""
+    device = parts.device
+    scheduler = sampler.make_scheduler(parts.schedule)
+    scheduler.set_timesteps(steps, device=device)
+    with autocast(device):
+        context = encode_text(parts, tokenize(parts, [prompt, negative_prompt])).to(parts.dtype)  # [2, T, D]
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    channels = parts.unet.config.in_channels
+    # Noise drawn on the CPU so a seed gives the same video on any device.
+    cpu = torch.Generator("cpu").manual_seed(seed)
+    latents = torch.randn((1, channels, frames, height // factor, width // factor), generator=cpu).to(device)
+    latents = latents * scheduler.init_noise_sigma
+    step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
+    for i, t in enumerate(scheduler.timesteps):
+        x = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # [2, C, F, h, w]
+        with autocast(device):
+            eps = parts.unet(x.to(parts.dtype), t, encoder_hidden_states=context).sample.float()
+        eps_c, eps_u = eps.chunk(2)
+        eps = eps_u + guidance * (eps_c - eps_u)
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        on_event(StepDone("sampling", i + 1, len(scheduler.timesteps)))
+    on_event(StageFinished("sampling"))
+    on_event(StageStarted("decoding", 1, "VAE decode"))
+    video = decode_latents(parts, latents[0])
+    on_event(StageFinished("decoding"))
+    return video
+
+
+def settings_dict(config: ComposeConfig) -> dict[str, Any]:
+    return asdict(config)

@@ -1,0 +1,388 @@
+"""What subject and motion learning share: devices, the diffusion loss, runs on disk,
+stopping cleanly, and saving/restoring training state (safetensors + JSON, never pickle)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dreamvideo_cli.backbone import Components, NoiseSchedule
+from dreamvideo_cli.errors import DVError, Interrupted
+from dreamvideo_cli.events import EventHandler, StepDone
+
+
+def quiet_libraries() -> None:
+    """diffusers and transformers log warnings meant for their developers; keep stderr ours."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DVError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DVError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+    return device
+
+
+def frozen_dtype(device: torch.device) -> torch.dtype:
+    """Frozen weights run in bf16 on a GPU; a CPU keeps fp32 (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def autocast(device: torch.device) -> Any:
+    # Trainable adapters keep fp32 master weights; autocast runs their matmuls in bf16.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def to_tensor_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 [H, W, 3] images -> float [N, 3, H, W] in [0, 1]."""
+    array = np.stack(images).astype(np.float32) / 255.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
+
+
+@torch.no_grad()
+def encode_latents(parts: Components, pixels: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """[N, 3, H, W] in [0, 1] -> scaled VAE latents [N, 4, h, w], in fp32.
+
+    Training reads these from a cache made once per run, so the posterior mean stands in
+    for a fresh sample each step (the VAE's posterior std is tiny)."""
+    out = []
+    for start in range(0, pixels.shape[0], chunk):
+        x = pixels[start : start + chunk].to(parts.device, parts.vae.dtype) * 2 - 1
+        out.append(parts.vae.encode(x).latent_dist.mean.float() * parts.vae_scale_factor)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_latents(parts: Components, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:
+    """Video latents [4, F, h, w] -> uint8 frames [F, H, W, 3]."""
+    frames = latents.permute(1, 0, 2, 3)  # [F, 4, h, w]
+    out = []
+    for start in range(0, frames.shape[0], chunk):
+        z = frames[start : start + chunk].to(parts.vae.dtype) / parts.vae_scale_factor
+        x = parts.vae.decode(z).sample.float()  # [f, 3, H, W] in [-1, 1]
+        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(out).numpy()
+
+
+def tokenize(parts: Components, prompts: list[str]) -> torch.Tensor:
+    tok = parts.tokenizer
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    return ids.input_ids.to(parts.device)  # [B, T]
+
+
+def encode_text(parts: Components, ids: torch.Tensor) -> torch.Tensor:
+    """Token ids [B, T] -> text-encoder hidden states [B, T, D] (the UNet's context)."""
+    hidden: torch.Tensor = parts.text_encoder(ids)[0]
+    return hidden
+
+
+def make_noise_scheduler(schedule: NoiseSchedule) -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**schedule.as_config())
+
+
+def diffusion_loss(
+    unet: nn.Module,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    scheduler: Any,
+    generator: torch.Generator,
+    offset_noise: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The DDPM training loss on clean latents x0 [B, C, F, h, w] (epsilon or v target),
+    optionally multiplied by a 0/1 mask [B, 1, F, h, w] as the authors do for subjects."""
+    b, c = x0.shape[:2]
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    if offset_noise:
+        # One offset per video and channel, shared by every frame and position.
+        noise = noise + offset_noise * torch.randn((b, c, 1, 1, 1), generator=generator, device=x0.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+    xt = scheduler.add_noise(x0, noise, t)
+    pred = unet(xt.to(next(unet.parameters()).dtype), t, encoder_hidden_states=context).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, t)
+    else:
+        target = noise
+    se = (pred.float() - target.float()) ** 2
+    if mask is not None:
+        se = se * mask
+    return se.mean()
+
+
+def warmup_then_constant(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+    )
+
+
+class StopRequested:
+    """Turns Ctrl-C and SIGTERM into a flag the training loop checks between steps, so it
+    can save its state and exit cleanly instead of dying mid-write."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequested]:
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling, nothing to restore
+            previous = {}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
+def load_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as flat tensors plus JSON, so it can be stored as safetensors."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{prefix}.{idx}.{key}"] = value
+            else:
+                scalars["state"].setdefault(str(idx), {})[key] = float(value)
+    return tensors, scalars
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, values in scalars["state"].items():
+        for name, value in values.items():
+            state.setdefault(int(idx), {})[name] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+def runs_home(registry_home: Path) -> Path:
+    return registry_home / "runs"
+
+
+@dataclass
+class Run:
+    """A training run's folder: config.json, loss.csv, loss.png, checkpoints/."""
+
+    folder: Path
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+    @classmethod
+    def create(cls, registry_home: Path, kind: str, name: str, config: Any, inputs: str | Path) -> Run:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = runs_home(registry_home) / f"{stamp}-{kind}-{name}-{secrets.token_hex(2)}"
+        (folder / "checkpoints").mkdir(parents=True)
+        atomic_write_json(
+            folder / "config.json",
+            {"kind": kind, "name": name, "inputs": str(Path(inputs).resolve()), "config": asdict(config)},
+        )
+        return cls(folder)
+
+    @classmethod
+    def open(cls, registry_home: Path, run: str) -> Run:
+        folder = Path(run) if os.sep in run else runs_home(registry_home) / run
+        if not (folder / "config.json").is_file():
+            raise DVError(f"no training run {run!r}", f"runs live in {runs_home(registry_home)}")
+        if not (folder / "checkpoints" / "state.json").is_file():
+            raise DVError(f"run {run!r} has no saved state to resume from", "start a new run")
+        return cls(folder)
+
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.folder / "config.json").read_text())
+        return data
+
+    def log_losses(self, stage: str, first_step: int, losses: list[float]) -> None:
+        path = self.folder / "loss.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["stage", "step", "loss"])
+            for i, loss in enumerate(losses):
+                writer.writerow([stage, first_step + i, f"{loss:.6g}"])
+
+    def read_losses(self) -> list[tuple[str, int, float]]:
+        path = self.folder / "loss.csv"
+        if not path.exists():
+            return []
+        with open(path) as f:
+            return [(r["stage"], int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+    def truncate_losses(self, stage: str, step: int) -> None:
+        """On resume, forget losses logged after the saved state (they will be redone)."""
+        rows = [r for r in self.read_losses() if not (r[0] == stage and r[1] > step)]
+        path = self.folder / "loss.csv"
+        path.unlink(missing_ok=True)
+        by_stage: dict[str, list[tuple[int, float]]] = {}
+        for s, i, loss in rows:
+            by_stage.setdefault(s, []).append((i, loss))
+        for s, items in by_stage.items():
+            if items:
+                self.log_losses(s, items[0][0], [loss for _, loss in items])
+
+    def save_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        # Tensors first, then the JSON that points at them: a crash between the two leaves
+        # the previous JSON, whose tensors file name differs, still consistent.
+        name = f"state-{meta['stage']}-{meta['step']}.safetensors"
+        save_tensors(self.folder / "checkpoints" / name, tensors)
+        meta = {**meta, "tensors": name}
+        atomic_write_json(self.folder / "checkpoints" / "state.json", meta)
+        for old in (self.folder / "checkpoints").glob("state-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from safetensors.torch import load_file
+
+        meta: dict[str, Any] = json.loads((self.folder / "checkpoints" / "state.json").read_text())
+        return load_file(self.folder / "checkpoints" / meta["tensors"]), meta
+
+    def save_loss_plot(self) -> Path | None:
+        from dreamvideo_cli.plots import loss_curve_png
+
+        rows = self.read_losses()
+        if not rows:
+            return None
+        path = self.folder / "loss.png"
+        atomic_write_bytes(path, loss_curve_png(rows))
+        return path
+
+
+def seed_everything(seed: int | None) -> int:
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    torch.manual_seed(seed)
+    return seed
+
+
+def generator_for(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def png_bytes(image: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def report_progress(
+    on_event: EventHandler,
+    run: Run,
+    stage: str,
+    step: int,
+    total: int,
+    pending: list[torch.Tensor],
+    log_every: int,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Emit progress; read losses back from the device only every `log_every` steps, so the
+    loop does not wait on the GPU at each step."""
+    if step % max(1, log_every) == 0 or step == total:
+        values = torch.stack(pending).float().cpu().tolist()
+        run.log_losses(stage, step - len(values) + 1, values)
+        pending.clear()
+        on_event(StepDone(stage, step, total, loss=values[-1], lr=optimizer.param_groups[0]["lr"]))
+    else:
+        on_event(StepDone(stage, step, total))
+
+
+def interrupted(run: Run, stage: str, step: int) -> Interrupted:
+    return Interrupted(
+        f"stopped during {stage} at step {step}; state saved in run {run.id}",
+        f"continue with --resume {run.id}",
+    )
+
+
+def save_adapter_checkpoint(run: Run, step: int, adapters: Any) -> Path:
+    path = run.folder / "checkpoints" / f"adapter-step{step}.safetensors"
+    save_tensors(path, adapters.adapter_state_dict())
+    return path
+
+
+def resumed_config(registry_home: Path, resume: str, kind: str, config_type: type[Any], device: str) -> tuple[Run, Any, str, Path]:
+    """Open a run to resume: its saved config (only the device may change), name and inputs."""
+    run = Run.open(registry_home, resume)
+    saved = run.config()
+    if saved["kind"] != kind:
+        raise DVError(f"run {resume!r} is a {saved['kind']} run", f"resume it with `dv {saved['kind']} learn`")
+    config = config_type(**{**saved["config"], "device": device})
+    return run, config, saved["name"], Path(saved["inputs"])

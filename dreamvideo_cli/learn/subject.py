@@ -1,0 +1,251 @@
+"""Subject learning (paper Sec. 3.2): textual inversion, then the identity adapter.
+
+Step 1 learns one new token embedding from the photos, trained as 1-frame videos.
+Step 2 freezes that token and trains identity adapters beside every spatial
+cross-attention. Temporal layers stay frozen and get no adapters here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dreamvideo_cli import media
+from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
+from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, ignore_events
+from dreamvideo_cli.learn.common import (
+    Run,
+    interrupted,
+    report_progress,
+    resumed_config,
+    save_adapter_checkpoint,
+    StopRequested,
+    autocast,
+    diffusion_loss,
+    encode_latents,
+    encode_text,
+    frozen_dtype,
+    generator_for,
+    make_noise_scheduler,
+    optimizer_state,
+    pick_device,
+    quiet_libraries,
+    restore_optimizer,
+    seed_everything,
+    to_tensor_images,
+    tokenize,
+    warmup_then_constant,
+)
+from dreamvideo_cli.learn.store import check_new_name, store_adapter
+
+
+@dataclass
+class SubjectConfig:
+    """Defaults are the authors' (reference-implementation.md, "Hyper-parameters")."""
+
+    backbone: str = "modelscope"
+    backbone_path: str | None = None
+    random_weights: bool = False
+    init_word: str | None = None  # None: the subject's name
+    masks: str | None = None
+    embedding_steps: int = 3000
+    adapter_steps: int = 1000
+    batch_size: int = 4
+    lr_embedding: float = 1e-4
+    lr_adapter: float = 1e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    offset_noise: float = 0.1
+    save_every: int = 500
+    log_every: int = 10
+    seed: int | None = None
+    device: str = "auto"
+    description: str = ""
+
+
+def placeholder_token(name: str) -> str:
+    return f"<{name}>"
+
+
+def learn_subject(
+    photos_dir: str | Path,
+    name: str,
+    config: SubjectConfig,
+    *,
+    registry: Any,
+    on_event: EventHandler = ignore_events,
+    resume: str | None = None,
+) -> Any:
+    """Learn `name` from the photos in `photos_dir`; returns the stored registry manifest."""
+    quiet_libraries()
+    started = time.monotonic()
+    if resume is not None:
+        run, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config.device)
+    check_new_name(registry, "subject", name)
+
+    from dreamvideo_cli.plugins import get_backbone
+
+    # --- data: validate everything before touching the model ---------------------------
+    photos = media.load_photos(Path(photos_dir), on_warning=lambda m: on_event(Note(m, "warning")))
+    paths = [p for p, _ in photos]
+    masks = media.load_masks(Path(config.masks), paths) if config.masks else None
+    backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
+    fmt = backbone.video_format
+    init_word = config.init_word or name.replace("-", " ").replace("_", " ")
+
+    if resume is None:
+        config.seed = seed_everything(config.seed)
+        run = Run.create(registry.home, "subject", name, config, photos_dir)
+    else:
+        seed_everything(config.seed)
+    on_event(Note(f"run {run.id} in {run.folder}"))
+
+    device = pick_device(config.device)
+    on_event(Note(f"loading backbone {backbone.fingerprint().describe()} on {device}"))
+    parts = backbone.load(device, frozen_dtype(device))
+    sites = backbone.adapter_sites(parts.unet)
+
+    # --- frozen work, once: VAE latents of every photo (and its mask) --------------------
+    crops = [np.asarray(media.resize_center_crop(img, fmt.height, fmt.width)) for _, img in photos]
+    latents = encode_latents(parts, to_tensor_images(crops, device)).unsqueeze(2)  # [N, 4, 1, h, w]
+    mask_latents = None
+    if masks is not None:
+        m = np.stack([media.resize_center_crop_mask(mk, fmt.height, fmt.width) for mk in masks])
+        m_t = torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)  # [N, 1, H, W]
+        # A latent cell counts as subject if any pixel under it is.
+        m_t = F.adaptive_max_pool2d(m_t, latents.shape[-2:])
+        mask_latents = m_t.unsqueeze(2)  # [N, 1, 1, h, w]
+    n = latents.shape[0]
+
+    token = placeholder_token(name)
+    placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, init_word)
+    ids = tokenize(parts, [f"a {token}"])  # [1, T]
+    noise_scheduler = make_noise_scheduler(parts.schedule)
+    gen = generator_for(device, config.seed or 0)
+    identity = AdapterSet("identity", sites).to(device)
+    stop = StopRequested()
+
+    # --- restore a saved run -------------------------------------------------------------
+    stage, step = "embedding", 0
+    state_tensors: dict[str, torch.Tensor] = {}
+    state_meta: dict[str, Any] = {}
+    if resume is not None:
+        state_tensors, state_meta = run.load_state()
+        stage, step = state_meta["stage"], int(state_meta["step"])
+        with torch.no_grad():
+            placeholder.vectors.copy_(state_tensors["token.vectors"])
+            identity.load_adapter_state_dict({k[8:]: v for k, v in state_tensors.items() if k.startswith("adapter.")})
+        gen.set_state(state_tensors["rng.generator"].to(torch.uint8).cpu())
+        run.truncate_losses(stage, step)
+        on_event(Note(f"resuming {stage} at step {step}"))
+
+    def save_state(stage: str, step: int, optimizer: torch.optim.Optimizer) -> None:
+        opt_tensors, opt_scalars = optimizer_state(optimizer, "optim")
+        tensors = {
+            "token.vectors": placeholder.vectors.detach(),
+            "rng.generator": gen.get_state(),
+            **{f"adapter.{k}": v for k, v in identity.adapter_state_dict().items()},
+            **opt_tensors,
+        }
+        run.save_state(tensors, {"stage": stage, "step": step, "optimizer": opt_scalars, "checkpoints": checkpoints})
+
+    def sample_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(0, n, (config.batch_size,), generator=gen, device=device)
+        return latents[idx], (mask_latents[idx] if mask_latents is not None else None)
+
+    checkpoints: list[int] = list(state_meta.get("checkpoints", []))
+
+    with stop.installed():
+        # --- step 1: textual inversion, only the new token's row learns ------------------
+        if stage == "embedding":
+            placeholder.vectors.requires_grad_(True)
+            optimizer = torch.optim.AdamW([placeholder.vectors], lr=config.lr_embedding, weight_decay=config.weight_decay)
+            lr_schedule = warmup_then_constant(optimizer, config.warmup_steps)
+            if step:
+                restore_optimizer(optimizer, "optim", state_tensors, state_meta["optimizer"])
+                lr_schedule.last_epoch = step
+            on_event(StageStarted("embedding", config.embedding_steps, f"textual inversion of {token} from {init_word!r}"))
+            pending: list[torch.Tensor] = []
+            while step < config.embedding_steps:
+                if stop:
+                    save_state("embedding", step, optimizer)
+                    raise interrupted(run, "embedding", step)
+                x0, mask = sample_batch()  # [B, 4, 1, h, w]
+                with autocast(device):
+                    context = encode_text(parts, ids).expand(x0.shape[0], -1, -1)  # [B, T, D]
+                    loss = diffusion_loss(parts.unet, x0, context, noise_scheduler, gen, config.offset_noise, mask)
+                loss.backward()
+                optimizer.step()
+                lr_schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                pending.append(loss.detach())
+                report_progress(on_event, run, "embedding", step, config.embedding_steps, pending, config.log_every, optimizer)
+            on_event(StageFinished("embedding"))
+            stage, step = "identity", 0
+            save_state("identity", 0, torch.optim.AdamW(identity.parameters(), lr=config.lr_adapter))
+
+        # --- step 2: identity adapter with the token frozen ------------------------------
+        placeholder.vectors.requires_grad_(False)
+        identity.attach(parts.unet)
+        with torch.no_grad(), autocast(device):
+            context = encode_text(parts, ids).float()  # frozen now: computed once, [1, T, D]
+        optimizer = torch.optim.AdamW(identity.parameters(), lr=config.lr_adapter, weight_decay=config.weight_decay)
+        lr_schedule = warmup_then_constant(optimizer, config.warmup_steps)
+        if step:
+            restore_optimizer(optimizer, "optim", state_tensors, state_meta["optimizer"])
+            lr_schedule.last_epoch = step
+        on_event(StageStarted("identity", config.adapter_steps, f"identity adapter ({identity.parameter_count():,} parameters)"))
+        pending = []
+        while step < config.adapter_steps:
+            if stop:
+                save_state("identity", step, optimizer)
+                raise interrupted(run, "identity", step)
+            x0, mask = sample_batch()
+            with autocast(device):
+                loss = diffusion_loss(
+                    parts.unet, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), noise_scheduler, gen, config.offset_noise, mask
+                )
+            loss.backward()
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            pending.append(loss.detach())
+            report_progress(on_event, run, "identity", step, config.adapter_steps, pending, config.log_every, optimizer)
+            if config.save_every and step % config.save_every == 0 and step < config.adapter_steps:
+                save_adapter_checkpoint(run, step, identity)
+                checkpoints.append(step)
+                on_event(CheckpointSaved("identity", step, str(run.folder)))
+        on_event(StageFinished("identity"))
+        save_state("done", step, optimizer)
+
+    identity.detach()
+    run.save_loss_plot()
+    token_tensors = {"token": placeholder.vectors.detach().cpu()[0]}
+    return store_adapter(
+        registry,
+        kind="subject",
+        name=name,
+        backbone=backbone,
+        adapters=identity,
+        extra_tensors=token_tensors,
+        checkpoints={f"step{s}": run.folder / "checkpoints" / f"adapter-step{s}.safetensors" for s in checkpoints},
+        fields={
+            "token": token,
+            "init_word": init_word,
+            "training": {**asdict(config), "run": run.id, "photos": [p.name for p in paths]},
+            "seed": config.seed,
+            "dataset_digest": media.dataset_digest(paths),
+            "duration_s": round(time.monotonic() - started, 2),
+            "description": config.description,
+        },
+        reference_images=[(p, img) for p, img in photos],
+        preview=media.contact_sheet(np.stack(crops), columns=min(len(crops), 5), max_frames=len(crops), label=f"{name}: {token} ({init_word})"),
+    )
