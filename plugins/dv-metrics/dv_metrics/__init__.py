@@ -1,0 +1,1 @@
+"""dv-metrics: a first-party dv plugin, registered through the public hooks."""

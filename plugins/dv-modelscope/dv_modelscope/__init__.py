@@ -1,0 +1,1 @@
+"""dv-modelscope: a first-party dv plugin, registered through the public hooks."""

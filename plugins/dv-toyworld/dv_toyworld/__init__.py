@@ -1,0 +1,1 @@
+"""dv-toyworld: a first-party dv plugin, registered through the public hooks."""
