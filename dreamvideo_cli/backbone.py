@@ -95,6 +95,14 @@ class Components:
     dtype: torch.dtype  # the dtype frozen weights run in
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def vae_downscale(self) -> int:
+        """How many pixels one latent cell covers per side (8 for Stable Diffusion's VAE).
+        A backbone whose `vae` is not an AutoencoderKL sets `extras["vae_downscale"]`."""
+        if "vae_downscale" in self.extras:
+            return int(self.extras["vae_downscale"])
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+
 
 class Backbone(ABC):
     """A frozen text-to-video model that DreamVideo adapters attach to.

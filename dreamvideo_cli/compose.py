@@ -257,7 +257,7 @@ def sample_video(
     scheduler.set_timesteps(steps, device=device)
     with autocast(device):
         context = encode_text(parts, tokenize(parts, [prompt, negative_prompt])).to(parts.dtype)  # [2, T, D]
-    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    factor = parts.vae_downscale
     channels = parts.unet.config.in_channels
     # Noise drawn on the CPU so a seed gives the same video on any device.
     cpu = torch.Generator("cpu").manual_seed(seed)
