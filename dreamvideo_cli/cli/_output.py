@@ -33,7 +33,7 @@ class _LazyConsole:
 
 
 # Progress, warnings and errors go to stderr so stdout stays clean for data and --json.
-err: Any = _LazyConsole(stderr=True)
+err: Any = _LazyConsole(stderr=True, soft_wrap=True)
 out: Any = _LazyConsole(stderr=False, soft_wrap=True)
 
 

@@ -34,7 +34,7 @@ DESCRIPTION = typer.Option("", "--description", help="A note stored in the manif
 
 def _finish(manifest: Any, json: bool) -> None:
     if json:
-        print_json(manifest.to_document())
+        print_json({"ref": manifest.ref, "digest": manifest.digest} | manifest.model_dump(mode="json"))
         return
     out.print(f"stored [bold]{manifest.name}:{manifest.tag}[/bold] ({manifest.kind}, {manifest.parameter_count:,} adapter parameters)")
 
