@@ -110,7 +110,7 @@ class ParallelAdapter(nn.Module):
         return out + self.adapter(hidden_states)
 
 
-def _block_width(block: nn.Module) -> int:
+def _block_width(block: Any) -> int:
     return int(block.attn1.query_dim)
 
 
@@ -223,6 +223,7 @@ class AdapterSet(nn.Module):
     # -- knobs -----------------------------------------------------------------------
     def set_scale(self, scale: float) -> None:
         for adapter in self.adapters.values():
+            assert isinstance(adapter, IdentityAdapter | MotionAdapter)
             adapter.scale = scale
 
     def set_strength(self, strength: float) -> None:

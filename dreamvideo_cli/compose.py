@@ -20,7 +20,14 @@ from dreamvideo_cli import __version__, media
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
 from dreamvideo_cli.backbone import Backbone, Components, Fingerprint
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.events import EventHandler, Note, StageFinished, StageStarted, StepDone, ignore_events
+from dreamvideo_cli.events import (
+    EventHandler,
+    Note,
+    StageFinished,
+    StageStarted,
+    StepDone,
+    ignore_events,
+)
 from dreamvideo_cli.learn.common import (
     autocast,
     decode_latents,

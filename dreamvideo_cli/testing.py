@@ -48,7 +48,7 @@ def tiny_tokenizer(max_length: int = 16) -> Any:
             vocab.setdefault(current, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
 def tiny_unet_config() -> dict[str, Any]:
@@ -182,5 +182,6 @@ def save_tiny_backbone(folder: Path) -> Path:
     parts.vae.save_pretrained(folder / "vae")
     parts.text_encoder.save_pretrained(folder / "text_encoder")
     parts.tokenizer.save_pretrained(folder / "tokenizer")
-    parts.appearance_encoder.model.save_pretrained(folder / "image_encoder")
+    encoder: Any = parts.appearance_encoder
+    encoder.model.save_pretrained(folder / "image_encoder")
     return folder

@@ -10,9 +10,9 @@ from dreamvideo_cli.adapters import (
     IdentityAdapter,
     MotionAdapter,
     ParallelAdapter,
-    add_placeholder_token,
     adapter_parameter_count,
     adapter_parameter_counts,
+    add_placeholder_token,
     find_adapter_sites,
     remove_placeholder_tokens,
 )

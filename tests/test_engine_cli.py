@@ -155,7 +155,7 @@ def test_bad_inputs_are_one_line_and_leave_the_registry_alone(
     broken.mkdir()
     (broken / "broken.mp4").write_bytes(b"this is not a video")
     args = [str(photos) if a == "PHOTOS" else a for a in args]
-    code, out, err = run(args, capsys)
+    code, _, err = run(args, capsys)
     assert code != 0
     line = one_error_line(err)
     assert expected.lower() in line.lower()

@@ -16,7 +16,14 @@ from rich.progress import (
 )
 
 from dreamvideo_cli.cli._output import err, info, warn
-from dreamvideo_cli.events import CheckpointSaved, Event, Note, StageFinished, StageStarted, StepDone
+from dreamvideo_cli.events import (
+    CheckpointSaved,
+    Event,
+    Note,
+    StageFinished,
+    StageStarted,
+    StepDone,
+)
 
 
 class ProgressRenderer:

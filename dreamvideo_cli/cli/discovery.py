@@ -40,7 +40,7 @@ def plugins(json: bool = JSON) -> None:
     """List installed plugins, with the distribution and version each came from."""
     from dreamvideo_cli.plugins import list_plugins
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "hooks": list(p.hooks)}
         for p in list_plugins()
     ]
@@ -124,7 +124,7 @@ def samplers(json: bool = JSON) -> None:
     """List the registered samplers."""
     from dreamvideo_cli.plugins import get_samplers
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "description": reg.item.description,
@@ -148,7 +148,7 @@ def metrics(json: bool = JSON) -> None:
     """List the registered metrics."""
     from dreamvideo_cli.plugins import get_metrics
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "description": reg.item.description,

@@ -17,7 +17,14 @@ import torch
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, ignore_events
+from dreamvideo_cli.events import (
+    CheckpointSaved,
+    EventHandler,
+    Note,
+    StageFinished,
+    StageStarted,
+    ignore_events,
+)
 from dreamvideo_cli.learn.common import (
     Run,
     StopRequested,

@@ -18,13 +18,16 @@ import torch.nn.functional as F
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
-from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, ignore_events
+from dreamvideo_cli.events import (
+    CheckpointSaved,
+    EventHandler,
+    Note,
+    StageFinished,
+    StageStarted,
+    ignore_events,
+)
 from dreamvideo_cli.learn.common import (
     Run,
-    interrupted,
-    report_progress,
-    resumed_config,
-    save_adapter_checkpoint,
     StopRequested,
     autocast,
     diffusion_loss,
@@ -32,11 +35,15 @@ from dreamvideo_cli.learn.common import (
     encode_text,
     frozen_dtype,
     generator_for,
+    interrupted,
     make_noise_scheduler,
     optimizer_state,
     pick_device,
     quiet_libraries,
+    report_progress,
     restore_optimizer,
+    resumed_config,
+    save_adapter_checkpoint,
     seed_everything,
     to_tensor_images,
     tokenize,
