@@ -154,6 +154,21 @@ def adapter_parameter_counts(sites: Iterable[AdapterSite], condition_dim: int) -
     return counts
 
 
+def resolve_site(root: nn.Module, path: str) -> nn.Module:
+    """The module at a dotted site path, looking through activation-checkpoint wrappers
+    (so adapters attach the same way with or without `--gradient-checkpointing`)."""
+    from dreamvideo_cli.speed import Checkpointed
+
+    module = root
+    for part in path.split("."):
+        while isinstance(module, Checkpointed):
+            module = module.module
+        module = module[int(part)] if isinstance(module, nn.ModuleList) else getattr(module, part)
+    while isinstance(module, Checkpointed):
+        module = module.module
+    return module
+
+
 def _key(path: str, sublayer: str) -> str:
     # ModuleDict keys cannot contain dots.
     return f"{path}.{sublayer}".replace(".", "__")
@@ -197,7 +212,7 @@ class AdapterSet(nn.Module):
         if self._attached:
             raise RuntimeError("adapters are already attached")
         for site in self.sites:
-            block = unet.get_submodule(site.path)
+            block = resolve_site(unet, site.path)
             for norm_name, sublayer_name in slots_for(self.kind):
                 norm, sublayer = getattr(block, norm_name), getattr(block, sublayer_name)
                 if isinstance(sublayer, ParallelAdapter):
@@ -213,7 +228,7 @@ class AdapterSet(nn.Module):
             return
         unet = self._attached.pop()
         for site in self.sites:
-            block = unet.get_submodule(site.path)
+            block = resolve_site(unet, site.path)
             for norm_name, sublayer_name in slots_for(self.kind):
                 wrapper = getattr(block, sublayer_name)
                 assert isinstance(wrapper, ParallelAdapter)

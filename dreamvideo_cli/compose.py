@@ -34,6 +34,7 @@ from dreamvideo_cli.learn.common import (
     encode_text,
     frozen_dtype,
     pick_device,
+    prepare_unet,
     quiet_libraries,
     to_tensor_images,
     tokenize,
@@ -154,6 +155,7 @@ def compose(
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
     sites = backbone.adapter_sites(parts.unet)
+    prepare_unet(parts)
 
     token = phrase = None
     if subject is not None:

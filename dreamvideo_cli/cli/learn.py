@@ -30,6 +30,9 @@ SAVE_EVERY = typer.Option(500, "--save-every", help="Keep an adapter checkpoint 
 RESUME = typer.Option(None, "--resume", help="Continue an interrupted run (its id or folder).")
 JSON = typer.Option(False, "--json", help="Print the stored manifest as JSON on stdout.")
 DESCRIPTION = typer.Option("", "--description", help="A note stored in the manifest.")
+CHECKPOINTING = typer.Option(
+    False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more compute."
+)
 
 
 def _finish(manifest: Any, json: bool) -> None:
@@ -64,6 +67,7 @@ def subject_learn(
     backbone_path: str = BACKBONE_PATH,
     random_weights: bool = RANDOM_WEIGHTS,
     device: str = DEVICE,
+    gradient_checkpointing: bool = CHECKPOINTING,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -89,6 +93,7 @@ def subject_learn(
         seed=seed,
         device=device,
         description=description,
+        gradient_checkpointing=gradient_checkpointing,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
@@ -116,6 +121,7 @@ def motion_learn(
     backbone_path: str = BACKBONE_PATH,
     random_weights: bool = RANDOM_WEIGHTS,
     device: str = DEVICE,
+    gradient_checkpointing: bool = CHECKPOINTING,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -143,6 +149,7 @@ def motion_learn(
         seed=seed,
         device=device,
         description=description,
+        gradient_checkpointing=gradient_checkpointing,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

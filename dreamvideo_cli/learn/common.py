@@ -48,6 +48,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def prepare_unet(parts: Components) -> None:
+    """Engine-wide measures that change no result: chunked temporal attention on CUDA."""
+    if parts.device.type == "cuda":
+        from dreamvideo_cli.speed import chunk_temporal_attention
+
+        chunk_temporal_attention(parts.unet)
+
+
 def frozen_dtype(device: torch.device) -> torch.dtype:
     """Frozen weights run in bf16 on a GPU; a CPU keeps fp32 (bf16 matmuls are slow there)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32

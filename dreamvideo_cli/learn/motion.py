@@ -38,6 +38,7 @@ from dreamvideo_cli.learn.common import (
     make_noise_scheduler,
     optimizer_state,
     pick_device,
+    prepare_unet,
     quiet_libraries,
     report_progress,
     restore_optimizer,
@@ -49,6 +50,7 @@ from dreamvideo_cli.learn.common import (
     warmup_then_constant,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
+from dreamvideo_cli.speed import gradient_checkpointing
 
 
 @dataclass
@@ -70,6 +72,7 @@ class MotionConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     offset_noise: float = 0.1
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -126,6 +129,7 @@ def learn_motion(
     on_event(Note(f"loading backbone {backbone.fingerprint().describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
     sites = backbone.adapter_sites(parts.unet)
+    prepare_unet(parts)
 
     # --- frozen work, once: latents and CLIP embeddings of every source frame -------------
     caption_texts = sorted({captions.get(p) or phrase for p in paths})
@@ -209,7 +213,7 @@ def learn_motion(
     stop = StopRequested()
     on_event(StageStarted("motion", config.steps, f"motion adapter ({motion.parameter_count():,} parameters)"))
     pending: list[torch.Tensor] = []
-    with stop.installed():
+    with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
         while step < config.steps:
             if stop:
                 save_state(step)

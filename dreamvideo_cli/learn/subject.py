@@ -39,6 +39,7 @@ from dreamvideo_cli.learn.common import (
     make_noise_scheduler,
     optimizer_state,
     pick_device,
+    prepare_unet,
     quiet_libraries,
     report_progress,
     restore_optimizer,
@@ -50,6 +51,7 @@ from dreamvideo_cli.learn.common import (
     warmup_then_constant,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
+from dreamvideo_cli.speed import gradient_checkpointing
 
 
 @dataclass
@@ -69,6 +71,7 @@ class SubjectConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     offset_noise: float = 0.1
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -117,6 +120,7 @@ def learn_subject(
     on_event(Note(f"loading backbone {backbone.fingerprint().describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
     sites = backbone.adapter_sites(parts.unet)
+    prepare_unet(parts)
 
     # --- frozen work, once: VAE latents of every photo (and its mask) --------------------
     crops = [np.asarray(media.resize_center_crop(img, fmt.height, fmt.width)) for _, img in photos]
@@ -168,7 +172,7 @@ def learn_subject(
 
     checkpoints: list[int] = list(state_meta.get("checkpoints", []))
 
-    with stop.installed():
+    with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
         # --- step 1: textual inversion, only the new token's row learns ------------------
         if stage == "embedding":
             placeholder.vectors.requires_grad_(True)
