@@ -7,7 +7,7 @@ import sys
 import typer
 
 from dreamvideo_cli import __version__
-from dreamvideo_cli.cli import compose, discovery, doctor, learn, registry
+from dreamvideo_cli.cli import bench, compose, discovery, doctor, learn, registry
 from dreamvideo_cli.cli._output import error_line, warn
 from dreamvideo_cli.errors import DVError
 
@@ -42,6 +42,7 @@ compose.install(app)
 registry.install(app)
 discovery.install(app)
 doctor.install(app)
+bench.install(app)
 
 
 def _install_plugin_commands() -> None:

@@ -1,0 +1,252 @@
+"""`dv bench`: the engine's training steps and sampling against plain eager diffusers,
+on the same inputs, in one run.
+
+"eager" is what a straightforward diffusers script (and the authors' code) does each
+step: encode the images or frames with the VAE, the caption with the text encoder and
+the guide frame with CLIP, then run the UNet; sampling runs the conditional and
+unconditional branches as two UNet calls. "dv" is the engine's path: frozen work done
+once and cached, both guidance branches in one batch, bf16 on a GPU.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import torch
+
+from dreamvideo_cli.adapters import AdapterSet
+from dreamvideo_cli.backbone import Components
+from dreamvideo_cli.events import EventHandler, Note, ignore_events
+from dreamvideo_cli.learn.common import (
+    autocast,
+    diffusion_loss,
+    encode_latents,
+    encode_text,
+    frozen_dtype,
+    make_noise_scheduler,
+    pick_device,
+    prepare_unet,
+    quiet_libraries,
+    tokenize,
+)
+from dreamvideo_cli.speed import gradient_checkpointing
+
+# Dense bf16 matrix throughput people can actually reach, by GPU name (h100-baseline.md).
+PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0}
+
+
+@dataclass
+class BenchResult:
+    name: str
+    path: str  # "eager" or "dv"
+    seconds_per_call: float  # one training step, or one whole video for compose
+    seconds_per_step: float  # per training step, or per sampling step for compose
+    peak_memory_gib: float | None
+    tflop_per_step: float | None
+    achieved_tflops: float | None
+    fraction_of_peak: float | None
+
+
+@dataclass
+class BenchConfig:
+    backbone: str = "modelscope"
+    backbone_path: str | None = None
+    random_weights: bool = False
+    frames: int | None = None  # None: the backbone's
+    images: int = 4
+    sample_steps: int = 50
+    guidance: float = 9.0
+    warmup: int = 2
+    repeats: int = 5
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    only: tuple[str, ...] = ("subject", "motion", "compose")
+
+
+def _peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _count_flops(fn: Callable[[], Any]) -> float | None:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / 1e12
+    except Exception:  # flop counting is a nicety; a missing formula must not fail the bench
+        return None
+
+
+def _measure(
+    name: str,
+    path: str,
+    fn: Callable[[], Any],
+    config: BenchConfig,
+    device: torch.device,
+    on_event: EventHandler,
+    steps_per_call: int = 1,
+) -> BenchResult:
+    for _ in range(config.warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(config.repeats):
+        fn()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / config.repeats
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**30
+    else:  # the process's peak resident set, an upper bound for this measurement
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    flops = _count_flops(fn)
+    achieved = flops / seconds if flops is not None else None
+    peak = _peak_tflops(device)
+    per_step = seconds / steps_per_call
+    flops_per_step = flops / steps_per_call if flops is not None else None
+    result = BenchResult(
+        name, path, seconds, per_step, memory, flops_per_step, achieved, achieved / peak if achieved and peak else None
+    )
+    on_event(Note(f"{name} ({path}): {per_step * 1000:.1f} ms/step"))
+    return result
+
+
+def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> dict[str, Any]:
+    """Measure each stage both ways; returns results and speed-ups as plain data."""
+    from dreamvideo_cli.plugins import get_backbone
+
+    quiet_libraries()
+    device = pick_device(config.device)
+    backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
+    fmt = backbone.video_format
+    frames = config.frames or fmt.frames
+    on_event(Note(f"loading {backbone.fingerprint().describe()} on {device}"))
+    parts = backbone.load(device, frozen_dtype(device))
+    prepare_unet(parts)
+    sites = backbone.adapter_sites(parts.unet)
+    g = torch.Generator(device).manual_seed(0)
+    scheduler = make_noise_scheduler(parts.schedule)
+    results: list[BenchResult] = []
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=g, device=device)
+
+    if "subject" in config.only:
+        images = rand(config.images, 3, fmt.height, fmt.width)
+        identity = AdapterSet("identity", sites).to(device).attach(parts.unet)
+        optimizer = torch.optim.AdamW(identity.parameters(), lr=1e-5)
+        ids = tokenize(parts, ["a photo of a dog"] * config.images)
+        latents = encode_latents(parts, images).unsqueeze(2)
+        with torch.no_grad(), autocast(device):
+            context = encode_text(parts, ids[:1]).float()
+
+        def subject_step(cached: bool) -> None:
+            with autocast(device):
+                if cached:
+                    x0, ctx = latents, context.expand(config.images, -1, -1).to(parts.dtype)
+                else:
+                    with torch.no_grad():
+                        x0 = encode_latents(parts, images).unsqueeze(2)
+                        ctx = encode_text(parts, ids)
+                loss = diffusion_loss(parts.unet, x0, ctx, scheduler, g, 0.1)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        results.append(_measure("subject step", "eager", lambda: subject_step(False), config, device, on_event))
+        results.append(_measure("subject step", "dv", lambda: subject_step(True), config, device, on_event))
+        identity.detach()
+
+    if "motion" in config.only:
+        clip = rand(frames, 3, fmt.height, fmt.width)
+        motion = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device).attach(parts.unet)
+        optimizer = torch.optim.AdamW(motion.parameters(), lr=1e-5)
+        ids = tokenize(parts, ["a bear walking"])
+        latents = encode_latents(parts, clip).permute(1, 0, 2, 3).unsqueeze(0)  # [1, 4, F, h, w]
+        with torch.no_grad():
+            guide = parts.appearance_encoder(clip[:1].to(parts.dtype)).float()
+            with autocast(device):
+                context = encode_text(parts, ids).to(parts.dtype)
+
+        def motion_step(cached: bool) -> None:
+            with autocast(device):
+                if cached:
+                    x0, ctx, e = latents, context, guide
+                else:
+                    with torch.no_grad():
+                        x0 = encode_latents(parts, clip).permute(1, 0, 2, 3).unsqueeze(0)
+                        e = parts.appearance_encoder(clip[:1].to(parts.dtype)).float()
+                        ctx = encode_text(parts, ids)
+                motion.set_appearance(e)
+                with gradient_checkpointing(parts.unet, cached and config.gradient_checkpointing):
+                    loss = diffusion_loss(parts.unet, x0, ctx, scheduler, g, 0.1)
+                    loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        results.append(_measure("motion step", "eager", lambda: motion_step(False), config, device, on_event))
+        results.append(_measure("motion step", "dv", lambda: motion_step(True), config, device, on_event))
+        motion.detach()
+
+    if "compose" in config.only:
+        results.extend(_bench_compose(parts, frames, fmt.height, fmt.width, config, device, on_event))
+
+    speedups = {}
+    for name in dict.fromkeys(r.name for r in results):
+        eager = next(r for r in results if r.name == name and r.path == "eager")
+        fast = next(r for r in results if r.name == name and r.path == "dv")
+        speedups[name] = eager.seconds_per_step / fast.seconds_per_step
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "backbone": backbone.fingerprint().as_dict(),
+        "frames": frames,
+        "config": asdict(config),
+        "results": [asdict(r) for r in results],
+        "speedup": speedups,
+        "torch": torch.__version__,
+    }
+
+
+def _bench_compose(parts: Components, frames: int, height: int, width: int, config: BenchConfig, device: torch.device, on_event: EventHandler) -> list[BenchResult]:
+    from dreamvideo_cli.samplers import DDIM
+
+    factor = parts.vae_downscale
+    latents0 = torch.randn((1, parts.unet.config.in_channels, frames, height // factor, width // factor), device=device)
+    ids = tokenize(parts, ["a dog walking in the snow", ""])
+
+    @torch.no_grad()
+    def sample(batched: bool) -> None:
+        scheduler = DDIM.make_scheduler(parts.schedule)
+        scheduler.set_timesteps(config.sample_steps, device=device)
+        latents = latents0.clone()
+        with autocast(device):
+            context = encode_text(parts, ids).to(parts.dtype)
+            for t in scheduler.timesteps:
+                if batched:
+                    eps_c, eps_u = parts.unet(torch.cat([latents, latents]).to(parts.dtype), t, encoder_hidden_states=context).sample.float().chunk(2)
+                else:
+                    eps_c = parts.unet(latents.to(parts.dtype), t, encoder_hidden_states=context[:1]).sample.float()
+                    eps_u = parts.unet(latents.to(parts.dtype), t, encoder_hidden_states=context[1:]).sample.float()
+                latents = scheduler.step(eps_u + config.guidance * (eps_c - eps_u), t, latents, eta=0.0).prev_sample
+
+    measured = []
+    for path, batched in (("eager", False), ("dv", True)):
+        once = BenchConfig(**{**asdict(config), "warmup": 1, "repeats": 1})
+        result = _measure("compose", path, partial(sample, batched), once, device, on_event, config.sample_steps)
+        measured.append(result)
+    return measured
