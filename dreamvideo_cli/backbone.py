@@ -65,7 +65,13 @@ class Fingerprint:
         )
 
     def describe(self) -> str:
-        revision = self.revision if len(self.revision) <= 16 else self.revision[:12]
+        if len(self.revision) <= 16:
+            revision = self.revision
+        elif ":" in self.revision:  # e.g. local-sha256:<hex>: keep the scheme and some digest
+            scheme, _, digest = self.revision.partition(":")
+            revision = f"{scheme}:{digest[:8]}"
+        else:
+            revision = self.revision[:12]
         weights = "random weights" if self.random_weights else f"revision {revision}"
         return f"{self.backbone} ({self.model_id}, {weights})"
 

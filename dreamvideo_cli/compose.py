@@ -109,13 +109,18 @@ def backbone_for(manifests: list[Any], backbone_path: str | None) -> tuple[Backb
                 "learn both on the same backbone",
             )
     backbone = get_backbone(first.backbone)(path=backbone_path, random_weights=first.random_weights)
+    return backbone, first
+
+
+def check_backbone(backbone: Backbone, expected: Fingerprint, ref: str) -> None:
+    """After loading (a download may have just resolved the revision), refuse a backbone
+    other than the one the adapters were trained on."""
     loaded = backbone.fingerprint()
-    if loaded != first:
+    if loaded != expected:
         raise DVError(
-            f"{first_manifest.ref} was trained on {first.describe()}, but the backbone here is {loaded.describe()}",
+            f"{ref} was trained on {expected.describe()}, but the backbone here is {loaded.describe()}",
             "compose with the backbone the adapters were trained on",
         )
-    return backbone, first
 
 
 def compose(
@@ -154,6 +159,7 @@ def compose(
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
+    check_backbone(backbone, fingerprint, (subject or motion).ref)
     sites = backbone.adapter_sites(parts.unet)
     prepare_unet(parts)
 

@@ -101,6 +101,6 @@ def chunk_temporal_attention(unet: nn.Module, chunk: int = TEMPORAL_ATTENTION_CH
             continue
         for attn in module.modules():
             if isinstance(attn, Attention) and not isinstance(attn.processor, ChunkedAttnProcessor):
-                attn.set_processor(ChunkedAttnProcessor(attn.processor, chunk))
+                attn.set_processor(ChunkedAttnProcessor(attn.processor, chunk))  # type: ignore[arg-type]
                 count += 1
     return count

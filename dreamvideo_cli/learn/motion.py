@@ -114,6 +114,7 @@ def learn_motion(
     phrase = config.phrase or name.replace("-", " ").replace("_", " ")
     backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
     fmt = backbone.video_format
+    fingerprint = backbone.fingerprint()  # fails now, before a run folder, if weights are missing
     for info in infos:
         if info.frames < config.frames * media.frame_stride(info.fps, config.fps):
             on_event(Note(f"{info.path.name} is shorter than {config.frames} frames at {config.fps} fps; it will loop", "warning"))
@@ -126,7 +127,7 @@ def learn_motion(
     on_event(Note(f"run {run.id} in {run.folder}"))
 
     device = pick_device(config.device)
-    on_event(Note(f"loading backbone {backbone.fingerprint().describe()} on {device}"))
+    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
     sites = backbone.adapter_sites(parts.unet)
     prepare_unet(parts)

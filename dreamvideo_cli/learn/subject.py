@@ -107,6 +107,7 @@ def learn_subject(
     masks = media.load_masks(Path(config.masks), paths) if config.masks else None
     backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
     fmt = backbone.video_format
+    fingerprint = backbone.fingerprint()  # fails now, before a run folder, if weights are missing
     init_word = config.init_word or name.replace("-", " ").replace("_", " ")
 
     if resume is None:
@@ -117,7 +118,7 @@ def learn_subject(
     on_event(Note(f"run {run.id} in {run.folder}"))
 
     device = pick_device(config.device)
-    on_event(Note(f"loading backbone {backbone.fingerprint().describe()} on {device}"))
+    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
     sites = backbone.adapter_sites(parts.unet)
     prepare_unet(parts)
