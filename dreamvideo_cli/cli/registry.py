@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from dreamvideo_cli.cli._output import info, out, print_json
 
 if TYPE_CHECKING:
     from dv_registry import Manifest, PruneReport, Registry, Usage
+    from rich.table import Table
+    from rich.text import Text
+
+# rich and dv_registry (pydantic) are imported inside the commands so that `dv --help` stays fast.
 
 JSON = typer.Option(False, "--json", help="Print JSON on stdout.")
 PANEL = "Registry"
@@ -38,7 +40,6 @@ def install(app: typer.Typer) -> None:
 
 
 def _registry() -> Registry:
-    # Imported here so that `dv --help` does not pay for pydantic.
     from dv_registry import Registry
 
     return Registry()
@@ -49,13 +50,27 @@ def _stdin_is_tty() -> bool:
 
 
 def _table(*columns: str) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column)
     return table
 
 
+def _print_table(table: Table) -> None:
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.console import Console
+
+    # Piped output is for grep and friends: never cut a name or a path to fit 80 columns.
+    Console(file=sys.stdout, width=10_000, highlight=False, soft_wrap=True).print(table)
+
+
 def _text(value: object) -> Text:
+    from rich.text import Text
+
     # Text, not str: names, descriptions and paths may contain [brackets] that rich would parse.
     return Text(str(value))
 
@@ -108,7 +123,7 @@ def _print_manifest_rows(manifests: list[Manifest]) -> None:
             _text(_backbone_label(manifest)),
             _text(manifest.description),
         )
-    out.print(table)
+    _print_table(table)
 
 
 def list_command(
@@ -141,18 +156,22 @@ def show_command(
             | manifest.model_dump(mode="json")
         )
         return
+    from rich.text import Text
+
     header = Text()
     header.append(manifest.ref, style="bold")
     header.append(f"  {manifest.kind}  {manifest.digest}")
     if same_as:
         header.append("  (same as " + ", ".join(same_as) + ")")
     out.print(header)
+    from rich.table import Table
+
     fields = Table(box=None, pad_edge=False, show_header=False)
     fields.add_column(style="bold")
     fields.add_column()
     for label, value in _detail_rows(manifest):
         fields.add_row(label, _text(value))
-    out.print(fields)
+    _print_table(fields)
     files = _table("role", "file", "size", "type", "digest")
     for entry in manifest.files:
         files.add_row(
@@ -162,7 +181,7 @@ def show_command(
             entry.media_type,
             entry.digest.removeprefix("sha256:")[:12],
         )
-    out.print(files)
+    _print_table(files)
 
 
 def _detail_rows(manifest: Manifest) -> list[tuple[str, str]]:
@@ -304,7 +323,7 @@ def verify_command(json: bool = JSON) -> None:
         table = _table("entry", "problem", "path")
         for problem in problems:
             table.add_row(_text(problem.ref or "-"), _text(problem.message), _text(problem.path))
-        out.print(table)
+        _print_table(table)
     else:
         out.print(
             f"ok: {usage.manifest_count} manifests and {usage.blob_count} files verified "
@@ -360,7 +379,7 @@ def du_command(json: bool = JSON) -> None:
         table = _table("name", "kind", "tags", "size")
         for name in usage.names:
             table.add_row(_text(name.name), name.kind, str(len(name.tags)), human_size(name.bytes))
-        out.print(table)
+        _print_table(table)
     out.print(
         f"{human_size(usage.total_bytes)} in {usage.home} ({usage.blob_count} files, "
         f"{usage.manifest_count} manifests); `dv prune` would free "
