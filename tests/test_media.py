@@ -613,3 +613,18 @@ def test_dataset_digest(tmp_path: Path, photo_dir: Path) -> None:
     assert dataset_digest(copy.iterdir()) != dataset_digest(files)
     with pytest.raises(DVError, match="missing"):
         dataset_digest([tmp_path / "missing"])
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    umask = os.umask(0o022)
+    try:
+        video = write_video(tmp_path / "a.mp4", frames, fps=8)
+        sheet = save_png(contact_sheet(frames), tmp_path / "a.png")
+    finally:
+        os.umask(umask)
+    for path in (video, sheet):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
