@@ -22,7 +22,7 @@ from torch import nn
 
 from dreamvideo_cli.backbone import Components, NoiseSchedule
 from dreamvideo_cli.errors import DVError, Interrupted
-from dreamvideo_cli.events import EventHandler, StepDone
+from dreamvideo_cli.events import CheckpointSaved, EventHandler, StepDone
 
 
 def quiet_libraries() -> None:
@@ -148,6 +148,32 @@ def warmup_then_constant(optimizer: torch.optim.Optimizer, warmup_steps: int) ->
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
     )
+
+
+class AdamWWithWarmup:
+    """AdamW with a linear warm-up then a constant rate (the authors' recipe), whose state
+    can be saved as tensors plus JSON and restored for `--resume`."""
+
+    def __init__(self, params: Any, lr: float, weight_decay: float, warmup_steps: int) -> None:
+        self.optimizer = torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
+        self.schedule = warmup_then_constant(self.optimizer, warmup_steps)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return optimizer_state(self.optimizer, "optim")
+
+    def restore(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any], step: int) -> None:
+        restore_optimizer(self.optimizer, "optim", tensors, scalars)
+        self.schedule.last_epoch = step
 
 
 class StopRequested:
@@ -360,7 +386,7 @@ def report_progress(
     total: int,
     pending: list[torch.Tensor],
     log_every: int,
-    optimizer: torch.optim.Optimizer,
+    lr: float,
 ) -> None:
     """Emit progress; read losses back from the device only every `log_every` steps, so the
     loop does not wait on the GPU at each step."""
@@ -368,7 +394,7 @@ def report_progress(
         values = torch.stack(pending).float().cpu().tolist()
         run.log_losses(stage, step - len(values) + 1, values)
         pending.clear()
-        on_event(StepDone(stage, step, total, loss=values[-1], lr=optimizer.param_groups[0]["lr"]))
+        on_event(StepDone(stage, step, total, loss=values[-1], lr=lr))
     else:
         on_event(StepDone(stage, step, total))
 
@@ -380,10 +406,19 @@ def interrupted(run: Run, stage: str, step: int) -> Interrupted:
     )
 
 
-def save_adapter_checkpoint(run: Run, step: int, adapters: Any) -> Path:
-    path = run.folder / "checkpoints" / f"adapter-step{step}.safetensors"
-    save_tensors(path, adapters.adapter_state_dict())
-    return path
+def checkpoint_path(run: Run, step: int) -> Path:
+    return run.folder / "checkpoints" / f"adapter-step{step}.safetensors"
+
+
+def maybe_save_checkpoint(
+    run: Run, stage: str, step: int, total: int, every: int, adapters: Any, saved: list[int], on_event: EventHandler
+) -> None:
+    """Every `every` steps (not at the last, which becomes the version itself) keep the
+    adapter; these become the registry tags `name:stepK`."""
+    if every and step % every == 0 and step < total:
+        save_tensors(checkpoint_path(run, step), adapters.adapter_state_dict())
+        saved.append(step)
+        on_event(CheckpointSaved(stage, step, str(run.folder)))
 
 
 def resumed_config(registry_home: Path, resume: str, kind: str, config_type: type[Any], device: str) -> tuple[Run, Any, str, Path]:

@@ -18,7 +18,6 @@ import torch
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.events import (
-    CheckpointSaved,
     EventHandler,
     Note,
     StageFinished,
@@ -26,9 +25,11 @@ from dreamvideo_cli.events import (
     ignore_events,
 )
 from dreamvideo_cli.learn.common import (
+    AdamWWithWarmup,
     Run,
     StopRequested,
     autocast,
+    checkpoint_path,
     diffusion_loss,
     encode_latents,
     encode_text,
@@ -36,18 +37,15 @@ from dreamvideo_cli.learn.common import (
     generator_for,
     interrupted,
     make_noise_scheduler,
-    optimizer_state,
+    maybe_save_checkpoint,
     pick_device,
     prepare_unet,
     quiet_libraries,
     report_progress,
-    restore_optimizer,
     resumed_config,
-    save_adapter_checkpoint,
     seed_everything,
     to_tensor_images,
     tokenize,
-    warmup_then_constant,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.speed import gradient_checkpointing
@@ -168,22 +166,20 @@ def learn_motion(
     motion = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
     motion.set_strength(config.appearance_strength)
     motion.attach(parts.unet)
-    optimizer = torch.optim.AdamW(motion.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    lr_schedule = warmup_then_constant(optimizer, config.warmup_steps)
+    optimizer = AdamWWithWarmup(motion.parameters(), config.lr, config.weight_decay, config.warmup_steps)
     step, checkpoints = 0, []
     if resume is not None:
         tensors, meta = run.load_state()
         step, checkpoints = int(meta["step"]), list(meta["checkpoints"])
         motion.load_adapter_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
-        restore_optimizer(optimizer, "optim", tensors, meta["optimizer"])
-        lr_schedule.last_epoch = step
+        optimizer.restore(tensors, meta["optimizer"], step)
         gen.set_state(tensors["rng.generator"].to(torch.uint8).cpu())
         rng.bit_generator.state = meta["numpy_rng"]
         run.truncate_losses("motion", step)
         on_event(Note(f"resuming motion at step {step}"))
 
     def save_state(step: int) -> None:
-        opt_tensors, opt_scalars = optimizer_state(optimizer, "optim")
+        opt_tensors, opt_scalars = optimizer.state()
         tensors = {
             "rng.generator": gen.get_state(),
             **{f"adapter.{k}": v for k, v in motion.adapter_state_dict().items()},
@@ -223,17 +219,11 @@ def learn_motion(
             motion.set_appearance(e)
             with autocast(device):
                 loss = diffusion_loss(parts.unet, x0, context.to(parts.dtype), noise_scheduler, gen, config.offset_noise)
-            loss.backward()
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.step(loss)
             step += 1
             pending.append(loss.detach())
-            report_progress(on_event, run, "motion", step, config.steps, pending, config.log_every, optimizer)
-            if config.save_every and step % config.save_every == 0 and step < config.steps:
-                save_adapter_checkpoint(run, step, motion)
-                checkpoints.append(step)
-                on_event(CheckpointSaved("motion", step, str(run.folder)))
+            report_progress(on_event, run, "motion", step, config.steps, pending, config.log_every, optimizer.lr)
+            maybe_save_checkpoint(run, "motion", step, config.steps, config.save_every, motion, checkpoints, on_event)
         save_state(step)
     on_event(StageFinished("motion"))
     motion.detach()
@@ -250,7 +240,7 @@ def learn_motion(
         backbone=backbone,
         adapters=motion,
         extra_tensors=None,
-        checkpoints={f"step{s}": run.folder / "checkpoints" / f"adapter-step{s}.safetensors" for s in checkpoints},
+        checkpoints={f"step{s}": checkpoint_path(run, s) for s in checkpoints},
         fields={
             "phrase": phrase,
             "training": {**asdict(config), "run": run.id, "clips": [p.name for p in paths], "captions": caption_texts},

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
 from dreamvideo_cli.events import (
-    CheckpointSaved,
     EventHandler,
     Note,
     StageFinished,
@@ -27,9 +26,11 @@ from dreamvideo_cli.events import (
     ignore_events,
 )
 from dreamvideo_cli.learn.common import (
+    AdamWWithWarmup,
     Run,
     StopRequested,
     autocast,
+    checkpoint_path,
     diffusion_loss,
     encode_latents,
     encode_text,
@@ -37,18 +38,15 @@ from dreamvideo_cli.learn.common import (
     generator_for,
     interrupted,
     make_noise_scheduler,
-    optimizer_state,
+    maybe_save_checkpoint,
     pick_device,
     prepare_unet,
     quiet_libraries,
     report_progress,
-    restore_optimizer,
     resumed_config,
-    save_adapter_checkpoint,
     seed_everything,
     to_tensor_images,
     tokenize,
-    warmup_then_constant,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.speed import gradient_checkpointing
@@ -157,8 +155,8 @@ def learn_subject(
         run.truncate_losses(stage, step)
         on_event(Note(f"resuming {stage} at step {step}"))
 
-    def save_state(stage: str, step: int, optimizer: torch.optim.Optimizer) -> None:
-        opt_tensors, opt_scalars = optimizer_state(optimizer, "optim")
+    def save_state(stage: str, step: int, optimizer: AdamWWithWarmup) -> None:
+        opt_tensors, opt_scalars = optimizer.state()
         tensors = {
             "token.vectors": placeholder.vectors.detach(),
             "rng.generator": gen.get_state(),
@@ -177,11 +175,9 @@ def learn_subject(
         # --- step 1: textual inversion, only the new token's row learns ------------------
         if stage == "embedding":
             placeholder.vectors.requires_grad_(True)
-            optimizer = torch.optim.AdamW([placeholder.vectors], lr=config.lr_embedding, weight_decay=config.weight_decay)
-            lr_schedule = warmup_then_constant(optimizer, config.warmup_steps)
+            optimizer = AdamWWithWarmup([placeholder.vectors], config.lr_embedding, config.weight_decay, config.warmup_steps)
             if step:
-                restore_optimizer(optimizer, "optim", state_tensors, state_meta["optimizer"])
-                lr_schedule.last_epoch = step
+                optimizer.restore(state_tensors, state_meta["optimizer"], step)
             on_event(StageStarted("embedding", config.embedding_steps, f"textual inversion of {token} from {init_word!r}"))
             pending: list[torch.Tensor] = []
             while step < config.embedding_steps:
@@ -192,27 +188,22 @@ def learn_subject(
                 with autocast(device):
                     context = encode_text(parts, ids).expand(x0.shape[0], -1, -1)  # [B, T, D]
                     loss = diffusion_loss(parts.unet, x0, context, noise_scheduler, gen, config.offset_noise, mask)
-                loss.backward()
-                optimizer.step()
-                lr_schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.step(loss)
                 step += 1
                 pending.append(loss.detach())
-                report_progress(on_event, run, "embedding", step, config.embedding_steps, pending, config.log_every, optimizer)
+                report_progress(on_event, run, "embedding", step, config.embedding_steps, pending, config.log_every, optimizer.lr)
             on_event(StageFinished("embedding"))
             stage, step = "identity", 0
-            save_state("identity", 0, torch.optim.AdamW(identity.parameters(), lr=config.lr_adapter))
+            save_state("identity", 0, AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps))
 
         # --- step 2: identity adapter with the token frozen ------------------------------
         placeholder.vectors.requires_grad_(False)
         identity.attach(parts.unet)
         with torch.no_grad(), autocast(device):
             context = encode_text(parts, ids).float()  # frozen now: computed once, [1, T, D]
-        optimizer = torch.optim.AdamW(identity.parameters(), lr=config.lr_adapter, weight_decay=config.weight_decay)
-        lr_schedule = warmup_then_constant(optimizer, config.warmup_steps)
+        optimizer = AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps)
         if step:
-            restore_optimizer(optimizer, "optim", state_tensors, state_meta["optimizer"])
-            lr_schedule.last_epoch = step
+            optimizer.restore(state_tensors, state_meta["optimizer"], step)
         on_event(StageStarted("identity", config.adapter_steps, f"identity adapter ({identity.parameter_count():,} parameters)"))
         pending = []
         while step < config.adapter_steps:
@@ -224,17 +215,11 @@ def learn_subject(
                 loss = diffusion_loss(
                     parts.unet, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), noise_scheduler, gen, config.offset_noise, mask
                 )
-            loss.backward()
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.step(loss)
             step += 1
             pending.append(loss.detach())
-            report_progress(on_event, run, "identity", step, config.adapter_steps, pending, config.log_every, optimizer)
-            if config.save_every and step % config.save_every == 0 and step < config.adapter_steps:
-                save_adapter_checkpoint(run, step, identity)
-                checkpoints.append(step)
-                on_event(CheckpointSaved("identity", step, str(run.folder)))
+            report_progress(on_event, run, "identity", step, config.adapter_steps, pending, config.log_every, optimizer.lr)
+            maybe_save_checkpoint(run, "identity", step, config.adapter_steps, config.save_every, identity, checkpoints, on_event)
         on_event(StageFinished("identity"))
         save_state("done", step, optimizer)
 
@@ -248,7 +233,7 @@ def learn_subject(
         backbone=backbone,
         adapters=identity,
         extra_tensors=token_tensors,
-        checkpoints={f"step{s}": run.folder / "checkpoints" / f"adapter-step{s}.safetensors" for s in checkpoints},
+        checkpoints={f"step{s}": checkpoint_path(run, s) for s in checkpoints},
         fields={
             "token": token,
             "init_word": init_word,
