@@ -35,7 +35,14 @@ import numpy as np
 
 from dreamvideo_cli import media
 from dreamvideo_cli.errors import DVError, Interrupted, MissingWeightsError
-from dreamvideo_cli.events import EventHandler, Note, StageFinished, StageStarted, StepDone, ignore_events
+from dreamvideo_cli.events import (
+    EventHandler,
+    Note,
+    StageFinished,
+    StageStarted,
+    StepDone,
+    ignore_events,
+)
 from dreamvideo_cli.metrics import EvalSample, Metric
 
 if TYPE_CHECKING:
@@ -140,6 +147,20 @@ def _device(name: str) -> str:
     return str(pick_device(name))
 
 
+def _score(metric: Metric, sample: EvalSample, explicit: bool) -> float | str:
+    """The metric's value, or why it could not be computed. A metric nobody named (e.g. the
+    toy world's, run on a real video) that cannot score this video is skipped; one the user
+    asked for is an error, and so are missing weights."""
+    try:
+        return _finite(metric.score(sample), metric.name)
+    except MissingWeightsError:
+        raise
+    except DVError as exc:
+        if explicit:
+            raise
+        return f"could not be scored: {exc}"
+
+
 def _finite(value: float, metric: str) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -157,6 +178,7 @@ class VideoScores:
     video: str
     prompt: str | None  # the text scored against, placeholders replaced
     subject: str | None  # the subject whose reference photos were used
+    subject_digest: str | None = None  # which version of it, whatever its tags say now
     scores: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why
 
@@ -170,7 +192,10 @@ def expand_videos(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            videos.extend(media.list_clips(path))
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in media.VIDEO_SUFFIXES and p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise DVError(f"no videos in {path}", "pass video files, or a folder that holds some")
+            videos.extend(found)
         elif path.is_file():
             videos.append(path)
         else:
@@ -191,6 +216,17 @@ class _Plan:
     skipped: dict[str, str]
 
 
+def _warn_skipped(plans: list[_Plan], on_event: EventHandler) -> None:
+    """One warning per metric and reason, naming a few of the videos."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for plan in plans:
+        for name, reason in plan.skipped.items():
+            groups.setdefault((name, reason), []).append(plan.video.name)
+    for (name, reason), names in groups.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        on_event(Note(f"{name} skipped for {shown}: {reason}", "warning"))
+
+
 def evaluate_videos(
     videos: Sequence[str | os.PathLike[str]],
     *,
@@ -202,8 +238,8 @@ def evaluate_videos(
     on_event: EventHandler = ignore_events,
 ) -> list[VideoScores]:
     """Score each video with each metric; see the module docstring for the defaults."""
-    paths = expand_videos(videos)
     classes, explicit = _metric_classes(metrics)
+    paths = expand_videos(videos)
     explicit_subject = _resolve_subject(registry, subject) if subject else None
 
     plans: list[_Plan] = []
@@ -234,8 +270,8 @@ def evaluate_videos(
                 hints = ", ".join(_NEED_HINTS.get(n, f"give it {n}") for n in unmet)
                 raise DVError(f"metric {name} {reason}, which {path} does not have", hints)
             skipped[name] = reason
-            on_event(Note(f"{name} skipped for {path.name}: {reason}", "warning"))
         plans.append(_Plan(path, text, manifest, metadata, skipped))
+    _warn_skipped(plans, on_event)
 
     device_name = _device(device)
     needed = [name for name in classes if any(name not in plan.skipped for plan in plans)]
@@ -253,13 +289,19 @@ def evaluate_videos(
                 references[plan.subject.digest] = _reference_arrays(registry, plan.subject)
             refs = references[plan.subject.digest]
         sample = EvalSample(media.read_frames(plan.video, None), plan.prompt, refs, {"metadata": plan.metadata, "video": str(plan.video)})
-        scores = {
-            name: _finite(metric.score(sample), name)
-            for name, metric in instances.items()
-            if name not in plan.skipped
-        }
+        scores: dict[str, float] = {}
+        for name, metric in instances.items():
+            if name in plan.skipped:
+                continue
+            outcome = _score(metric, sample, explicit)
+            if isinstance(outcome, str):
+                plan.skipped[name] = outcome
+                on_event(Note(f"{name} skipped for {plan.video.name}: {outcome}", "warning"))
+            else:
+                scores[name] = outcome
         subject_ref = plan.subject.ref if plan.subject is not None else None
-        results.append(VideoScores(str(plan.video), plan.prompt, subject_ref, scores, plan.skipped))
+        subject_digest = plan.subject.digest if plan.subject is not None else None
+        results.append(VideoScores(str(plan.video), plan.prompt, subject_ref, subject_digest, scores, plan.skipped))
         on_event(StepDone("eval", step, len(plans)))
     on_event(StageFinished("eval"))
     return results
@@ -351,8 +393,10 @@ def _check_spec(spec: GridSpec) -> None:
     if any(s == "-" for s in spec.subjects) and any(m == "-" for m in spec.motions):
         raise DVError("a cell needs a subject, a motion, or both", "use - in --subjects or in --motions, not both")
     for kind, refs in (("subject", spec.subjects), ("motion", spec.motions)):
-        twice = sorted({_slug(r) for r in refs if [_slug(x) for x in refs].count(_slug(r)) > 1})
+        slugs = [_slug(ref) for ref in refs]
+        twice = sorted({slug for slug in slugs if slugs.count(slug) > 1})
         if twice:
+            # Cell files are named after the refs, so two refs with one name would collide.
             raise DVError(f"the {kind}s of the grid repeat {', '.join(twice)}", "list each once")
 
 
@@ -441,12 +485,11 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
     metric_names = list(classes)
     if explicit:
         for name, cls in classes.items():
-            if "prompt" not in cls.needs and "reference_images" not in cls.needs:
-                continue
-            if not set(cls.needs) <= {"prompt", "reference_images"}:
-                raise DVError(f"metric {name} needs {', '.join(sorted(cls.needs))}, which a grid cannot give it", "leave it out")
             if "reference_images" in cls.needs and all(s == "-" for s in spec.subjects):
                 raise DVError(f"metric {name} needs a subject, and this grid has none", "pass --subjects")
+    from dreamvideo_cli.plugins import get_sampler
+
+    get_sampler(spec.compose.sampler)  # a typo should fail once, not once per cell
     subjects = _resolve_refs(registry, spec.subjects, "subject")
     motions = _resolve_refs(registry, spec.motions, "motion")
     cells = grid_cells(spec)
@@ -469,14 +512,16 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
     keys = {cell.id: compose_key(cell) for cell in cells}
 
     def status(cell: GridCell) -> tuple[str, dict[str, Any] | None]:
-        """'done', 'rescore' (video fine, some metric missing) or 'compose'."""
+        """'done', 'rescore' (the video is fine, some score is missing) or 'compose'."""
         found = _read_json(cell_dir / f"{cell.id}.result.json")
-        if found is None or found.get("key") != keys[cell.id] or found.get("status") != "ok":
+        if found is None or found.get("key") != keys[cell.id] or not (cell_dir / f"{cell.id}.mp4").is_file():
             return "compose", None
-        if not (cell_dir / f"{cell.id}.mp4").is_file():
-            return "compose", None
-        have = set(found.get("scores", {})) | set(found.get("skipped", {}))
-        return ("done" if set(metric_names) <= have else "rescore"), found
+        if found.get("status") == "ok":
+            have = set(found.get("scores", {})) | set(found.get("skipped", {}))
+            return ("done" if set(metric_names) <= have else "rescore"), found
+        if found.get("final_prompt"):  # composed, then scoring failed: score it again
+            return "rescore", {**found, "scores": {}, "skipped": {}}
+        return "compose", None
 
     state = _grid_state(spec.compose.device)
     rank, world = int(state.process_index), int(state.num_processes)
@@ -520,11 +565,11 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
             on_event(event)
 
     composed = rescored = 0
-    on_event(StageStarted("grid", len(mine), f"process {rank + 1}/{world}" if world > 1 else f"{len(mine)} cells"))
+    on_event(StageStarted("grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")))
     for step, cell in enumerate(mine, start=1):
         kind, previous = statuses[cell.id]
         video = cell_dir / f"{cell.id}.mp4"
-        result: dict[str, Any] = {
+        cell_result: dict[str, Any] = {
             "id": cell.id,
             "key": keys[cell.id],
             "subject": cell.subject,
@@ -536,7 +581,10 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
             "seed": cell.seed,
             "video": f"cells/{video.name}",
             "contact_sheet": f"cells/{video.with_suffix('.png').name}",
+            "process": rank,  # which process made it (not in results.json, which must not depend on it)
         }
+        final_prompt: str | None = None
+        seconds: Any = None
         try:
             if kind == "compose":
                 cell_dir.mkdir(parents=True, exist_ok=True)
@@ -568,8 +616,12 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
                 metadata = media.read_video_metadata(video) or {}
                 sample = EvalSample(media.read_frames(video, None), text, refs, {"metadata": metadata, "video": str(video)})
                 for name in to_score:
-                    scores[name] = _finite(instances[name].score(sample), name)
-            result.update(
+                    outcome = _score(instances[name], sample, explicit)
+                    if isinstance(outcome, str):
+                        skipped[name] = outcome
+                    else:
+                        scores[name] = outcome
+            cell_result.update(
                 status="ok", final_prompt=final_prompt, eval_prompt=text, scores=scores, skipped=skipped,
                 seconds=seconds, error=None,
             )
@@ -577,9 +629,9 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
             raise
         except Exception as exc:  # one bad cell must not end a grid of thousands
             message = str(exc) if isinstance(exc, DVError) else f"{type(exc).__name__}: {exc}"
-            result.update(status="failed", error=message, scores={}, skipped={})
+            cell_result.update(status="failed", error=message, final_prompt=final_prompt, seconds=seconds, scores={}, skipped={})
             on_event(Note(f"cell {cell.id} failed: {message}", "warning"))
-        _write_atomic(cell_dir / f"{cell.id}.result.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+        _write_atomic(cell_dir / f"{cell.id}.result.json", json.dumps(cell_result, indent=2, sort_keys=True) + "\n")
         on_event(StepDone("grid", step, len(mine)))
     on_event(StageFinished("grid"))
 
@@ -717,34 +769,44 @@ def grid_contact_sheets(
     pages: list[Image.Image] = []
     for start in range(0, max(len(cells), 1), ROWS_PER_SHEET):
         chunk = cells[start : start + ROWS_PER_SHEET]
-        sheet = Image.new("RGB", (label_width + FRAMES_PER_ROW * (thumb + gap), max(1, len(chunk)) * (row_height + gap)), "white")
-        draw = ImageDraw.Draw(sheet)
+        tiles = []
         for row, cell in enumerate(chunk):
-            top = row * (row_height + gap)
-            lines = [
-                f"{cell['subject']} x {cell['motion']}  seed {cell['seed']}",
-                str(cell.get("eval_prompt") or cell["prompt"])[:48],
-            ]
-            if cell["status"] == "ok":
-                lines += [
-                    f"{name} {cell['scores'][name]:.3f}" if cell["scores"].get(name) is not None else f"{name} -"
-                    for name in metric_names
-                ]
-            else:
-                lines.append(f"{cell['status']}: {str(cell.get('error') or '')[:40]}")
-            for i, line in enumerate(lines[: max(1, row_height // 13)]):
-                draw.text((4, top + 2 + 13 * i), line, fill=(0, 0, 0), font=font)
-            video = output / str(cell.get("video") or "")
-            if cell["status"] != "ok" or not video.is_file():
-                continue
-            try:
-                frames = media.read_frames(video, None)
-            except DVError:
-                continue
-            picks = np.unique(np.round(np.linspace(0, len(frames) - 1, min(FRAMES_PER_ROW, len(frames)))).astype(int))
-            for slot, index in enumerate(picks):
-                tile = Image.fromarray(frames[index]).resize((thumb, thumb), Image.Resampling.BILINEAR)
-                sheet.paste(tile, (label_width + slot * (thumb + gap), top))
+            tiles.append(_row_tiles(output / str(cell.get("video") or ""), cell["status"] == "ok", thumb))
             on_event(StepDone("sheet", start + row + 1, len(cells)))
+        columns = max((len(t) for t in tiles), default=0)
+        size = (label_width + columns * (thumb + gap), max(1, len(chunk)) * (row_height + gap))
+        sheet = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(sheet)
+        for row, (cell, row_tiles) in enumerate(zip(chunk, tiles, strict=True)):
+            top = row * (row_height + gap)
+            for i, line in enumerate(_caption(cell, metric_names)[: max(1, row_height // 13)]):
+                draw.text((4, top + 2 + 13 * i), line, fill=(0, 0, 0), font=font)
+            for slot, tile in enumerate(row_tiles):
+                sheet.paste(tile, (label_width + slot * (thumb + gap), top))
         pages.append(sheet)
     return pages
+
+
+def _caption(cell: dict[str, Any], metric_names: list[str]) -> list[str]:
+    lines = [
+        f"{cell['subject']} x {cell['motion']}  seed {cell['seed']}",
+        str(cell.get("eval_prompt") or cell["prompt"])[:48],
+    ]
+    if cell["status"] != "ok":
+        return [*lines, f"{cell['status']}: {str(cell.get('error') or '')[:40]}"]
+    scores = cell["scores"]
+    return lines + [f"{name} {scores[name]:.3f}" if scores.get(name) is not None else f"{name} -" for name in metric_names]
+
+
+def _row_tiles(video: Path, ok: bool, thumb: int) -> list[Image.Image]:
+    """Evenly spaced frames of a cell's video, each fitted into a thumb x thumb square."""
+    from PIL import Image, ImageOps
+
+    if not ok or not video.is_file():
+        return []
+    try:
+        frames = media.read_frames(video, None)
+    except DVError:
+        return []
+    picks = np.unique(np.round(np.linspace(0, len(frames) - 1, min(FRAMES_PER_ROW, len(frames)))).astype(int))
+    return [ImageOps.pad(Image.fromarray(frames[i]), (thumb, thumb), color=(255, 255, 255)) for i in picks]

@@ -31,6 +31,9 @@ class Metric(ABC):
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op unless overridden
+        """Load weights now (before any video is scored), so a missing download fails early."""
+
     @abstractmethod
     def score(self, sample: EvalSample) -> float:
         """The metric's value for one video."""

@@ -8,6 +8,7 @@ import typer
 
 from dreamvideo_cli import __version__
 from dreamvideo_cli.cli import bench, compose, discovery, doctor, learn, registry
+from dreamvideo_cli.cli import eval as eval_cli  # aliased: `eval` is a builtin
 from dreamvideo_cli.cli._output import error_line, warn
 from dreamvideo_cli.errors import DVError
 
@@ -39,6 +40,7 @@ def _root(
 
 learn.install(app)
 compose.install(app)
+eval_cli.install(app)
 registry.install(app)
 discovery.install(app)
 doctor.install(app)

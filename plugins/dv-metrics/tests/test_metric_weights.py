@@ -1,0 +1,122 @@
+"""Loading the metric encoders: a local save/load round trip, and a clear line when offline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dv_metrics import weights
+from dv_metrics.encoders import DINOEncoder, OpenCLIPEncoder
+from dv_metrics.metrics import ClipT, DinoI, TemporalConsistency
+from dv_metrics.testing import (
+    save_open_clip_folder,
+    tiny_clip_model,
+    tiny_clip_tokenizer,
+    tiny_dino_model,
+)
+
+from dreamvideo_cli.errors import DVError, MissingWeightsError
+from dreamvideo_cli.metrics import EvalSample
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No network, and an empty Hugging Face cache, whatever this machine has downloaded."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv(weights.CLIP_PATH_ENV, raising=False)
+    monkeypatch.delenv(weights.DINO_PATH_ENV, raising=False)
+    monkeypatch.setattr(weights, "_shared", {})
+    yield
+
+
+def _frames() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (3, 36, 44, 3), dtype=np.uint8)
+
+
+def test_open_clip_folder_round_trip(tmp_path: Path) -> None:
+    model = tiny_clip_model(seed=5)
+    folder = save_open_clip_folder(model, tmp_path / "clip")
+    loaded = weights.load_clip_encoder("cpu", folder)
+    original = OpenCLIPEncoder(model, tiny_clip_tokenizer())
+    assert loaded.preprocess == original.preprocess
+    frames = list(_frames())
+    np.testing.assert_allclose(loaded.encode_images(frames), original.encode_images(frames), atol=1e-6)
+    np.testing.assert_allclose(loaded.encode_text(["a dog"]), original.encode_text(["a dog"]), atol=1e-6)
+
+
+def test_dino_folder_round_trip(tmp_path: Path) -> None:
+    model = tiny_dino_model(seed=5)
+    model.save_pretrained(tmp_path / "dino")
+    loaded = weights.load_dino_encoder("cpu", tmp_path / "dino")
+    original = DINOEncoder(model)
+    frames = list(_frames())
+    np.testing.assert_allclose(loaded.encode_images(frames), original.encode_images(frames), atol=1e-6)
+
+
+def test_metrics_load_once_per_process_from_the_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_open_clip_folder(tiny_clip_model(), tmp_path / "clip")
+    tiny_dino_model().save_pretrained(tmp_path / "dino")
+    monkeypatch.setenv(weights.CLIP_PATH_ENV, str(tmp_path / "clip"))
+    monkeypatch.setenv(weights.DINO_PATH_ENV, str(tmp_path / "dino"))
+    loads: list[str] = []
+    real = weights.load_clip_encoder
+
+    def counting(device: str, source: object = None) -> OpenCLIPEncoder:
+        loads.append(device)
+        return real(device, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(weights, "load_clip_encoder", counting)
+    sample = EvalSample(_frames(), prompt="a dog", reference_images=[_frames()[0]])
+    clip_t, t_cons = ClipT("cpu"), TemporalConsistency("cpu")
+    assert clip_t.encoder is t_cons.encoder  # one CLIP for every CLIP metric
+    clip_t.score(sample)
+    t_cons.score(sample)
+    assert loads == ["cpu"]
+    assert 0.0 < DinoI("cpu").score(sample) <= 1.0
+
+
+def test_offline_without_clip_weights_names_the_fetch_command() -> None:
+    with pytest.raises(MissingWeightsError) as caught:
+        TemporalConsistency("cpu").prepare()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors" in message
+    assert weights.CLIP_PATH_ENV in message
+
+
+def test_offline_without_dino_weights_names_the_fetch_command() -> None:
+    with pytest.raises(MissingWeightsError) as caught:
+        DinoI("cpu").prepare()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "hf download facebook/dino-vits16 config.json pytorch_model.bin" in message
+
+
+def test_cached_hub_file_is_used_offline(tmp_path: Path) -> None:
+    """What `hf download` leaves in the cache is found without the network."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE) / "models--timm--vit_base_patch32_clip_224.openai"
+    commit = "0" * 40
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text(commit)
+    snapshot = cache / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / weights.CLIP_FILE).write_bytes(b"x")
+    found = weights._hub_file(weights.CLIP_REPO, weights.CLIP_FILE, "CLIP", "cmd", "ENV")
+    assert found == snapshot / weights.CLIP_FILE
+
+
+def test_bad_local_paths_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(DVError, match="do not exist"):
+        weights.load_clip_encoder("cpu", tmp_path / "nowhere")
+    with pytest.raises(DVError, match="no CLIP weights"):
+        weights.load_clip_encoder("cpu", tmp_path)
+    with pytest.raises(DVError, match="not a transformers model folder"):
+        weights.load_dino_encoder("cpu", tmp_path)
