@@ -297,6 +297,7 @@ class PlaceholderEmbedding(nn.Module):
         self.base = base
         self.first_id = first_id
         self.vectors = nn.Parameter(vectors.detach().clone().float())
+        self.token_row = 0  # the row of the token being learned or used
 
     @property
     def weight(self) -> torch.Tensor:
@@ -323,17 +324,19 @@ def add_placeholder_token(
     base = text_encoder.get_input_embeddings()
     if isinstance(base, PlaceholderEmbedding):
         raise RuntimeError("the text encoder already has a placeholder token")
-    if tokenizer.add_tokens([token]) != 1:
+    first_id = base.num_embeddings
+    # A tokenizer reused across composes (an evaluation grid) may know the token already.
+    if token not in tokenizer.get_added_vocab() and tokenizer.add_tokens([token]) != 1:
         raise DVError(f"the token {token!r} already exists in the tokenizer", "choose another subject name")
     token_id = tokenizer.convert_tokens_to_ids(token)
-    first_id = base.num_embeddings
     if token_id < first_id:
-        raise RuntimeError(f"new token id {token_id} collides with the frozen vocabulary ({first_id})")
+        raise DVError(f"the token {token!r} is already a word of the text encoder", "choose another subject name")
     with torch.no_grad():
         init = base.weight[torch.tensor(init_ids, device=base.weight.device)].float().mean(0)
-    n_new = token_id - first_id + 1
+    n_new = token_id - first_id + 1  # rows for every token added so far; only ours trains
     vectors = init.unsqueeze(0).repeat(n_new, 1)
     embedding = PlaceholderEmbedding(base, vectors, first_id).to(base.weight.device)
+    embedding.token_row = token_id - first_id
     text_encoder.set_input_embeddings(embedding)
     return embedding
 

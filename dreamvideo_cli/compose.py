@@ -7,6 +7,7 @@ zero appearance embedding, as in the authors' code.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from dreamvideo_cli import __version__, media
-from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
+from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token, remove_placeholder_tokens
 from dreamvideo_cli.backbone import Backbone, Components, Fingerprint
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import (
@@ -84,6 +85,23 @@ def build_prompt(user_prompt: str, token: str | None, phrase: str | None) -> str
     return " ".join(text.split())
 
 
+class LoadedBackbone:
+    """Keeps the last backbone `compose` loaded, so a sequence of composes (an evaluation
+    grid) loads the weights once. compose leaves the parts as it found them."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._parts: Components | None = None
+
+    def get(self, backbone: Backbone, device: torch.device) -> Components:
+        key = (type(backbone), backbone.path, backbone.random_weights, str(device))
+        if self._parts is None or key != self._key:
+            self._parts = None  # free the old weights before loading new ones
+            self._parts = backbone.load(device, frozen_dtype(device))
+            self._key = key
+        return self._parts
+
+
 def _resolve(registry: Any, ref: str, kind: str) -> Any:
     if ref in ("-", ""):
         return None
@@ -132,6 +150,7 @@ def compose(
     *,
     registry: Any,
     on_event: EventHandler = ignore_events,
+    loaded: LoadedBackbone | None = None,
 ) -> ComposeResult:
     """Generate a video of the subject doing the motion; writes the video, a contact
     sheet PNG beside it, and the settings as metadata."""
@@ -158,53 +177,59 @@ def compose(
 
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
-    parts = backbone.load(device, frozen_dtype(device))
+    parts = loaded.get(backbone, device) if loaded is not None else backbone.load(device, frozen_dtype(device))
     check_backbone(backbone, fingerprint, (subject or motion).ref)
     sites = backbone.adapter_sites(parts.unet)
     prepare_unet(parts)
 
-    token = phrase = None
-    if subject is not None:
-        token = subject.token
-        placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, subject.init_word or "object")
-        with torch.no_grad():
-            placeholder.vectors.copy_(load_adapter_tensors(registry, subject, "token_embedding")["token"].unsqueeze(0))
-        identity = AdapterSet("identity", sites).to(device)
-        identity.load_adapter_state_dict(load_adapter_tensors(registry, subject))
-        identity.set_scale(config.subject_scale)
-        identity.attach(parts.unet)
-    motion_set = None
-    if motion is not None:
-        phrase = motion.phrase
-        motion_set = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
-        motion_set.load_adapter_state_dict(load_adapter_tensors(registry, motion))
-        motion_set.set_scale(config.motion_scale)
-        motion_set.set_strength(config.appearance_strength)
-        motion_set.attach(parts.unet)
-
-    final_prompt = build_prompt(prompt, token, phrase)
-    on_event(Note(f"prompt: {final_prompt}"))
-
-    # The appearance guide: a user image, else one of the subject's photos (chosen by the
-    # seed, as the paper picks one at random), else nothing (a zero embedding).
-    guide_source = None
-    guide = torch.zeros(1, parts.appearance_dim, device=device)
-    if motion_set is not None:
-        if appearance_photo is not None:
-            guide_image, guide_source = appearance_photo, str(appearance_path)
-        elif subject is not None:
-            refs = reference_images(registry, subject)
-            pick = int(np.random.default_rng(seed).integers(len(refs)))
-            guide_image, guide_source = refs[pick], f"{subject.ref} reference image {pick}"
-        else:
-            guide_image = None
-        if guide_image is not None:
+    # Loaded parts may be reused by the next compose (a grid): undo every change to them.
+    with contextlib.ExitStack() as undo:
+        token = phrase = None
+        if subject is not None:
+            token = subject.token
+            placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, subject.init_word or "object")
+            undo.callback(remove_placeholder_tokens, parts.tokenizer, parts.text_encoder)
             with torch.no_grad():
-                pixels = to_tensor_images([np.asarray(guide_image)], device)
-                guide = parts.appearance_encoder(pixels.to(parts.dtype)).float()
-        motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))
+                vector = load_adapter_tensors(registry, subject, "token_embedding")["token"]
+                placeholder.vectors[placeholder.token_row].copy_(vector)
+            identity = AdapterSet("identity", sites).to(device)
+            identity.load_adapter_state_dict(load_adapter_tensors(registry, subject))
+            identity.set_scale(config.subject_scale)
+            identity.attach(parts.unet)
+            undo.callback(identity.detach)
+        motion_set = None
+        if motion is not None:
+            phrase = motion.phrase
+            motion_set = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
+            motion_set.load_adapter_state_dict(load_adapter_tensors(registry, motion))
+            motion_set.set_scale(config.motion_scale)
+            motion_set.set_strength(config.appearance_strength)
+            motion_set.attach(parts.unet)
+            undo.callback(motion_set.detach)
 
-    video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, config.guidance, sampler, seed, config.eta, on_event)
+        final_prompt = build_prompt(prompt, token, phrase)
+        on_event(Note(f"prompt: {final_prompt}"))
+
+        # The appearance guide: a user image, else one of the subject's photos (chosen by the
+        # seed, as the paper picks one at random), else nothing (a zero embedding).
+        guide_source = None
+        guide = torch.zeros(1, parts.appearance_dim, device=device)
+        if motion_set is not None:
+            if appearance_photo is not None:
+                guide_image, guide_source = appearance_photo, str(appearance_path)
+            elif subject is not None:
+                refs = reference_images(registry, subject)
+                pick = int(np.random.default_rng(seed).integers(len(refs)))
+                guide_image, guide_source = refs[pick], f"{subject.ref} reference image {pick}"
+            else:
+                guide_image = None
+            if guide_image is not None:
+                with torch.no_grad():
+                    pixels = to_tensor_images([np.asarray(guide_image)], device)
+                    guide = parts.appearance_encoder(pixels.to(parts.dtype)).float()
+            motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))
+
+        video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, config.guidance, sampler, seed, config.eta, on_event)
 
     metadata = {
         "dv_version": __version__,

@@ -478,7 +478,7 @@ def _metric_plan(classes: dict[str, type[Metric]], has_subject: bool) -> dict[st
 
 def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_events) -> GridResult:
     """Compose and score every cell of the grid; see the module docstring."""
-    from dreamvideo_cli.compose import compose
+    from dreamvideo_cli.compose import LoadedBackbone, compose
 
     _check_spec(spec)
     classes, explicit = _metric_classes(spec.metrics)
@@ -565,6 +565,7 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
             on_event(event)
 
     composed = rescored = 0
+    loaded = LoadedBackbone()  # every cell of a grid shares one backbone: load it once
     on_event(StageStarted("grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")))
     for step, cell in enumerate(mine, start=1):
         kind, previous = statuses[cell.id]
@@ -589,7 +590,9 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
             if kind == "compose":
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 config = dataclasses.replace(compose_config, seed=cell.seed)
-                composed_result = compose(cell.subject, cell.motion, cell.prompt, video, config, registry=registry, on_event=forward)
+                composed_result = compose(
+                    cell.subject, cell.motion, cell.prompt, video, config, registry=registry, on_event=forward, loaded=loaded
+                )
                 final_prompt, seconds = composed_result.prompt, composed_result.metadata.get("seconds")
                 scores: dict[str, float | None] = {}
                 skipped: dict[str, str] = {}

@@ -270,3 +270,24 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
     ta = load_adapter_tensors(registry, full, "token_embedding")["token"]
     tb = load_adapter_tensors(registry, resumed, "token_embedding")["token"]
     assert np.allclose(ta.numpy(), tb.numpy(), atol=1e-6)
+
+
+def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photos: Path, clips: Path) -> None:
+    """An evaluation grid reuses the loaded backbone; compose must leave it as it found it."""
+    from dv_registry import Registry
+
+    from dreamvideo_cli.compose import ComposeConfig, LoadedBackbone, compose
+    from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
+
+    registry = Registry(home)
+    for name in ("cat", "dog"):
+        learn_subject(photos, name, SubjectConfig(backbone="tiny", embedding_steps=2, adapter_steps=2, save_every=0, seed=1, device="cpu"), registry=registry)
+    learn_motion(clips, "wave", MotionConfig(backbone="tiny", steps=2, frames=4, save_every=0, seed=1, device="cpu"), registry=registry)
+    config = ComposeConfig(steps=2, frames=4, seed=9, device="cpu")
+    loaded = LoadedBackbone()
+    cells = [("cat", "wave"), ("dog", "wave"), ("cat", "-"), ("dog", "wave")]
+    shared = [compose(s, m, "x", f"shared{i}.mp4", config, registry=registry, loaded=loaded) for i, (s, m) in enumerate(cells)]
+    fresh = [compose(s, m, "x", f"fresh{i}.mp4", config, registry=registry) for i, (s, m) in enumerate(cells)]
+    for a, b in zip(shared, fresh, strict=True):
+        assert a.prompt == b.prompt
+        assert np.array_equal(media.read_frames(a.video, None), media.read_frames(b.video, None))

@@ -225,7 +225,7 @@ def learn_subject(
 
     identity.detach()
     run.save_loss_plot()
-    token_tensors = {"token": placeholder.vectors.detach().cpu()[0]}
+    token_tensors = {"token": placeholder.vectors.detach().cpu()[placeholder.token_row]}
     return store_adapter(
         registry,
         kind="subject",
