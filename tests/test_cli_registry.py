@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dv_registry import JSON, PNG, SAFETENSORS, NewEntry, NewFile, Registry
 from typer.testing import CliRunner
 
 from dreamvideo_cli.cli import app, main
 from dreamvideo_cli.cli import registry as registry_cli
+from dv_registry import JSON, PNG, SAFETENSORS, NewEntry, NewFile, Registry
 
 SUMMARY_KEYS = {
     "ref",

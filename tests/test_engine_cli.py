@@ -240,12 +240,11 @@ def test_sigterm_saves_state_and_resume_finishes(home: Path, photos: Path, tmp_p
 
 def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photos: Path) -> None:
     """Stopping after k steps and resuming reproduces the uninterrupted run's weights."""
-    from dv_registry import Registry
-
     from dreamvideo_cli.errors import Interrupted
     from dreamvideo_cli.events import StepDone
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
     from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dv_registry import Registry
 
     registry = Registry(home)
 
@@ -274,10 +273,9 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
 
 def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photos: Path, clips: Path) -> None:
     """An evaluation grid reuses the loaded backbone; compose must leave it as it found it."""
-    from dv_registry import Registry
-
     from dreamvideo_cli.compose import ComposeConfig, LoadedBackbone, compose
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
+    from dv_registry import Registry
 
     registry = Registry(home)
     for name in ("cat", "dog"):

@@ -121,10 +121,9 @@ def fake_metrics() -> Iterator[types.ModuleType]:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A registry with subject `cat` and motion `walk` on the tiny backbone, and one composed video."""
-    from dv_registry import Registry
-
     from dreamvideo_cli.compose import ComposeConfig, compose
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
+    from dv_registry import Registry
 
     root = tmp_path_factory.mktemp("eval")
     photos, clips = root / "photos", root / "clips"
@@ -195,9 +194,8 @@ def test_eval_uses_what_compose_recorded(home: Path, studio: Path, fake_metrics:
 def test_missing_inputs_skip_with_a_warning_or_fail_when_asked_for(
     home: Path, tmp_path: Path, fake_metrics: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dv_registry import Registry
-
     from dreamvideo_cli import plugins
+    from dv_registry import Registry
 
     bare = tmp_path / "bare.mp4"
     media.write_video(bare, np.full((3, 16, 16, 3), 51, np.uint8), 8)  # no metadata: no prompt, no subject

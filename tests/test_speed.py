@@ -65,11 +65,11 @@ def test_learning_with_checkpointing_gives_the_same_adapter(tmp_path: object) ->
     from pathlib import Path
 
     import numpy as np
-    from dv_registry import Registry
 
     from dreamvideo_cli.learn import MotionConfig, learn_motion
     from dreamvideo_cli.learn.store import load_adapter_tensors
     from dreamvideo_cli.media import write_video
+    from dv_registry import Registry
 
     root = Path(str(tmp_path))
     clips = root / "clips"

@@ -36,10 +36,10 @@ def compose(
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
     import torch
-    from dv_registry import Registry
 
     from dreamvideo_cli.compose import ComposeConfig
     from dreamvideo_cli.compose import compose as run_compose
+    from dv_registry import Registry
 
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())

@@ -53,9 +53,8 @@ def eval_command(
     With --grid, compose every subject x motion x prompt x seed into -o DIR and score each;
     run it under `accelerate launch` to split the cells across processes or GPUs.
     """
-    from dv_registry import Registry
-
     from dreamvideo_cli.cli._progress import ProgressRenderer
+    from dv_registry import Registry
 
     if not grid:
         if not videos:

@@ -73,9 +73,8 @@ def subject_learn(
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter (paper Sec. 3.2)."""
-    from dv_registry import Registry
-
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dv_registry import Registry
 
     folder, name = _check_inputs(photos, name, resume, "photos")
     config = SubjectConfig(
@@ -127,9 +126,8 @@ def motion_learn(
     json: bool = JSON,
 ) -> None:
     """The motion adapter with CLIP appearance guidance (paper Sec. 3.3)."""
-    from dv_registry import Registry
-
     from dreamvideo_cli.learn import MotionConfig, learn_motion
+    from dv_registry import Registry
 
     folder, name = _check_inputs(clips, name, resume, "clips")
     config = MotionConfig(

@@ -12,9 +12,10 @@ import typer
 from dreamvideo_cli.cli._output import info, out, print_json
 
 if TYPE_CHECKING:
-    from dv_registry import Manifest, PruneReport, Registry, Usage
     from rich.table import Table
     from rich.text import Text
+
+    from dv_registry import Manifest, PruneReport, Registry, Usage
 
 # rich and dv_registry (pydantic) are imported inside the commands so that `dv --help` stays fast.
 

@@ -26,8 +26,9 @@ from typing import IO
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dv_registry import Registry
 from dvreg_testutil import motion_entry, small_subject_entry
+
+from dv_registry import Registry
 
 EVENTS: IO[str] = sys.stdout
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dv_registry import NewerSchemaError, NotFoundError, Registry, RegistryError
 from dvreg_testutil import motion_entry, safetensors_bytes, snapshot, subject_entry
+
+from dv_registry import NewerSchemaError, NotFoundError, Registry, RegistryError
 
 
 def _digest(data: bytes) -> str:

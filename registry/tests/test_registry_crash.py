@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dv_registry import Registry
 
 pytestmark = [

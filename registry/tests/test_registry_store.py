@@ -11,8 +11,10 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-import dv_registry
 import pytest
+from dvreg_testutil import motion_entry, safetensors_bytes, snapshot, subject_entry
+
+import dv_registry
 from dv_registry import (
     MEDIA_TYPES,
     SAFETENSORS,
@@ -27,7 +29,6 @@ from dv_registry import (
     store,
 )
 from dv_registry.fsutil import TMP_PREFIX
-from dvreg_testutil import motion_entry, safetensors_bytes, snapshot, subject_entry
 
 
 def test_never_imports_heavy_packages() -> None:

@@ -10,6 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
+
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.metrics import EvalSample
 from dv_metrics.encoders import (
     DINOEncoder,
     OpenCLIPEncoder,
@@ -19,9 +22,6 @@ from dv_metrics.encoders import (
 )
 from dv_metrics.metrics import ClipI, ClipT, DinoI, TemporalConsistency
 from dv_metrics.testing import tiny_clip_model, tiny_clip_tokenizer, tiny_dino_model
-
-from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.metrics import EvalSample
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from dreamvideo_cli.errors import DVError, MissingWeightsError
+from dreamvideo_cli.metrics import EvalSample
 from dv_metrics import weights
 from dv_metrics.encoders import DINOEncoder, OpenCLIPEncoder
 from dv_metrics.metrics import ClipT, DinoI, TemporalConsistency
@@ -16,9 +19,6 @@ from dv_metrics.testing import (
     tiny_clip_tokenizer,
     tiny_dino_model,
 )
-
-from dreamvideo_cli.errors import DVError, MissingWeightsError
-from dreamvideo_cli.metrics import EvalSample
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+
 from conftest import (
     FAKE_COMMIT,
     MODELSCOPE_ID,
@@ -18,10 +19,9 @@ from conftest import (
     TINY_OPEN_CLIP_CFG,
     put_in_cache,
 )
-from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
-
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.errors import DVError
+from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
 
 def check_components(parts: Components) -> None:

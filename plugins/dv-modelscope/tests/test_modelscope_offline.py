@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAKE_COMMIT, MODELSCOPE_ID, OPEN_CLIP_COMMIT, OPEN_CLIP_ID, put_in_cache
-from dv_modelscope import hub
-from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
+from conftest import FAKE_COMMIT, MODELSCOPE_ID, OPEN_CLIP_COMMIT, OPEN_CLIP_ID, put_in_cache
 from dreamvideo_cli.cli import main
 from dreamvideo_cli.errors import MissingWeightsError
+from dv_modelscope import hub
+from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
 MODELSCOPE_COMMAND = (
     "hf download ali-vilab/text-to-video-ms-1.7b --include 'model_index.json' --include 'scheduler/*' "

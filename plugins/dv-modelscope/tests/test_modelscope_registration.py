@@ -8,10 +8,10 @@ import sys
 from collections import Counter
 
 import pytest
-from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
 from dreamvideo_cli.cli import main
 from dreamvideo_cli.plugins import get_backbone, get_backbones
+from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
 IDENTITY_PARAMETERS = 12_409_120
 MOTION_PARAMETERS = 77_966_496
