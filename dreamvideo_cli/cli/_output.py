@@ -21,6 +21,10 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
+    def get(self) -> Console:
+        """The real Console (for rich APIs that need one, e.g. Progress)."""
+        return self._get()
+
     def _get(self) -> Console:
         if self._console is None:
             from rich.console import Console

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,9 +31,10 @@ class ProgressRenderer:
     """An EventHandler: bars when stderr is a terminal, plain lines otherwise, nothing
     but warnings when quiet (e.g. with --json)."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        console = console or err.get()
         self.quiet = quiet
-        self.live = err.is_terminal and not quiet
+        self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]{task.fields[stage]:<9}"),
             BarColumn(),
@@ -42,7 +44,7 @@ class ProgressRenderer:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            console=err,
+            console=console,
             transient=False,
             disable=not self.live,
         )
