@@ -1,0 +1,99 @@
+"""The `toyworld` backbone: the toy world's pretrained text-to-video model, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
+from dreamvideo_cli.errors import MissingWeightsError
+from dv_toyworld import world
+
+PRETRAIN_COMMAND = "uv run python -m dv_toyworld.pretrain --seed 0 --steps 3000"
+WEIGHTS_ENV = "DV_TOYWORLD_WEIGHTS"  # another weights file, e.g. one being trained
+
+
+class ToyWorldBackbone(Backbone):
+    """A 5M-parameter UNet3D pretrained on the toy world by `python -m dv_toyworld.pretrain`.
+
+    `path` (or $DV_TOYWORLD_WEIGHTS) may name another weights file written by the pretrain
+    script; `random_weights` gives the same architecture untrained."""
+
+    name = "toyworld"
+    description = "tiny text-to-video model of a synthetic world of moving shapes (embedded, offline)"
+    video_format = VideoFormat(height=world.SIZE, width=world.SIZE, frames=world.FRAMES, fps=world.FPS)
+    appearance_dim = 64
+    # Pixel-space data has large flat areas: DDPM's linear schedule ends at almost zero
+    # signal, so sampling from pure noise matches what training saw at t = T. A model this
+    # small predicts epsilon badly at high noise, and DDIM divides that error by the tiny
+    # signal level; v-prediction (~ the image at high noise) keeps early steps stable.
+    schedule = NoiseSchedule(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", prediction_type="v_prediction")
+
+    def weights_path(self) -> Path:
+        from dv_toyworld import model
+
+        if self.path is not None:
+            return Path(self.path)
+        return Path(os.environ.get(WEIGHTS_ENV) or model.WEIGHTS_FILE)
+
+    def build_unet(self, device: str = "meta") -> Any:
+        import torch
+
+        from dv_toyworld import model
+
+        with torch.device(device):
+            return model.toy_unet()
+
+    def fingerprint(self) -> Fingerprint:
+        if self.random_weights:
+            return Fingerprint(self.name, "dv_toyworld", "random-seed0", random_weights=True)
+        path = self.weights_path()
+        if not path.is_file():
+            raise self._missing(path)
+        from dv_toyworld import model
+
+        return Fingerprint(self.name, "dv_toyworld", model.file_digest(path)[:16])
+
+    def _missing(self, path: Path) -> MissingWeightsError:
+        return MissingWeightsError(
+            f"the toyworld weights {path} are missing",
+            f"train them with `{PRETRAIN_COMMAND} --out {path}` (about 30 min on a CPU core)",
+        )
+
+    def load(self, device: Any, dtype: Any = None) -> Components:
+        import torch
+
+        from dreamvideo_cli.learn.common import quiet_libraries
+        from dv_toyworld import model
+
+        quiet_libraries()
+        dtype = dtype or torch.float32
+        parts = model.build(seed=0)
+        if not self.random_weights:
+            path = self.weights_path()
+            if not path.is_file():
+                raise self._missing(path)
+            try:
+                model.load_into(path, parts)
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise MissingWeightsError(f"cannot load the toyworld weights {path}: {exc}", f"retrain them with `{PRETRAIN_COMMAND} --out {path}`") from None
+        device = torch.device(device)
+        if device.type == "cpu":
+            model.attention_for_cpu(parts["unet"])
+        vae = model.SpaceToDepthVAE()
+        for m in (parts["unet"], parts["text_encoder"], parts["appearance"], vae):
+            m.requires_grad_(False).eval().to(device=device, dtype=dtype)
+        return Components(
+            unet=parts["unet"],
+            vae=vae,
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            appearance_encoder=parts["appearance"],
+            appearance_dim=self.appearance_dim,
+            schedule=self.schedule,
+            vae_scale_factor=1.0,
+            device=device,
+            dtype=dtype,
+            extras={"vae_downscale": model.LATENT_FACTOR},
+        )

@@ -1,0 +1,48 @@
+"""`dv demo`, added to the `dv` app through the register_commands hook.
+
+Only typer is imported here: this module loads on every `dv` start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+QUICK_ENV = "DV_TOYWORLD_DEMO_QUICK"  # "1": a few steps of everything (tests)
+
+
+def install(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Path = typer.Option(Path("dv-demo"), "--out", "-o", help="Folder for the photos, clips, videos, contact sheet and table."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the data, the learning and the sampling."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
+    json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    quick: bool = typer.Option(False, "--quick", hidden=True, help="A few steps of everything (tests)."),
+) -> None:
+    """Learn a subject from photos and a motion from clips on the built-in toy world,
+    compose them, and compare with the backbone alone: offline, a few minutes on a CPU."""
+    from dreamvideo_cli.cli._output import out as stdout
+    from dreamvideo_cli.cli._output import print_json
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+    from dv_registry import Registry
+    from dv_toyworld.demo import DemoConfig, run_demo
+
+    config = DemoConfig(seed=seed, device=device)
+    if quick or os.environ.get(QUICK_ENV, "") not in ("", "0"):
+        config = config.quick()
+    with ProgressRenderer(quiet=json) as progress:
+        result = run_demo(out, config, Registry(), on_event=progress)
+    if json:
+        print_json(result.as_json())
+        return
+    from dv_toyworld.demo import metrics_table
+
+    stdout.print(f"prompt: {result.prompt}", markup=False)
+    stdout.print(f"backbone alone: {result.backbone_only_prompt}", markup=False)
+    stdout.print(metrics_table(result.metrics), markup=False)
+    stdout.print(f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s", markup=False)
+    stdout.print(f"the subject and motion are in your registry: dv compose {result.subject} {result.motion} \"on grass\"", markup=False)

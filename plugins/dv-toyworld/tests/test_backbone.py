@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamvideo_cli.errors import MissingWeightsError
+from dv_toyworld import model, world
+from dv_toyworld.backbone import PRETRAIN_COMMAND, WEIGHTS_ENV, ToyWorldBackbone
+
+
+def test_every_world_word_is_one_token() -> None:
+    tok = model.toy_tokenizer()
+    for word in world.VOCABULARY:
+        assert len(tok.tokenize(word)) == 1, word
+    caption = "a big red striped square slides left quickly on grass"
+    assert len(tok(caption).input_ids) == len(caption.split()) + 2  # plus start and end
+
+
+def test_unet_on_meta_and_adapter_sites() -> None:
+    backbone = ToyWorldBackbone()
+    unet = backbone.build_unet("meta")
+    sites = backbone.adapter_sites(unet)
+    kinds = {s.kind for s in sites}
+    assert kinds == {"identity", "motion"}
+    assert all(p.device.type == "meta" for p in unet.parameters())
+
+
+def test_missing_weights_name_the_pretrain_command(tmp_path: Path) -> None:
+    backbone = ToyWorldBackbone(path=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(MissingWeightsError) as info:
+        backbone.load("cpu")
+    assert "python -m dv_toyworld.pretrain" in str(info.value)
+    assert PRETRAIN_COMMAND in str(info.value)
+    with pytest.raises(MissingWeightsError):
+        backbone.fingerprint()
+
+
+def test_loads_weights_and_runs(weights_file: Path) -> None:
+    backbone = ToyWorldBackbone(path=str(weights_file))
+    fp = backbone.fingerprint()
+    assert fp.backbone == "toyworld" and fp.revision == model.file_digest(weights_file)[:16]
+    parts = backbone.load("cpu")
+    # The space-to-depth "VAE" is lossless, with the engine's encode/decode API.
+    x = torch.rand(2, 3, world.SIZE, world.SIZE) * 2 - 1
+    z = parts.vae.encode(x).latent_dist.mean
+    assert z.shape == (2, 48, 8, 8) and parts.vae_downscale == 4
+    assert torch.equal(parts.vae.decode(z).sample, x)
+    ids = parts.tokenizer(["a red circle on snow"], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt").input_ids
+    context = parts.text_encoder(ids)[0]
+    assert context.shape == (1, model.MAX_TOKENS, parts.unet.config.cross_attention_dim)
+    e = parts.appearance_encoder(torch.rand(3, 3, 64, 64))
+    assert e.shape == (3, parts.appearance_dim)
+    with torch.no_grad():
+        eps = parts.unet(torch.randn(1, 48, 8, 8, 8), torch.tensor([500]), encoder_hidden_states=context).sample
+    assert eps.shape == (1, 48, 8, 8, 8) and torch.isfinite(eps).all()
+
+
+def test_weights_round_trip(tmp_path: Path) -> None:
+    parts = model.build(seed=3)
+    path = tmp_path / "w.safetensors"
+    model.save(path, parts, {"command": "test", "seed": "3"})
+    fresh = model.build(seed=4)
+    meta = model.load_into(path, fresh)
+    assert meta["seed"] == "3" and meta["command"] == "test"
+    a = dict(parts["unet"].named_parameters())["unet.conv_in.weight"]
+    b = dict(fresh["unet"].named_parameters())["unet.conv_in.weight"]
+    assert torch.allclose(a.half().float(), b)
+
+
+def test_weights_env_points_at_another_file(weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
+    assert ToyWorldBackbone().weights_path() == weights_file
+
+
+@pytest.mark.skipif(not model.WEIGHTS_FILE.is_file(), reason="toyworld weights not trained yet")
+def test_committed_weights_record_their_command() -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(model.WEIGHTS_FILE), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["command"].startswith("python -m dv_toyworld.pretrain") and "--seed" in meta["command"]
+    assert model.WEIGHTS_FILE.stat().st_size <= 20 * 2**20
+    assert ToyWorldBackbone().fingerprint().revision == model.file_digest(model.WEIGHTS_FILE)[:16]
+
+
+def test_registered() -> None:
+    from dreamvideo_cli.plugins import get_backbone
+
+    assert get_backbone("toyworld") is ToyWorldBackbone
+    assert np.isclose(ToyWorldBackbone.schedule.beta_end, 0.02)

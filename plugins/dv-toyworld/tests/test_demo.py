@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_json_end_to_end(tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamvideo_cli.cli import main
+    from dv_toyworld.backbone import WEIGHTS_ENV
+    from dv_toyworld.cli import QUICK_ENV
+
+    monkeypatch.setenv("DV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
+    monkeypatch.setenv(QUICK_ENV, "1")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert Path(result["video"]).is_file() and Path(result["contact_sheet"]).is_file()
+    keys = {"subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency"}
+    assert set(result["metrics"]) == {"dreamvideo", "backbone_only"}
+    for row in result["metrics"].values():
+        assert set(row) == keys and all(isinstance(v, float) for v in row.values())
+    assert (out / "metrics.md").read_text().count("|") > 10
+    # The subject and motion went to the registry like any other.
+    from dv_registry import Registry
+
+    names = {m.name for m in Registry(tmp_path / "home").list()}
+    assert {"toy-pink-star", "toy-circles-fast"} <= names
