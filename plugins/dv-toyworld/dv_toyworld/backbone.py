@@ -10,7 +10,7 @@ from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSche
 from dreamvideo_cli.errors import MissingWeightsError
 from dv_toyworld import world
 
-PRETRAIN_COMMAND = "uv run python -m dv_toyworld.pretrain --seed 0 --steps 3000"
+PRETRAIN_COMMAND = "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000"
 WEIGHTS_ENV = "DV_TOYWORLD_WEIGHTS"  # another weights file, e.g. one being trained
 
 
@@ -77,7 +77,8 @@ class ToyWorldBackbone(Backbone):
             try:
                 model.load_into(path, parts)
             except (ValueError, RuntimeError, OSError) as exc:
-                raise MissingWeightsError(f"cannot load the toyworld weights {path}: {exc}", f"retrain them with `{PRETRAIN_COMMAND} --out {path}`") from None
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # errors are one line
+                raise MissingWeightsError(f"cannot load the toyworld weights {path}: {reason}", f"retrain them with `{PRETRAIN_COMMAND} --out {path}`") from None
         device = torch.device(device)
         if device.type == "cpu":
             model.attention_for_cpu(parts["unet"])
