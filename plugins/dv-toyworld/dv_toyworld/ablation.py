@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few steps of everything (tests)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--backbone-path", default=None, help="another toyworld weights file")
+    p.add_argument("--motion-scale", type=float, default=None, help="compose's --motion-scale (default: the demo's)")
     args = p.parse_args(argv)
 
     import torch
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = DemoConfig(seed=args.seed, backbone_path=args.backbone_path)
+    if args.motion_scale is not None:
+        base = replace(base, motion_scale=args.motion_scale)
     if args.quick:
         base = base.quick()
     started = time.monotonic()
@@ -95,7 +98,8 @@ def run(
     photos: dict[int, list[np.ndarray]] = {}
     for i, obj in enumerate(subjects):
         folder = out / "data" / f"subject-{i}"
-        paths = data.write_photos(folder, obj, base.photos, base.seed + 100 * i)
+        masks = out / "data" / f"subject-{i}-masks" if base.masks else None
+        paths = data.write_photos(folder, obj, base.photos, base.seed + 100 * i, masks=masks)
         from dreamvideo_cli import media
 
         photos[i] = [np.asarray(media.load_photo(p)) for p in paths]
@@ -103,6 +107,7 @@ def run(
             name = f"s{i}-{obj.slug}" + ("" if textual else "-no-ti")
             subject_config = SubjectConfig(
                 backbone="toyworld", backbone_path=base.backbone_path, init_word=world.GENERIC_SHAPE,
+                masks=str(masks) if masks else None,
                 embedding_steps=base.embedding_steps if textual else 0, adapter_steps=base.adapter_steps,
                 batch_size=4, lr_embedding=base.lr_embedding, lr_adapter=base.lr_adapter, warmup_steps=10,
                 save_every=0, seed=base.seed, device=base.device,
@@ -164,7 +169,8 @@ def _compose(
     result = compose(
         subject, motion, prompt, target,
         ComposeConfig(steps=config.sample_steps, guidance=config.guidance, seed=config.seed, sampler="ddim",
-                      appearance_strength=strength, device=config.device, backbone_path=config.backbone_path),
+                      motion_scale=config.motion_scale, appearance_strength=strength, device=config.device,
+                      backbone_path=config.backbone_path),
         registry=registry,
     )
     return np.asarray(media.read_frames(result.video, None))
