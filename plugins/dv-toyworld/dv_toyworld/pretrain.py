@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda; noise and data are drawn on the CPU either way, so a seed gives the same run")
     p.add_argument("--resume", action="store_true", help="continue from <out>.train.safetensors")
     args = p.parse_args(argv)
     command = "python -m dv_toyworld.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -84,13 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parts = model.build(args.seed)
     unet, text_encoder, tokenizer = parts["unet"], parts["text_encoder"], parts["tokenizer"]
-    model.attention_for_cpu(unet)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        model.attention_for_cpu(unet)
+    unet.to(device)
+    text_encoder.to(device)
     trainable = [*unet.parameters(), *text_encoder.parameters()]
     ema = [q.detach().clone() for q in trainable]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
-    alphas = model.alphas_cumprod().float()  # [T], the signal fraction at each t
+    alphas = model.alphas_cumprod().float().to(device)  # [T], the signal fraction at each t
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the UNet3D's temporal convolutions use dropout (p = 0.1), drawn from the global generator
     state_path = args.out.with_name(args.out.name.removesuffix(".safetensors") + ".train.safetensors")
     step = 0
     if args.resume:
@@ -101,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         # x0: [B, 48, F, 8, 8] latents; v-prediction MSE at a uniform t, as the engine's loss.
         b = x0.shape[0]
         ids = tokenizer(captions, padding="max_length", max_length=model.MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
-        context = text_encoder(ids)[0]  # [B, 16, 64]
+        context = text_encoder(ids.to(device))[0]  # [B, 16, 64]
         noise = torch.randn(x0.shape, generator=gen)
         noise += args.offset_noise * torch.randn((b, x0.shape[1], 1, 1, 1), generator=gen)
-        t = torch.randint(0, len(alphas), (b,), generator=gen)
+        noise = noise.to(device)
+        t = torch.randint(0, len(alphas), (b,), generator=gen).to(device)
         a = alphas[t].view(b, 1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # [B, 48, F, 8, 8]
         v = a.sqrt() * noise - (1 - a).sqrt() * x0  # the target: noise at low t, -image at high t
@@ -119,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         videos, video_captions, video_masks = render_batch(rng, args.videos, world.FRAMES, args.p_empty)  # [Bv, 3, 8, 32, 32]
         images, image_captions, image_masks = render_batch(rng, args.images, 1, args.p_empty)  # [Bi, 3, 1, 32, 32]
         k = args.object_weight if step >= args.object_weight_from else 0.0
-        loss_video = loss_on(to_latents(videos), video_captions, 1 + k * cells(video_masks))
-        loss_image = loss_on(to_latents(images), image_captions, 1 + k * cells(image_masks))
+        loss_video = loss_on(to_latents(videos).to(device), video_captions, (1 + k * cells(video_masks)).to(device))
+        loss_image = loss_on(to_latents(images).to(device), image_captions, (1 + k * cells(image_masks)).to(device))
         loss = loss_video + loss_image
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,14 +187,14 @@ def save_state(
 ) -> None:
     from safetensors.torch import save_file
 
-    tensors: dict[str, torch.Tensor] = {"gen": gen.get_state()}
+    tensors: dict[str, torch.Tensor] = {"gen": gen.get_state(), "dropout": torch.get_rng_state()}
     for i, (q, e) in enumerate(zip(trainable, ema, strict=True)):
-        tensors[f"param.{i}"] = q.detach().contiguous()
-        tensors[f"ema.{i}"] = e.contiguous()
+        tensors[f"param.{i}"] = q.detach().cpu().contiguous()
+        tensors[f"ema.{i}"] = e.cpu().contiguous()
         st = optimizer.state.get(q, {})  # type: ignore[call-overload]
         for key in ("exp_avg", "exp_avg_sq"):
             if key in st:
-                tensors[f"{key}.{i}"] = st[key].contiguous()
+                tensors[f"{key}.{i}"] = st[key].cpu().contiguous()
     meta = {"step": str(step), "rng": json.dumps(rng.bit_generator.state)}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -212,11 +219,13 @@ def resume(
             if f"exp_avg.{i}" in tensors:
                 optimizer.state[q] = {  # type: ignore[index]
                     "step": torch.tensor(float(step)),
-                    "exp_avg": tensors[f"exp_avg.{i}"].clone(),
-                    "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].clone(),
+                    "exp_avg": tensors[f"exp_avg.{i}"].to(q.device),
+                    "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].to(q.device),
                 }
     rng.bit_generator.state = json.loads(meta["rng"])
     gen.set_state(tensors["gen"])
+    if "dropout" in tensors:  # files written before dropout's generator was saved lack it
+        torch.set_rng_state(tensors["dropout"])
     return step
 
 
