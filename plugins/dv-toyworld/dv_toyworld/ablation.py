@@ -37,6 +37,7 @@ SUBJECTS = (
 )
 MOTIONS = (world.Motion("circles", "quickly"), world.Motion("zigzags", "quickly"))
 SCENES = ("snow", "sand", "sky", "grass")
+METRICS = ("subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency")
 ROWS = ("DreamVideo", "w/o textual identity", "w/o motion adapter", "w/o appearance guidance", "backbone alone")
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     registry = Registry(args.out / "registry")
     rows = run(args.out, base, SUBJECTS[: args.subjects], MOTIONS[: args.motions], args.seeds, registry)
-    means = {row: {k: round(float(np.mean([s[k] for s in rows[row]])), 3) for k in rows[row][0]} for row in ROWS}
+    means = {row: {k: round(float(np.mean([s[k] for s in rows[row]])), 3) for k in METRICS} for row in ROWS}
     table = metrics_table(means)
     command = "python -m dv_toyworld.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     report = {

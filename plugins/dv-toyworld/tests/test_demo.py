@@ -29,3 +29,19 @@ def test_demo_json_end_to_end(tmp_path: Path, weights_file: Path, monkeypatch: p
 
     names = {m.name for m in Registry(tmp_path / "home").list()}
     assert {"toy-pink-star", "toy-circles-fast"} <= names
+
+
+@pytest.mark.slow
+def test_ablation_quick_writes_every_row(tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dv_toyworld import ablation
+    from dv_toyworld.backbone import WEIGHTS_ENV
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
+    out = tmp_path / "ablation"
+    assert ablation.main(["--out", str(out), "--quick", "--subjects", "1", "--motions", "1", "--seeds", "1"]) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert set(report["means"]) == set(ablation.ROWS)
+    for row in report["means"].values():
+        assert set(row) == set(ablation.METRICS)
+    table = (out / "ablation.md").read_text()
+    assert all(row in table for row in ablation.ROWS)
