@@ -45,3 +45,14 @@ def test_ablation_quick_writes_every_row(tmp_path: Path, weights_file: Path, mon
         assert set(row) == set(ablation.METRICS)
     table = (out / "ablation.md").read_text()
     assert all(row in table for row in ablation.ROWS)
+
+
+@pytest.mark.slow
+def test_probe_reports_generation_and_denoising(weights_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dv_toyworld import probe
+
+    assert probe.main(["--weights", str(weights_file), "--seeds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["generation"]) == len(probe.PROMPTS)
+    assert [row["t"] for row in report["denoising"]] == list(probe.NOISE_STEPS)
+    assert all(-1.0 <= row["caption"] <= 1.0 for row in report["denoising"])
