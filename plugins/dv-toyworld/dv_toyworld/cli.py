@@ -5,6 +5,7 @@ Only typer is imported here: this module loads on every `dv` start-up."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -20,6 +21,8 @@ def demo(
     out: Path = typer.Option(Path("dv-demo"), "--out", "-o", help="Folder for the photos, clips, videos, contact sheet and table."),
     seed: int = typer.Option(0, "--seed", help="Seed for the data, the learning and the sampling."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
+    seeds: int = typer.Option(None, "--seeds", min=1, help="Videos per row, scored and averaged [default: 2]."),
+    motion_scale: float = typer.Option(None, "--motion-scale", help="Strength of the motion adapter in compose [default: 0.5]."),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quick: bool = typer.Option(False, "--quick", hidden=True, help="A few steps of everything (tests)."),
 ) -> None:
@@ -32,6 +35,10 @@ def demo(
     from dv_toyworld.demo import DemoConfig, run_demo
 
     config = DemoConfig(seed=seed, device=device)
+    if seeds is not None:
+        config = replace(config, seeds=seeds)
+    if motion_scale is not None:
+        config = replace(config, motion_scale=motion_scale)
     if quick or os.environ.get(QUICK_ENV, "") not in ("", "0"):
         config = config.quick()
     with ProgressRenderer(quiet=json) as progress:
