@@ -23,6 +23,7 @@ def demo(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Videos per row, scored and averaged [default: 2]."),
     motion_scale: float = typer.Option(None, "--motion-scale", help="Strength of the motion adapter in compose [default: 0.5]."),
+    appearance_strength: float = typer.Option(None, "--appearance-strength", help="Appearance guidance (lambda) in compose [default: 1.0]."),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quick: bool = typer.Option(False, "--quick", hidden=True, help="A few steps of everything (tests)."),
 ) -> None:
@@ -39,6 +40,8 @@ def demo(
         config = replace(config, seeds=seeds)
     if motion_scale is not None:
         config = replace(config, motion_scale=motion_scale)
+    if appearance_strength is not None:
+        config = replace(config, appearance_strength=appearance_strength)
     if quick or os.environ.get(QUICK_ENV, "") not in ("", "0"):
         config = config.quick()
     with ProgressRenderer(quiet=json) as progress:

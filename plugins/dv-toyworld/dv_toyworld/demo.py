@@ -52,6 +52,7 @@ class DemoConfig:
     # clips, also paints the clips' objects over the subject (the leak the paper describes);
     # half strength keeps most of the motion and much more of the subject (docs/toyworld.md).
     motion_scale: float = 0.5
+    appearance_strength: float = 1.0  # compose's lambda; the motion adapter always learns with 1
     seed: int = 0
     seeds: int = 2  # videos per row, scored and averaged (one sample is a noisy measurement)
     device: str = "cpu"
@@ -214,7 +215,8 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         composed = compose(
             subject_ref, motion_ref, f"on {config.scene}", folder / "dreamvideo.mp4",
             ComposeConfig(steps=config.sample_steps, guidance=config.guidance, seed=seed, sampler="ddim",
-                          motion_scale=config.motion_scale, gif=True, device=config.device,
+                          motion_scale=config.motion_scale, appearance_strength=config.appearance_strength,
+                          gif=True, device=config.device,
                           backbone_path=config.backbone_path),
             registry=registry, on_event=on_event,
         )
