@@ -13,7 +13,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -34,7 +34,7 @@ from dreamvideo_cli.learn.common import (
     quiet_libraries,
     tokenize,
 )
-from dreamvideo_cli.speed import gradient_checkpointing
+from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
 
 # Dense bf16 matrix throughput people can actually reach, by GPU name (h100-baseline.md).
 PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0}
@@ -64,6 +64,7 @@ class BenchConfig:
     warmup: int = 2
     repeats: int = 5
     gradient_checkpointing: bool = False
+    compile: bool = False  # the dv path's UNet behind torch.compile (speed.compiled_unet)
     device: str = "auto"
     only: tuple[str, ...] = ("subject", "motion", "compose")
 
@@ -131,6 +132,8 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     from dreamvideo_cli.plugins import get_backbone
 
     quiet_libraries()
+    if config.compile:  # compilation, then CUDA-graph recording, happen in the first calls
+        config = replace(config, warmup=max(config.warmup, 3))
     device = pick_device(config.device)
     backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
     fmt = backbone.video_format
@@ -139,6 +142,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     parts = backbone.load(device, frozen_dtype(device))
     prepare_unet(parts)
     sites = backbone.adapter_sites(parts.unet)
+    fast_unet = compiled_unet(parts.unet, config.compile, device)
     g = torch.Generator(device).manual_seed(0)
     scheduler = make_noise_scheduler(parts.schedule)
     results: list[BenchResult] = []
@@ -163,7 +167,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
                     with torch.no_grad():
                         x0 = encode_latents(parts, images).unsqueeze(2)
                         ctx = encode_text(parts, ids)
-                loss = diffusion_loss(parts.unet, x0, ctx, scheduler, g, 0.1)
+                loss = diffusion_loss(fast_unet if cached else parts.unet, x0, ctx, scheduler, g, 0.1)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -194,7 +198,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
                         ctx = encode_text(parts, ids)
                 motion.set_appearance(e)
                 with gradient_checkpointing(parts.unet, cached and config.gradient_checkpointing):
-                    loss = diffusion_loss(parts.unet, x0, ctx, scheduler, g, 0.1)
+                    loss = diffusion_loss(fast_unet if cached else parts.unet, x0, ctx, scheduler, g, 0.1)
                     loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

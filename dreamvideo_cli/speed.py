@@ -104,3 +104,24 @@ def chunk_temporal_attention(unet: nn.Module, chunk: int = TEMPORAL_ATTENTION_CH
                 attn.set_processor(ChunkedAttnProcessor(attn.processor, chunk))  # type: ignore[arg-type]
                 count += 1
     return count
+
+
+COMPILE_BACKEND_ENV = "DV_COMPILE_BACKEND"  # tests use "aot_eager": traced, no code generation
+
+
+def compiled_unet(unet: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+    """The UNet behind `torch.compile` when `enabled` (`--compile`), else the UNet itself.
+
+    Every training step has the same shapes, so one compiled graph serves the whole run; on
+    CUDA, inductor's "reduce-overhead" mode also replays it as a CUDA graph, which removes
+    the per-kernel launch cost that bounds the subject stage (docs/benchmarks.md). The
+    wrapper calls the same module, so adapters attached later are traced in (one recompile).
+    The first steps pay the compilation; it pays off only over hundreds of steps."""
+    if not enabled:
+        return unet
+    import os
+
+    backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
+    mode = "reduce-overhead" if backend == "inductor" and device.type == "cuda" else None
+    compiled: nn.Module = torch.compile(unet, backend=backend, mode=mode, dynamic=False)  # type: ignore[assignment]
+    return compiled

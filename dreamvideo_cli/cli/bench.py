@@ -19,6 +19,7 @@ def bench(
     sample_steps: int = typer.Option(50, "--sample-steps", help="DDIM steps of the compose measurement."),
     repeats: int = typer.Option(5, "--repeats", help="Timed repetitions of each training step."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Measure the motion step with checkpointing."),
+    compile: bool = typer.Option(False, "--compile", help="Measure the dv training steps with the UNet compiled (CUDA graphs on a GPU)."),
     only: str = typer.Option("subject,motion,compose", "--only", help="Comma-separated subset of subject, motion, compose."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
@@ -40,6 +41,7 @@ def bench(
         sample_steps=sample_steps,
         repeats=repeats,
         gradient_checkpointing=gradient_checkpointing,
+        compile=compile,
         device=device,
         only=stages,
     )

@@ -33,6 +33,9 @@ DESCRIPTION = typer.Option("", "--description", help="A note stored in the manif
 CHECKPOINTING = typer.Option(
     False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more compute."
 )
+COMPILE = typer.Option(
+    False, "--compile", help="torch.compile the UNet (CUDA graphs on a GPU): faster steps after a slow start; same math."
+)
 
 
 def _finish(manifest: Any, json: bool) -> None:
@@ -68,6 +71,7 @@ def subject_learn(
     random_weights: bool = RANDOM_WEIGHTS,
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
+    compile: bool = COMPILE,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -93,6 +97,7 @@ def subject_learn(
         device=device,
         description=description,
         gradient_checkpointing=gradient_checkpointing,
+        compile=compile,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
@@ -121,6 +126,7 @@ def motion_learn(
     random_weights: bool = RANDOM_WEIGHTS,
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
+    compile: bool = COMPILE,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -148,6 +154,7 @@ def motion_learn(
         device=device,
         description=description,
         gradient_checkpointing=gradient_checkpointing,
+        compile=compile,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

@@ -48,7 +48,7 @@ from dreamvideo_cli.learn.common import (
     tokenize,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
-from dreamvideo_cli.speed import gradient_checkpointing
+from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
 
 
 @dataclass
@@ -71,6 +71,7 @@ class MotionConfig:
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    compile: bool = False  # torch.compile the UNet (CUDA graphs on a GPU); same math
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -210,6 +211,7 @@ def learn_motion(
     stop = StopRequested()
     on_event(StageStarted("motion", config.steps, f"motion adapter ({motion.parameter_count():,} parameters)"))
     pending: list[torch.Tensor] = []
+    unet = compiled_unet(parts.unet, config.compile, device)  # the same module, maybe compiled
     with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
         while step < config.steps:
             if stop:
@@ -218,7 +220,7 @@ def learn_motion(
             x0, e, context = sample_batch()  # [B, 4, F, h, w], [B, C'], [B, T, D]
             motion.set_appearance(e)
             with autocast(device):
-                loss = diffusion_loss(parts.unet, x0, context.to(parts.dtype), noise_scheduler, gen, config.offset_noise)
+                loss = diffusion_loss(unet, x0, context.to(parts.dtype), noise_scheduler, gen, config.offset_noise)
             optimizer.step(loss)
             step += 1
             pending.append(loss.detach())

@@ -49,7 +49,7 @@ from dreamvideo_cli.learn.common import (
     tokenize,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
-from dreamvideo_cli.speed import gradient_checkpointing
+from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
 
 
 @dataclass
@@ -70,6 +70,7 @@ class SubjectConfig:
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    compile: bool = False  # torch.compile the UNet (CUDA graphs on a GPU); same math
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -171,6 +172,7 @@ def learn_subject(
 
     checkpoints: list[int] = list(state_meta.get("checkpoints", []))
 
+    unet = compiled_unet(parts.unet, config.compile, device)  # the same module, maybe compiled
     with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
         # --- step 1: textual inversion, only the new token's row learns ------------------
         if stage == "embedding":
@@ -187,7 +189,7 @@ def learn_subject(
                 x0, mask = sample_batch()  # [B, 4, 1, h, w]
                 with autocast(device):
                     context = encode_text(parts, ids).expand(x0.shape[0], -1, -1)  # [B, T, D]
-                    loss = diffusion_loss(parts.unet, x0, context, noise_scheduler, gen, config.offset_noise, mask)
+                    loss = diffusion_loss(unet, x0, context, noise_scheduler, gen, config.offset_noise, mask)
                 optimizer.step(loss)
                 step += 1
                 pending.append(loss.detach())
@@ -213,7 +215,7 @@ def learn_subject(
             x0, mask = sample_batch()
             with autocast(device):
                 loss = diffusion_loss(
-                    parts.unet, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), noise_scheduler, gen, config.offset_noise, mask
+                    unet, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), noise_scheduler, gen, config.offset_noise, mask
                 )
             optimizer.step(loss)
             step += 1
