@@ -35,6 +35,8 @@ def demo(
     from dv_registry import Registry
     from dv_toyworld.demo import DemoConfig, run_demo
 
+    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        _use_half_the_cores()
     config = DemoConfig(seed=seed, device=device)
     if seeds is not None:
         config = replace(config, seeds=seeds)
@@ -56,3 +58,14 @@ def demo(
     stdout.print(metrics_table(result.metrics), markup=False)
     stdout.print(f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s", markup=False)
     stdout.print(f"the subject and motion are in your registry: dv compose {result.subject} {result.motion} \"on grass\"", markup=False)
+
+
+def _use_half_the_cores() -> None:
+    """The toy model's ops are too small to gain much from threads, and threads that share
+    cores with other work thrash: on the 2-core machine `dv demo` took 104 s with 2 threads
+    and 123 s with 1 when idle, but 378 s with 2 and 125 s with 1 while one other process
+    ran. Half the cores (at most 4) keeps most of the speed and all of the robustness."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    torch.set_num_threads(max(1, min(4, cores // 2)))
