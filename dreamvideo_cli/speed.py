@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -119,8 +120,6 @@ def compiled_unet(unet: nn.Module, enabled: bool, device: torch.device) -> nn.Mo
     The first steps pay the compilation; it pays off only over hundreds of steps."""
     if not enabled:
         return unet
-    import os
-
     backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
     mode = "reduce-overhead" if backend == "inductor" and device.type == "cuda" else None
     compiled: nn.Module = torch.compile(unet, backend=backend, mode=mode, dynamic=False)  # type: ignore[assignment]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dv_toyworld import data, world
-from dv_toyworld.demo import DemoConfig, backbone_only, describe, evaluate
+from dv_toyworld.demo import DemoConfig, backbone_only, describe, evaluate, metrics_table
 
 SUBJECTS = (
     world.Obj("star", "pink", "big"),
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.out, base, SUBJECTS[: args.subjects], MOTIONS[: args.motions], args.seeds, registry)
     means = {row: {k: round(float(np.mean([s[k] for s in rows[row]])), 3) for k in METRICS} for row in ROWS}
     errors = {row: {k: standard_error([s[k] for s in rows[row]]) for k in METRICS} for row in ROWS}
-    table = table_with_errors(means, errors)
+    table = metrics_table(means, errors)
     command = "python -m dv_toyworld.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     report = {
         "command": command,
@@ -94,15 +94,6 @@ def standard_error(values: list[float]) -> float | None:
     -0.7 to 0.6), so a row's mean is only worth reading with it."""
     return round(float(np.std(values, ddof=1) / np.sqrt(len(values))), 3) if len(values) > 1 else None
 
-
-def table_with_errors(means: dict[str, dict[str, float]], errors: dict[str, dict[str, float | None]]) -> str:
-    def cell(mean: float, error: float | None) -> str:
-        return f"{mean:.3f}" if error is None else f"{mean:.3f} ± {error:.3f}"
-
-    lines = ["| | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for row, values in means.items():
-        lines.append(f"| {row} | " + " | ".join(cell(values[k], errors[row][k]) for k in METRICS) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def run(

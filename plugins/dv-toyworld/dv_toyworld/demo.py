@@ -144,11 +144,19 @@ def contact_sheet(rows: list[tuple[str, np.ndarray]]) -> Any:
     return sheet
 
 
-def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+def metrics_table(
+    metrics: dict[str, dict[str, float]], errors: dict[str, dict[str, float | None]] | None = None
+) -> str:
+    """A markdown table, one row per entry; `errors` adds ± its value where it has one."""
     keys = list(next(iter(metrics.values())))
+
+    def cell(row: str, key: str) -> str:
+        error = errors.get(row, {}).get(key) if errors else None
+        return f"{metrics[row][key]:.3f}" if error is None else f"{metrics[row][key]:.3f} ± {error:.3f}"
+
     lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for row, values in metrics.items():
-        lines.append(f"| {row} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + " |")
+    for row in metrics:
+        lines.append(f"| {row} | " + " | ".join(cell(row, k) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,6 +217,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     plain_prompt = describe(config.subject, config.motion, config.scene)
     photos = [np.asarray(media.load_photo(p)) for p in photo_paths]
     scores: dict[str, list[dict[str, float]]] = {"dreamvideo": [], "backbone_only": []}
+    made = []  # per seed: (compose result, its frames, backbone-alone frames, their file)
     for i, seed in enumerate(range(config.seed, config.seed + config.seeds)):
         folder = out if i == 0 else out / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -228,10 +237,9 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         frames = np.asarray(media.read_frames(composed.gif, None))
         scores["dreamvideo"].append(evaluate(frames, plain_prompt, config, photos))
         scores["backbone_only"].append(evaluate(alone, plain_prompt, config, photos))
-        if i == 0:
-            first, first_frames, first_alone, first_alone_path = composed, frames, alone, alone_path
+        made.append((composed, frames, alone, alone_path))
     metrics = {row: {k: round(float(np.mean([s[k] for s in runs])), 4) for k in runs[0]} for row, runs in scores.items()}
-    composed, dreamvideo_frames, alone, alone_path = first, first_frames, first_alone, first_alone_path
+    composed, dreamvideo_frames, alone, alone_path = made[0]  # the first seed's videos are the ones shown
     sheet = contact_sheet([
         (f"subject photos: a {config.subject.words()} (never seen in pretraining)", np.stack(photos)),
         (f"motion clip: {clips[0].caption()}", clips[0].render()),

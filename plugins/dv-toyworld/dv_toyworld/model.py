@@ -56,14 +56,17 @@ def toy_tokenizer() -> Any:
     for s in symbols:
         vocab[s + "</w>"] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in world.VOCABULARY:
-        pieces = [*word[:-1], word[-1] + "</w>"]
+
+    def merge_into_one_token(pieces: list[str]) -> None:
         current = pieces[0]
         for piece in pieces[1:]:
             if (current, piece) not in merges:
                 merges.append((current, piece))
             current += piece
             vocab.setdefault(current, len(vocab))
+
+    for word in world.VOCABULARY:
+        merge_into_one_token([*word[:-1], word[-1] + "</w>"])
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
 
@@ -79,13 +82,7 @@ def toy_tokenizer() -> Any:
         if not split:
             return tok
         for word in split:
-            pieces = tok.tokenize(word)
-            current = pieces[0]
-            for piece in pieces[1:]:
-                if (current, piece) not in merges:
-                    merges.append((current, piece))
-                current += piece
-                vocab.setdefault(current, len(vocab))
+            merge_into_one_token(tok.tokenize(word))
         # Special tokens stay last so their ids follow the word pieces.
         for special in ("<|startoftext|>", "<|endoftext|>"):
             vocab.pop(special)

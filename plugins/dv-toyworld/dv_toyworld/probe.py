@@ -6,8 +6,9 @@
    25 DDIM steps, guidance 5), toy metrics per seed and their mean.
 2. Denoising: training clips that slide, noised to step t and denoised once; the path
    correlation of the predicted clean clip (its difference-weighted centre per frame) with
-   the true path, with the caption and with an empty one. Motion recovered at small t comes from the noisy input; at large t
-   (where sampling decides the path) only the caption can supply it.
+   the true path, with the caption and with an empty one. Motion recovered at small t
+   comes from the noisy input; at large t (where sampling decides the path) only the
+   caption can supply it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ NOISE_STEPS = (200, 400, 600, 800, 950)
 
 def generation(weights: str | None, seeds: int) -> list[dict[str, Any]]:
     from dreamvideo_cli.metrics import EvalSample
-    from dv_toyworld.demo import DemoConfig, backbone_only
+    from dv_toyworld.demo import DemoConfig, backbone_only, describe
     from dv_toyworld.metrics import score_all
 
     rows = []
     for obj, motion, scene in PROMPTS:
-        prompt = world.Clip(obj, motion, scene, (0.0, 0.0)).caption()  # as pretraining captions it
+        prompt = describe(obj, motion, scene)  # as pretraining captions it
         scores = []
         for seed in range(seeds):
             video = backbone_only(prompt, world.FRAMES, replace(DemoConfig(), seed=seed, backbone_path=weights))
@@ -55,6 +56,7 @@ def generation(weights: str | None, seeds: int) -> list[dict[str, Any]]:
 def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     import torch
 
+    from dreamvideo_cli.learn.common import encode_text, tokenize
     from dv_toyworld import model, pretrain
     from dv_toyworld.backbone import ToyWorldBackbone
     from dv_toyworld.metrics import path_correlation
@@ -74,10 +76,9 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
             a = alphas[t]
             zt = a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
             for key, caption in (("caption", clip.caption()), ("empty", "")):
-                ids = parts.tokenizer([caption], padding="max_length", max_length=model.MAX_TOKENS,
-                                      truncation=True, return_tensors="pt").input_ids
                 with torch.no_grad():
-                    v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=parts.text_encoder(ids)[0]).sample
+                    context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
+                    v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
                 x0 = a.sqrt() * zt - (1 - a).sqrt() * v  # v-prediction -> clean latents
                 frames = parts.vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
                 pixels = ((frames.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [F, 32, 32, 3]
