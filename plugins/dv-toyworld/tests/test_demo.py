@@ -56,3 +56,29 @@ def test_probe_reports_generation_and_denoising(weights_file: Path, capsys: pyte
     assert len(report["generation"]) == len(probe.PROMPTS)
     assert [row["t"] for row in report["denoising"]] == list(probe.NOISE_STEPS)
     assert all(-1.0 <= row["caption"] <= 1.0 for row in report["denoising"])
+
+
+def test_demo_options_reach_the_config_and_cpu_threads_are_halved(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    import torch
+
+    from dreamvideo_cli.cli import main
+    from dreamvideo_cli.errors import DVError
+    from dv_toyworld import demo
+
+    seen: dict[str, object] = {}
+
+    def fake_run_demo(out: Path, config: demo.DemoConfig, registry: object, on_event: object = None) -> None:
+        seen["config"] = config
+        raise DVError("stopped by the test")
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("threads", n))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code = main(["demo", "--seeds", "3", "--motion-scale", "0.7", "--appearance-strength", "0", "--json"])
+    assert code != 0 and "stopped by the test" in capsys.readouterr().err
+    config = seen["config"]
+    assert isinstance(config, demo.DemoConfig)
+    assert (config.seeds, config.motion_scale, config.appearance_strength) == (3, 0.7, 0.0)
+    assert seen["threads"] == max(1, min(4, len(os.sched_getaffinity(0)) // 2))
