@@ -109,6 +109,22 @@ class Components:
             return int(self.extras["vae_downscale"])
         return int(2 ** (len(self.vae.config.block_out_channels) - 1))
 
+    def mask_latents(self, masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Subject masks [N, 1, H, W] in {0, 1} -> loss weights on latents [N, 1 or C, h, w].
+
+        A latent cell of a real VAE mixes every pixel under it, so it counts as subject if
+        any pixel under it is (the authors' choice: the loss keeps the subject's edges). A
+        backbone whose latent channels are pixels (a space-to-depth VAE) maps the mask
+        exactly instead, by setting `extras["mask_latents"]` to that function: then no
+        photo background leaks into the subject's edge cells."""
+        exact = self.extras.get("mask_latents")
+        if exact is not None:
+            out: torch.Tensor = exact(masks)
+            return out
+        import torch.nn.functional as F
+
+        return F.adaptive_max_pool2d(masks, size)
+
 
 class Backbone(ABC):
     """A frozen text-to-video model that DreamVideo adapters attach to.

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token
@@ -129,9 +128,7 @@ def learn_subject(
     if masks is not None:
         m = np.stack([media.resize_center_crop_mask(mk, fmt.height, fmt.width) for mk in masks])
         m_t = torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)  # [N, 1, H, W]
-        # A latent cell counts as subject if any pixel under it is.
-        m_t = F.adaptive_max_pool2d(m_t, latents.shape[-2:])
-        mask_latents = m_t.unsqueeze(2)  # [N, 1, 1, h, w]
+        mask_latents = parts.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(2)  # [N, 1 or C, 1, h, w]
     n = latents.shape[0]
 
     token = placeholder_token(name)

@@ -96,5 +96,5 @@ class ToyWorldBackbone(Backbone):
             vae_scale_factor=1.0,
             device=device,
             dtype=dtype,
-            extras={"vae_downscale": model.LATENT_FACTOR},
+            extras={"vae_downscale": model.LATENT_FACTOR, "mask_latents": vae.encode_mask},
         )

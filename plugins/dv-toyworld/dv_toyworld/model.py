@@ -161,6 +161,11 @@ class SpaceToDepthVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> _Decoded:
         return _Decoded(F.pixel_shuffle(z, self.factor))
 
+    def encode_mask(self, masks: torch.Tensor) -> torch.Tensor:
+        """Pixel masks [N, 1, H, W] -> [N, 3*f*f, H/f, W/f], channel for channel with
+        `encode`: every latent channel is one pixel's colour, so the mask is exact."""
+        return F.pixel_unshuffle(masks.expand(-1, 3, -1, -1), self.factor)
+
 
 class ToyAppearanceEncoder(nn.Module):
     """Images [B, 3, H, W] in [0, 1] -> [B, 64]: what the object looks like, wherever it is.

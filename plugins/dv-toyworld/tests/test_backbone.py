@@ -58,6 +58,24 @@ def test_loads_weights_and_runs(weights_file: Path) -> None:
     assert eps.shape == (1, 48, 8, 8, 8) and torch.isfinite(eps).all()
 
 
+def test_subject_masks_map_exactly_onto_pixel_latents(weights_file: Path) -> None:
+    """Each latent channel is one pixel, so a masked loss sees subject pixels only: the
+    encoded mask is 1 exactly where the encoded image holds a subject pixel's colour."""
+    parts = ToyWorldBackbone(path=str(weights_file)).load("cpu")
+    mask = torch.zeros(1, 1, world.SIZE, world.SIZE)
+    mask[..., 5:14, 9:11] = 1  # a thin bar: every latent cell it touches is mostly background
+    image = torch.full((1, 3, world.SIZE, world.SIZE), -1.0)
+    image[mask.expand(-1, 3, -1, -1) > 0] = 1.0
+    z = parts.vae.encode(image).latent_dist.mean  # [1, 48, 8, 8]
+    weights = parts.mask_latents(mask, (8, 8))
+    assert weights.shape == z.shape
+    assert torch.equal(weights > 0, z > 0)
+    # A real VAE's cells (the default) count as subject if any pixel under them is.
+    parts.extras.pop("mask_latents")
+    cells = parts.mask_latents(mask, (8, 8))
+    assert cells.shape == (1, 1, 8, 8) and int(cells.sum()) == 3  # pixel rows 4-7, 8-11, 12-15 of columns 8-11
+
+
 def test_weights_round_trip(tmp_path: Path) -> None:
     parts = model.build(seed=3)
     path = tmp_path / "w.safetensors"
