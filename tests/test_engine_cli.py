@@ -162,6 +162,13 @@ def test_bad_inputs_are_one_line_and_leave_the_registry_alone(
     assert not (home / "manifests").exists() or not any((home / "manifests").rglob("*.json"))
 
 
+@pytest.mark.parametrize("args", [["compose", "a", "b", "--no-such-option"], ["compose"], ["nosuchcommand"]])
+def test_usage_errors_are_usage_not_tracebacks(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    code, _, err = run(args, capsys)
+    assert code == 2
+    assert "Traceback" not in err and "Error:" in err and "Usage: dv" in err
+
+
 def test_broken_photo_among_good_ones_is_skipped_with_a_warning(home: Path, tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "mixed"
     shutil.copytree(photos, folder)

@@ -61,6 +61,12 @@ def _is_registry_error(exc: Exception) -> bool:
     return errors is not None and isinstance(exc, errors.RegistryError)
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    """An unknown option, a missing argument: click's ClickException. Typer 0.2x vendors
+    click as `typer._click`, whose exceptions are not `click`'s, so match by name."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dv` script: user errors are one line and a non-zero exit."""
     try:
@@ -81,11 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_registry_error(exc):
             error_line(str(exc))
             return int(getattr(exc, "exit_code", 1))
-        import click
-
-        if isinstance(exc, click.ClickException):  # usage errors
-            exc.show()
-            return exc.exit_code
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
         raise
     return 0
 
