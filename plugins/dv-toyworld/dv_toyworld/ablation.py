@@ -3,8 +3,10 @@
     python -m dv_toyworld.ablation --out toyworld-ablation --seed 0
 
 Rows (as in the paper's Table 5, plus the backbone alone):
-- DreamVideo: subject (textual inversion + identity adapter) + motion adapter with
-  appearance guidance, composed.
+- DreamVideo: subject (textual inversion + identity adapter) + motion adapter learnt with
+  appearance guidance, composed as the demo composes (lambda = its --appearance-strength).
+- DreamVideo, lambda = 1 at compose: the same adapters, composed with the paper's
+  inference (a subject photo's appearance embedding at full strength).
 - w/o textual identity: the subject's token stays at its init word ("toy"); only the
   identity adapter learns.
 - w/o motion adapter: the subject alone, with the motion named in words.
@@ -38,7 +40,10 @@ SUBJECTS = (
 MOTIONS = (world.Motion("circles", "quickly"), world.Motion("zigzags", "quickly"))
 SCENES = ("snow", "sand", "sky", "grass")
 METRICS = ("subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency")
-ROWS = ("DreamVideo", "w/o textual identity", "w/o motion adapter", "w/o appearance guidance", "backbone alone")
+ROWS = (
+    "DreamVideo", "DreamVideo, lambda = 1 at compose", "w/o textual identity", "w/o motion adapter",
+    "w/o appearance guidance", "backbone alone",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +141,7 @@ def run(
             motion_config = MotionConfig(
                 backbone="toyworld", backbone_path=base.backbone_path, phrase=motion.words(),
                 steps=base.motion_steps, frames=world.FRAMES, fps=world.FPS, batch_size=1, lr=base.lr_motion,
+                image_dropout=base.image_dropout,
                 warmup_steps=10, save_every=0, seed=base.seed, device=base.device,
                 appearance_strength=1.0 if guided else 0.0,
             )
@@ -151,11 +157,13 @@ def run(
             pair += 1
             config = replace(base, subject=obj, motion=motion, scene=scene)
             plain = describe(obj, motion, scene)
+            lam = base.appearance_strength  # the demo's lambda at compose
             for seed in range(base.seed, base.seed + seeds):
                 config = replace(config, seed=seed)
                 videos = {
-                    "DreamVideo": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0),
-                    "w/o textual identity": _compose(out, learnt_subjects[(i, False)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0),
+                    "DreamVideo": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
+                    "DreamVideo, lambda = 1 at compose": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0),
+                    "w/o textual identity": _compose(out, learnt_subjects[(i, False)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
                     "w/o motion adapter": _compose(out, learnt_subjects[(i, True)], "-", f"a {{subject}} {motion.words()} on {scene}", config, registry, 1.0),
                     "w/o appearance guidance": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, False)], f"on {scene}", config, registry, 0.0),
                     "backbone alone": backbone_only(plain, world.FRAMES, config),

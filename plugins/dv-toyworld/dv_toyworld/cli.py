@@ -22,8 +22,8 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed for the data, the learning and the sampling."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Videos per row, scored and averaged [default: 2]."),
-    motion_scale: float = typer.Option(None, "--motion-scale", help="Strength of the motion adapter in compose [default: 0.5]."),
-    appearance_strength: float = typer.Option(None, "--appearance-strength", help="Appearance guidance (lambda) in compose [default: 1.0]."),
+    motion_scale: float = typer.Option(None, "--motion-scale", help="Strength of the motion adapter in compose [default: 1.0]."),
+    appearance_strength: float = typer.Option(None, "--appearance-strength", help="Appearance guidance (lambda) in compose; the motion adapter learns with 1 [default: 0.0]."),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quick: bool = typer.Option(False, "--quick", hidden=True, help="A few steps of everything (tests)."),
 ) -> None:

@@ -76,9 +76,9 @@ def test_demo_options_reach_the_config_and_cpu_threads_are_halved(monkeypatch: p
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("threads", n))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    code = main(["demo", "--seeds", "3", "--motion-scale", "0.7", "--appearance-strength", "0", "--json"])
+    code = main(["demo", "--seeds", "3", "--motion-scale", "0.7", "--appearance-strength", "0.25", "--json"])
     assert code != 0 and "stopped by the test" in capsys.readouterr().err
     config = seen["config"]
     assert isinstance(config, demo.DemoConfig)
-    assert (config.seeds, config.motion_scale, config.appearance_strength) == (3, 0.7, 0.0)
+    assert (config.seeds, config.motion_scale, config.appearance_strength) == (3, 0.7, 0.25)
     assert seen["threads"] == max(1, min(4, len(os.sched_getaffinity(0)) // 2))
