@@ -42,7 +42,7 @@ class DemoConfig:
     masks: bool = True  # subject masks (dv's --masks): the photos' backgrounds are not the subject
     embedding_steps: int = 200
     adapter_steps: int = 100
-    motion_steps: int = 600
+    motion_steps: int = 500
     sample_steps: int = 25
     # The paper's textual-inversion rate. A faster one (1e-3 here until 2026-11-24) drives the
     # token to 2.5x a word's norm within 200 steps: it still draws the subject alone, but
