@@ -1,4 +1,4 @@
-"""`dv demo`: DreamVideo end to end on the toy world, offline, in about two minutes on a CPU.
+"""`dv demo`: DreamVideo end to end on the toy world, offline, in under three minutes on a 2-core CPU.
 
 1. Render 4 photos of a held-out object (a shape the backbone never saw) and 3 clips of a
    held-out motion performed by *other* objects.
