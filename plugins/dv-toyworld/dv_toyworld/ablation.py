@@ -100,14 +100,13 @@ def standard_error(values: list[float]) -> float | None:
     return round(float(np.std(values, ddof=1) / np.sqrt(len(values))), 3) if len(values) > 1 else None
 
 
-
 def run(
     out: Path, base: DemoConfig, subjects: tuple[world.Obj, ...], motions: tuple[world.Motion, ...],
     seeds: int, registry: Any,
 ) -> dict[str, list[dict[str, Any]]]:
     """Learn every subject and motion (and their ablated variants) once, then compose each
     pair under every row; returns per-video scores by row."""
-    from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
+    from dreamvideo_cli.learn import learn_motion, learn_subject
 
     learnt_subjects: dict[tuple[int, bool], str] = {}
     photos: dict[int, list[np.ndarray]] = {}
@@ -120,13 +119,7 @@ def run(
         photos[i] = [np.asarray(media.load_photo(p)) for p in paths]
         for textual in (True, False):
             name = f"s{i}-{obj.slug}" + ("" if textual else "-no-ti")
-            subject_config = SubjectConfig(
-                backbone="toyworld", backbone_path=base.backbone_path, init_word=world.GENERIC_SHAPE,
-                masks=str(masks) if masks else None,
-                embedding_steps=base.embedding_steps if textual else 0, adapter_steps=base.adapter_steps,
-                batch_size=4, lr_embedding=base.lr_embedding, lr_adapter=base.lr_adapter, warmup_steps=10,
-                save_every=0, seed=base.seed, device=base.device,
-            )
+            subject_config = base.subject_config(masks, embedding_steps=base.embedding_steps if textual else 0)
             m = learn_subject(folder, name, subject_config, registry=registry)
             learnt_subjects[(i, textual)] = f"{m.name}:{m.tag}"
             print(f"learnt {learnt_subjects[(i, textual)]}", flush=True)
@@ -138,13 +131,7 @@ def run(
         data.write_clips(folder, clips)
         for guided in (True, False):
             name = f"m{j}-{motion.slug}" + ("" if guided else "-no-ag")
-            motion_config = MotionConfig(
-                backbone="toyworld", backbone_path=base.backbone_path, phrase=motion.words(),
-                steps=base.motion_steps, frames=world.FRAMES, fps=world.FPS, batch_size=1, lr=base.lr_motion,
-                image_dropout=base.image_dropout,
-                warmup_steps=10, save_every=0, seed=base.seed, device=base.device,
-                appearance_strength=1.0 if guided else 0.0,
-            )
+            motion_config = base.motion_config(motion, appearance_strength=1.0 if guided else 0.0)
             m = learn_motion(folder, name, motion_config, registry=registry)
             learnt_motions[(j, guided)] = f"{m.name}:{m.tag}"
             print(f"learnt {learnt_motions[(j, guided)]}", flush=True)

@@ -19,12 +19,15 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dv_toyworld import data, world
+
+if TYPE_CHECKING:
+    from dreamvideo_cli.learn import MotionConfig, SubjectConfig
 
 
 @dataclass
@@ -70,6 +73,31 @@ class DemoConfig:
     def quick(self) -> DemoConfig:
         """A few steps of everything: for tests of the plumbing, not of quality."""
         return replace(self, embedding_steps=3, adapter_steps=3, motion_steps=3, sample_steps=3, seeds=1)
+
+    def subject_config(self, masks: Path | None, **changes: Any) -> SubjectConfig:
+        """How the demo (and the ablation) learns a subject; `changes` override fields."""
+        from dreamvideo_cli.learn import SubjectConfig
+
+        fields: dict[str, Any] = dict(
+            backbone="toyworld", backbone_path=self.backbone_path, random_weights=self.random_weights,
+            init_word=world.GENERIC_SHAPE, masks=str(masks) if masks else None,
+            embedding_steps=self.embedding_steps, adapter_steps=self.adapter_steps,
+            batch_size=4, lr_embedding=self.lr_embedding, lr_adapter=self.lr_adapter, warmup_steps=10,
+            save_every=0, seed=self.seed, device=self.device,
+        )
+        return SubjectConfig(**{**fields, **changes})
+
+    def motion_config(self, motion: world.Motion, **changes: Any) -> MotionConfig:
+        """How the demo (and the ablation) learns `motion`; `changes` override fields."""
+        from dreamvideo_cli.learn import MotionConfig
+
+        fields: dict[str, Any] = dict(
+            backbone="toyworld", backbone_path=self.backbone_path, random_weights=self.random_weights,
+            phrase=motion.words(), steps=self.motion_steps, frames=world.FRAMES, fps=world.FPS,
+            batch_size=1, lr=self.lr_motion, image_dropout=self.image_dropout, warmup_steps=10,
+            save_every=0, seed=self.seed, device=self.device,
+        )
+        return MotionConfig(**{**fields, **changes})
 
     @property
     def subject_name(self) -> str:
@@ -185,7 +213,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     """Everything `dv demo` does; returns where it wrote what and the metrics."""
     from dreamvideo_cli import media
     from dreamvideo_cli.compose import ComposeConfig, compose
-    from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
+    from dreamvideo_cli.learn import learn_motion, learn_subject
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -199,24 +227,16 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     subject = learn_subject(
         out / "photos",
         config.subject_name,
-        SubjectConfig(
-            backbone="toyworld", backbone_path=config.backbone_path, random_weights=config.random_weights,
-            init_word=world.GENERIC_SHAPE, masks=str(masks) if masks else None,
-            embedding_steps=config.embedding_steps, adapter_steps=config.adapter_steps,
-            batch_size=4, lr_embedding=config.lr_embedding, lr_adapter=config.lr_adapter, warmup_steps=10,
-            save_every=0, log_every=25, seed=config.seed, device=config.device,
-            description=f"dv demo: photos of a {config.subject.words()} (a held-out shape)",
+        config.subject_config(
+            masks, log_every=25, description=f"dv demo: photos of a {config.subject.words()} (a held-out shape)"
         ),
         registry=registry, on_event=on_event,
     )
     motion = learn_motion(
         out / "clips",
         config.motion_name,
-        MotionConfig(
-            backbone="toyworld", backbone_path=config.backbone_path, random_weights=config.random_weights,
-            phrase=config.motion.words(), steps=config.motion_steps, frames=world.FRAMES, fps=world.FPS,
-            batch_size=1, lr=config.lr_motion, image_dropout=config.image_dropout, warmup_steps=10, save_every=0, log_every=25,
-            seed=config.seed, device=config.device,
+        config.motion_config(
+            config.motion, log_every=25,
             description=f"dv demo: {config.motion.words()} (a held-out motion) by other objects",
         ),
         registry=registry, on_event=on_event,

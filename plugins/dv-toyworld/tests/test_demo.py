@@ -82,3 +82,16 @@ def test_demo_options_reach_the_config_and_cpu_threads_are_halved(monkeypatch: p
     assert isinstance(config, demo.DemoConfig)
     assert (config.seeds, config.motion_scale, config.appearance_strength) == (3, 0.7, 0.25)
     assert seen["threads"] == max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+
+
+def test_demo_help_states_the_config_defaults() -> None:
+    """`dv demo` keeps typer-only imports at start-up, so its help repeats DemoConfig's
+    defaults as text; this keeps the two from drifting apart."""
+    import inspect
+
+    from dv_toyworld import cli, demo
+
+    defaults = demo.DemoConfig()
+    params = inspect.signature(cli.demo).parameters
+    for option in ("seeds", "motion_scale", "appearance_strength"):
+        assert f"[default: {getattr(defaults, option)}]" in params[option].default.help, option
