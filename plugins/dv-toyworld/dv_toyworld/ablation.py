@@ -9,6 +9,8 @@ Rows (as in the paper's Table 5, plus the backbone alone):
   inference (a subject photo's appearance embedding at full strength).
 - w/o textual identity: the subject's token stays at its init word ("toy"); only the
   identity adapter learns.
+- w/o identity adapter: the learnt token alone (the identity adapter composed at scale 0),
+  with the motion adapter: textual inversion, the paper's Table 2 baseline, plus motion.
 - w/o motion adapter: the subject alone, with the motion named in words.
 - w/o appearance guidance: the motion adapter learnt and used with lambda = 0.
 - backbone alone: no adapters, the best plain-text description of the video.
@@ -41,8 +43,8 @@ MOTIONS = (world.Motion("circles", "quickly"), world.Motion("zigzags", "quickly"
 SCENES = ("snow", "sand", "sky", "grass")
 METRICS = ("subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency")
 ROWS = (
-    "DreamVideo", "DreamVideo, lambda = 1 at compose", "w/o textual identity", "w/o motion adapter",
-    "w/o appearance guidance", "backbone alone",
+    "DreamVideo", "DreamVideo, lambda = 1 at compose", "w/o textual identity", "w/o identity adapter",
+    "w/o motion adapter", "w/o appearance guidance", "backbone alone",
 )
 
 
@@ -151,6 +153,7 @@ def run(
                     "DreamVideo": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
                     "DreamVideo, lambda = 1 at compose": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0),
                     "w/o textual identity": _compose(out, learnt_subjects[(i, False)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
+                    "w/o identity adapter": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam, subject_scale=0.0),
                     "w/o motion adapter": _compose(out, learnt_subjects[(i, True)], "-", f"a {{subject}} {motion.words()} on {scene}", config, registry, 1.0),
                     "w/o appearance guidance": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, False)], f"on {scene}", config, registry, 0.0),
                     "backbone alone": backbone_only(plain, world.FRAMES, config),
@@ -164,17 +167,20 @@ def run(
 
 
 def _compose(
-    out: Path, subject: str, motion: str, prompt: str, config: DemoConfig, registry: Any, strength: float
+    out: Path, subject: str, motion: str, prompt: str, config: DemoConfig, registry: Any, strength: float,
+    subject_scale: float = 1.0,
 ) -> np.ndarray:
     from dreamvideo_cli import media
     from dreamvideo_cli.compose import ComposeConfig, compose
 
-    target = out / "videos" / f"{subject}-{motion}-{config.seed}.gif".replace(":", "_").replace("-.", ".")
+    scale = "" if subject_scale == 1.0 else f"-identity{subject_scale:g}"
+    target = out / "videos" / f"{subject}-{motion}{scale}-{config.seed}.gif".replace(":", "_").replace("-.", ".")
     target.parent.mkdir(parents=True, exist_ok=True)
     result = compose(
         subject, motion, prompt, target,
         ComposeConfig(steps=config.sample_steps, guidance=config.guidance, seed=config.seed, sampler="ddim",
-                      motion_scale=config.motion_scale, appearance_strength=strength, device=config.device,
+                      subject_scale=subject_scale, motion_scale=config.motion_scale,
+                      appearance_strength=strength, device=config.device,
                       backbone_path=config.backbone_path),
         registry=registry,
     )

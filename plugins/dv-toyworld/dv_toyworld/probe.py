@@ -1,4 +1,4 @@
-"""Has the toy backbone learnt motion? Two measurements of a weights file, no adapters.
+"""Has the toy backbone learnt motion and shape? Three measurements of a weights file, no adapters.
 
     python -m dv_toyworld.probe [--weights FILE] [--seeds 4] [--json]
 
@@ -9,6 +9,10 @@
    the true path, with the caption and with an empty one. Motion recovered at small t
    comes from the noisy input; at large t (where sampling decides the path) only the
    caption can supply it.
+3. Shape words: photos of seen shapes, noised to step t and denoised once; the error of
+   the predicted clean frame on the object's latent cells with the true caption, with
+   another seen shape's word in its place and with the generic `toy`. A model that uses
+   the shape word predicts the object better with the true word, most at large t.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ PROMPTS = (
     (world.Obj("circle", "blue", "big"), world.Motion("bounces", "quickly"), "grass"),
 )
 NOISE_STEPS = (200, 400, 600, 800, 950)
+SHAPE_NOISE_STEPS = (300, 500, 700, 900)
 
 
 def generation(weights: str | None, seeds: int) -> list[dict[str, Any]]:
@@ -87,6 +92,40 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     return rows
 
 
+def shape_words(weights: str | None) -> list[dict[str, Any]]:
+    import torch
+
+    from dreamvideo_cli.learn.common import encode_text, tokenize
+    from dv_toyworld import model, pretrain
+    from dv_toyworld.backbone import ToyWorldBackbone
+
+    parts = ToyWorldBackbone(path=weights).load("cpu")
+    alphas = model.alphas_cumprod().float()
+    objs = [world.Obj(shape, colour, "big") for shape in world.SEEN_SHAPES for colour in ("pink", "blue", "green")]
+    rows = []
+    for t in SHAPE_NOISE_STEPS:
+        rng, gen = np.random.default_rng(7), torch.Generator().manual_seed(t)
+        errors: dict[str, list[float]] = {"true": [], "wrong": [], "toy": []}
+        for obj in objs:
+            image, mask = world.photo_and_mask(obj, "snow", rng)
+            x = torch.from_numpy(image).permute(2, 0, 1).float()[None, :, None] / 127.5 - 1  # [1, 3, 1, 32, 32]
+            z = pretrain.to_latents(x)  # [1, 48, 1, 8, 8]
+            cells = pretrain.cells(torch.from_numpy(mask)[None, None, None].float())  # [1, 1, 1, 8, 8]
+            a = alphas[t]
+            zt = a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
+            wrong = world.SEEN_SHAPES[(world.SEEN_SHAPES.index(obj.shape) + 2) % len(world.SEEN_SHAPES)]
+            for key, shape in (("true", obj.shape), ("wrong", wrong), ("toy", world.GENERIC_SHAPE)):
+                caption = f"a big {obj.colour} {shape} on snow"
+                with torch.no_grad():
+                    context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
+                    v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
+                x0 = a.sqrt() * zt - (1 - a).sqrt() * v
+                error = ((x0.float() - z) ** 2).mean(1, keepdim=True)  # [1, 1, 1, 8, 8]
+                errors[key].append(float((error * cells).sum() / cells.sum()))
+        rows.append({"t": t, **{k: round(float(np.mean(v)), 4) for k, v in errors.items()}})
+    return rows
+
+
 def soft_centroids(frames: np.ndarray, scene: str) -> np.ndarray:
     """[F, H, W, 3] -> [F, 2]: each frame's centre of what differs from the scene, weighted
     by how much. At high noise the predicted clean frame is a faint, blurred average that
@@ -110,15 +149,18 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     torch.set_num_threads(1)
-    made, denoised = generation(args.weights, args.seeds), denoising(args.weights)
+    made, denoised, shapes = generation(args.weights, args.seeds), denoising(args.weights), shape_words(args.weights)
     if args.json:
         weights = str(Path(args.weights)) if args.weights else "committed"
-        print(json.dumps({"weights": weights, "generation": made, "denoising": denoised}, indent=2))
+        print(json.dumps({"weights": weights, "generation": made, "denoising": denoised, "shape_words": shapes}, indent=2))
         return 0
     for row in made:
         print(f"{row['prompt']}: motion fidelity {row['mean']['motion_fidelity']:+.2f} (seeds {row['motion_fidelity']})")
     for row in denoised:
         print(f"x0 at t={row['t']}: path correlation {row['caption']:+.2f} with the caption, {row['empty']:+.2f} without")
+    for row in shapes:
+        print(f"x0 at t={row['t']}: object error {row['true']:.4f} with the true shape word, "
+              f"{row['wrong']:.4f} with another, {row['toy']:.4f} with 'toy'")
     return 0
 
 
