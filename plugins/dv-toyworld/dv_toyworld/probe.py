@@ -21,11 +21,16 @@ import argparse
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dv_toyworld import world
+
+if TYPE_CHECKING:
+    import torch
+
+    from dreamvideo_cli.backbone import Components
 
 PROMPTS = (
     (world.Obj("circle", "green", "big"), world.Motion("left", "slowly"), "sand"),
@@ -61,7 +66,6 @@ def generation(weights: str | None, seeds: int) -> list[dict[str, Any]]:
 def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     import torch
 
-    from dreamvideo_cli.learn.common import encode_text, tokenize
     from dv_toyworld import model, pretrain
     from dv_toyworld.backbone import ToyWorldBackbone
     from dv_toyworld.metrics import path_correlation
@@ -78,13 +82,9 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
                 clip = world.random_clip(rng, frames=world.FRAMES)
             x = torch.from_numpy(clip.render()[None]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [1, 3, F, 32, 32]
             z = pretrain.to_latents(x)  # [1, 48, F, 8, 8]
-            a = alphas[t]
-            zt = a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
+            zt = noised(z, t, alphas, gen)
             for key, caption in (("caption", clip.caption()), ("empty", "")):
-                with torch.no_grad():
-                    context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
-                    v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
-                x0 = a.sqrt() * zt - (1 - a).sqrt() * v  # v-prediction -> clean latents
+                x0 = denoise_once(parts, zt, t, alphas, caption)
                 frames = parts.vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
                 pixels = ((frames.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [F, 32, 32, 3]
                 found[key].append(path_correlation(soft_centroids(pixels, clip.scene), world.displacements(clip.motion)))
@@ -92,10 +92,31 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     return rows
 
 
-def shape_words(weights: str | None) -> list[dict[str, Any]]:
+def noised(z: torch.Tensor, t: int, alphas: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Clean latents z at noise step t (the training forward process), noise from `gen`."""
+    import torch
+
+    a = alphas[t]
+    return a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
+
+
+def denoise_once(parts: Components, zt: torch.Tensor, t: int, alphas: torch.Tensor, caption: str) -> torch.Tensor:
+    """The backbone's one-step prediction of the clean latents from zt with `caption`."""
     import torch
 
     from dreamvideo_cli.learn.common import encode_text, tokenize
+
+    with torch.no_grad():
+        context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
+        v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
+    a = alphas[t]
+    x0: torch.Tensor = a.sqrt() * zt - (1 - a).sqrt() * v  # v-prediction -> clean latents
+    return x0
+
+
+def shape_words(weights: str | None) -> list[dict[str, Any]]:
+    import torch
+
     from dv_toyworld import model, pretrain
     from dv_toyworld.backbone import ToyWorldBackbone
 
@@ -111,15 +132,10 @@ def shape_words(weights: str | None) -> list[dict[str, Any]]:
             x = torch.from_numpy(image).permute(2, 0, 1).float()[None, :, None] / 127.5 - 1  # [1, 3, 1, 32, 32]
             z = pretrain.to_latents(x)  # [1, 48, 1, 8, 8]
             cells = pretrain.cells(torch.from_numpy(mask)[None, None, None].float())  # [1, 1, 1, 8, 8]
-            a = alphas[t]
-            zt = a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
+            zt = noised(z, t, alphas, gen)
             wrong = world.SEEN_SHAPES[(world.SEEN_SHAPES.index(obj.shape) + 2) % len(world.SEEN_SHAPES)]
             for key, shape in (("true", obj.shape), ("wrong", wrong), ("toy", world.GENERIC_SHAPE)):
-                caption = f"a big {obj.colour} {shape} on snow"
-                with torch.no_grad():
-                    context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
-                    v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
-                x0 = a.sqrt() * zt - (1 - a).sqrt() * v
+                x0 = denoise_once(parts, zt, t, alphas, f"a big {obj.colour} {shape} on snow")
                 error = ((x0.float() - z) ** 2).mean(1, keepdim=True)  # [1, 1, 1, 8, 8]
                 errors[key].append(float((error * cells).sum() / cells.sum()))
         rows.append({"t": t, **{k: round(float(np.mean(v)), 4) for k, v in errors.items()}})
