@@ -1,17 +1,16 @@
-"""DreamVideo's identity and motion adapters, and attaching them to a diffusers UNet3D.
+"""DreamVideo's identity and motion adapters, and attaching them to a denoiser.
 
 Paper, Eq. (2), identity adapter on the spatial hidden state h:
     h' = h + GELU(h W_down) W_up
 Eq. (3)-(4), motion adapter on the temporal hidden state h with a CLIP image embedding e:
     h^e = h + broadcast(e W_cond)
     h'  = h + GELU(h^e W_down) W_up
-W_up starts at zero so the frozen model is unchanged at step 0.
+W_up starts at zero so the frozen model is unchanged at step 0. The bottleneck is d/2 in
+the paper; a backbone may choose another width (`AdapterDesign`), and may add the
+condition after W_down (C' -> h) instead of before it, which spans the same functions.
 
-Placement follows the authors' code: an adapter runs *parallel* to a transformer
-sub-layer and reads the same pre-LayerNorm hidden state, so a block computes
-    x = sublayer(norm(x)) + x + adapter(x)
-Identity adapters sit beside the cross-attention (attn2) of every spatial transformer
-block; motion adapters beside attn1, attn2 and the feed-forward of every temporal block.
+Where adapters go and how each is wired into its block is the denoiser family's
+(`AdapterSite.slots`, `dreamvideo_cli.families`); this module only follows the slots.
 """
 
 from __future__ import annotations
@@ -25,22 +24,33 @@ from torch import nn
 
 from dreamvideo_cli.backbone import AdapterKind, AdapterSite
 
-# (norm, sub-layer) pairs of a diffusers BasicTransformerBlock that get an adapter beside them.
-IDENTITY_SLOTS: tuple[tuple[str, str], ...] = (("norm2", "attn2"),)
-MOTION_SLOTS: tuple[tuple[str, str], ...] = (("norm1", "attn1"), ("norm2", "attn2"), ("norm3", "ff"))
+# Kept importable from here for code written when every denoiser was a UNet3D.
+from dreamvideo_cli.families.unet3d import find_adapter_sites
 
-
-def slots_for(kind: AdapterKind) -> tuple[tuple[str, str], ...]:
-    return IDENTITY_SLOTS if kind == "identity" else MOTION_SLOTS
+__all__ = [
+    "AdapterSet",
+    "AppearanceCondition",
+    "IdentityAdapter",
+    "MotionAdapter",
+    "ParallelAdapter",
+    "PlaceholderEmbedding",
+    "adapter_parameter_count",
+    "adapter_parameter_counts",
+    "add_placeholder_token",
+    "find_adapter_sites",
+    "remove_placeholder_tokens",
+    "resolve_site",
+]
 
 
 class IdentityAdapter(nn.Module):
-    """Bottleneck d -> d/2 -> d with GELU; returns only the residual branch."""
+    """Bottleneck d -> h -> d with GELU (h = d/2 unless given); returns only the residual branch."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, bottleneck: int | None = None) -> None:
         super().__init__()
-        self.down = nn.Linear(width, width // 2)
-        self.up = nn.Linear(width // 2, width)
+        hidden = bottleneck or width // 2
+        self.down = nn.Linear(width, hidden)
+        self.up = nn.Linear(hidden, width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.scale = 1.0  # compose-time strength; 1.0 is the paper
@@ -53,8 +63,8 @@ class IdentityAdapter(nn.Module):
 class AppearanceCondition:
     """The CLIP image embedding shared by every motion adapter for the current forward.
 
-    The UNet's forward signature has no slot for it, so the engine sets it here before
-    each call: e is [B, C'] for a UNet batch of B videos (conditional and unconditional
+    The denoiser's forward signature has no slot for it, so the engine sets it here before
+    each call: e is [B, C'] for a batch of B videos (conditional and unconditional
     branches included; the unconditional one gets zeros).
     """
 
@@ -66,90 +76,98 @@ class AppearanceCondition:
 
 
 class MotionAdapter(nn.Module):
-    """Bottleneck with a condition layer C' -> d on the appearance embedding."""
+    """Bottleneck with a condition layer on the appearance embedding (C' -> d, or C' -> h
+    with `condition_in_bottleneck`)."""
 
-    def __init__(self, width: int, condition_dim: int, condition: AppearanceCondition) -> None:
+    def __init__(
+        self,
+        width: int,
+        condition_dim: int,
+        condition: AppearanceCondition,
+        bottleneck: int | None = None,
+        condition_in_bottleneck: bool = False,
+    ) -> None:
         super().__init__()
-        self.down = nn.Linear(width, width // 2)
-        self.up = nn.Linear(width // 2, width)
-        self.cond = nn.Linear(condition_dim, width)
+        hidden = bottleneck or width // 2
+        self.down = nn.Linear(width, hidden)
+        self.up = nn.Linear(hidden, width)
+        self.cond = nn.Linear(condition_dim, hidden if condition_in_bottleneck else width)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.scale = 1.0
         self.strength = 1.0  # lambda, the appearance-guidance strength
+        self.condition_in_bottleneck = condition_in_bottleneck
         self._condition = condition
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        # h: [B*height*width, F, d], batch-major, as diffusers' TransformerTemporalModel lays it out
+    def _broadcast_condition(self, h: torch.Tensor) -> torch.Tensor | None:
         e = self._condition.embedding
-        if e is not None:
-            c = self.cond(e.to(self.cond.weight.dtype))  # [B, d]
-            per_video = h.shape[0] // c.shape[0]  # height*width positions per video
-            c = c.repeat_interleave(per_video, dim=0).unsqueeze(1)  # [B*h*w, 1, d]
-            h_e = h + self.strength * c.to(h.dtype)  # Eq. (3): broadcast over frames
-        else:
-            h_e = h
+        if e is None:
+            return None
+        c = self.cond(e.to(self.cond.weight.dtype))  # [B, d or h]
+        # h is [B * positions, frames, d] in a UNet3D's temporal transformer (batch-major)
+        # and [B, tokens, d] in a DiT block: one condition row per video, over its rows.
+        per_video = h.shape[0] // c.shape[0]
+        return c.repeat_interleave(per_video, dim=0).unsqueeze(1)  # [B * positions, 1, d or h]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        c = self._broadcast_condition(h)
+        if self.condition_in_bottleneck:
+            z = self.down(h)
+            if c is not None:
+                z = z + self.strength * c.to(z.dtype)
+            return self.scale * self.up(F.gelu(z))
+        h_e = h + self.strength * c.to(h.dtype) if c is not None else h  # Eq. (3): broadcast over frames
         return self.scale * self.up(F.gelu(self.down(h_e)))  # Eq. (4) without the skip
 
 
 class ParallelAdapter(nn.Module):
-    """Replaces a block's sub-layer so it returns sublayer(norm(x)) + adapter(x).
+    """Replaces a block's sub-layer so it returns sublayer(norm(x)) + adapter(x) (a slot
+    with a norm: the block's own norm is an Identity while attached) or
+    sublayer(x) + adapter(x) (a slot without). `detach` puts the modules back."""
 
-    The block's own norm is swapped for an Identity while attached, because the adapter
-    must read x before the LayerNorm; `detach` puts both back.
-    """
-
-    def __init__(self, norm: nn.Module, sublayer: nn.Module, adapter: nn.Module) -> None:
+    def __init__(self, norm: nn.Module | None, sublayer: nn.Module, adapter: nn.Module, norm_in_fp32: bool = False) -> None:
         super().__init__()
         self.norm = norm
         self.sublayer = sublayer
         self.adapter = adapter
+        self.norm_in_fp32 = norm_in_fp32
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        out: torch.Tensor = self.sublayer(self.norm(hidden_states), *args, **kwargs)
+        if self.norm is None:
+            inner = hidden_states
+        elif self.norm_in_fp32:
+            inner = self.norm(hidden_states.float()).type_as(hidden_states)
+        else:
+            inner = self.norm(hidden_states)
+        out: torch.Tensor = self.sublayer(inner, *args, **kwargs)
         return out + self.adapter(hidden_states)
 
 
-def _block_width(block: Any) -> int:
-    return int(block.attn1.query_dim)
+def adapter_parameter_count(
+    site: AdapterSite,
+    condition_dim: int | None = None,
+    bottleneck: int | None = None,
+    condition_in_bottleneck: bool = False,
+) -> int:
+    """Closed form, per slot: bottleneck 2*d*h + h + d (h = d // 2 unless given), plus
+    (C' + 1) * d for a motion adapter's condition layer ((C' + 1) * h in the bottleneck)."""
+    d = site.width
+    h = bottleneck or d // 2
+    per_slot = 2 * d * h + h + d
+    if site.kind == "motion":
+        if condition_dim is None:
+            raise ValueError("motion adapters need the appearance embedding size")
+        per_slot += (condition_dim + 1) * (h if condition_in_bottleneck else d)
+    return len(site.slots) * per_slot
 
 
-def find_adapter_sites(unet: nn.Module) -> list[AdapterSite]:
-    """Every spatial transformer block with cross-attention (identity) and every temporal
-    transformer block (motion) of a diffusers UNet3D, in module order."""
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
-
-    sites: list[AdapterSite] = []
-    for name, module in unet.named_modules():
-        if isinstance(module, TransformerTemporalModel):
-            kind: AdapterKind = "motion"
-        elif isinstance(module, Transformer2DModel):
-            kind = "identity"
-        else:
-            continue
-        for i, block in enumerate(module.transformer_blocks):
-            if kind == "identity" and (block.attn2 is None or block.only_cross_attention):
-                continue
-            sites.append(AdapterSite(f"{name}.transformer_blocks.{i}", kind, _block_width(block)))
-    return sites
-
-
-def adapter_parameter_count(site: AdapterSite, condition_dim: int | None = None) -> int:
-    """Closed form: bottleneck 2*d*h + h + d (h = d // 2), plus (C' + 1) * d per condition layer."""
-    d, h = site.width, site.width // 2
-    bottleneck = 2 * d * h + h + d
-    if site.kind == "identity":
-        return bottleneck
-    if condition_dim is None:
-        raise ValueError("motion adapters need the appearance embedding size")
-    return len(MOTION_SLOTS) * (bottleneck + (condition_dim + 1) * d)
-
-
-def adapter_parameter_counts(sites: Iterable[AdapterSite], condition_dim: int) -> dict[str, int]:
+def adapter_parameter_counts(sites: Iterable[AdapterSite], condition_dim: int, design: Any = None) -> dict[str, int]:
+    """Totals per kind; `design` is the backbone's `AdapterDesign` (None: the paper's)."""
     counts = {"identity": 0, "motion": 0}
     for site in sites:
-        counts[site.kind] += adapter_parameter_count(site, condition_dim)
+        bottleneck = design.bottleneck(site.kind) if design is not None else None
+        in_bottleneck = bool(design is not None and design.condition_in_bottleneck)
+        counts[site.kind] += adapter_parameter_count(site, condition_dim, bottleneck, in_bottleneck)
     counts["total"] = counts["identity"] + counts["motion"]
     return counts
 
@@ -175,10 +193,11 @@ def _key(path: str, sublayer: str) -> str:
 
 
 class AdapterSet(nn.Module):
-    """All adapters of one kind for one UNet, attachable and detachable as a unit.
+    """All adapters of one kind for one denoiser, attachable and detachable as a unit.
 
-    Its state dict (`adapter_state_dict`) is keyed by the UNet path of the sub-layer each
-    adapter sits beside, e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn2.down.weight`.
+    Its state dict (`adapter_state_dict`) is keyed by the denoiser path of the sub-layer each
+    adapter sits beside, e.g. `down_blocks.0.attentions.0.transformer_blocks.0.attn2.down.weight`
+    or `blocks.3.attn1.down.weight`.
     """
 
     def __init__(
@@ -186,54 +205,101 @@ class AdapterSet(nn.Module):
         kind: AdapterKind,
         sites: Iterable[AdapterSite],
         condition_dim: int | None = None,
+        *,
+        bottleneck: int | None = None,
+        condition_in_bottleneck: bool = False,
     ) -> None:
         super().__init__()
         self.kind: AdapterKind = kind
         self.sites = [s for s in sites if s.kind == kind]
         self.condition = AppearanceCondition()
         self.condition_dim = condition_dim
+        self.bottleneck = bottleneck
+        self.condition_in_bottleneck = condition_in_bottleneck
+        if kind == "motion" and condition_dim is None:
+            raise ValueError("motion adapters need condition_dim")
         adapters: dict[str, nn.Module] = {}
         for site in self.sites:
-            for _, sublayer in slots_for(kind):
+            if not site.slots:
+                raise ValueError(f"adapter site {site.path} names no slots")
+            for slot in site.slots:
                 if kind == "identity":
-                    adapters[_key(site.path, sublayer)] = IdentityAdapter(site.width)
+                    adapters[_key(site.path, slot.sublayer)] = IdentityAdapter(site.width, bottleneck)
                 else:
-                    if condition_dim is None:
-                        raise ValueError("motion adapters need condition_dim")
-                    adapters[_key(site.path, sublayer)] = MotionAdapter(
-                        site.width, condition_dim, self.condition
+                    assert condition_dim is not None
+                    adapters[_key(site.path, slot.sublayer)] = MotionAdapter(
+                        site.width, condition_dim, self.condition, bottleneck, condition_in_bottleneck
                     )
         self.adapters = nn.ModuleDict(adapters)
-        # A plain list, not an attribute: nn.Module would adopt the UNet as a submodule.
+        # A plain list, not an attribute: nn.Module would adopt the denoiser as a submodule.
         self._attached: list[nn.Module] = []
 
+    @classmethod
+    def for_backbone(cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, design: Any) -> AdapterSet:
+        """New adapters shaped by a backbone's `AdapterDesign`."""
+        return cls(
+            kind,
+            sites,
+            condition_dim if kind == "motion" else None,
+            bottleneck=design.bottleneck(kind),
+            condition_in_bottleneck=kind == "motion" and design.condition_in_bottleneck,
+        )
+
+    @classmethod
+    def for_state(cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, state: dict[str, torch.Tensor]) -> AdapterSet:
+        """Adapters shaped like stored weights (their bottleneck and where the condition is
+        added are read off the tensors), with the weights loaded."""
+        bottleneck = None
+        in_bottleneck = False
+        downs = [k for k in state if k.endswith(".down.weight")]
+        if downs:
+            hidden, width = state[downs[0]].shape
+            bottleneck = None if hidden == width // 2 else int(hidden)
+            cond = state.get(downs[0].removesuffix("down.weight") + "cond.weight")
+            in_bottleneck = cond is not None and cond.shape[0] == hidden and hidden != width
+        adapters = cls(kind, sites, condition_dim if kind == "motion" else None, bottleneck=bottleneck, condition_in_bottleneck=in_bottleneck)
+        adapters.load_adapter_state_dict(state)
+        return adapters
+
+    def spec(self) -> dict[str, Any]:
+        """What the registry records of the adapters' shape (beyond the paper's default)."""
+        out: dict[str, Any] = {}
+        if self.bottleneck is not None:
+            out["bottleneck"] = self.bottleneck
+        if self.condition_in_bottleneck:
+            out["condition"] = "bottleneck"
+        return out
+
     # -- attaching -------------------------------------------------------------------
-    def attach(self, unet: nn.Module) -> AdapterSet:
+    def attach(self, denoiser: nn.Module) -> AdapterSet:
         if self._attached:
             raise RuntimeError("adapters are already attached")
         for site in self.sites:
-            block = resolve_site(unet, site.path)
-            for norm_name, sublayer_name in slots_for(self.kind):
-                norm, sublayer = getattr(block, norm_name), getattr(block, sublayer_name)
+            block = resolve_site(denoiser, site.path)
+            for slot in site.slots:
+                sublayer = getattr(block, slot.sublayer)
                 if isinstance(sublayer, ParallelAdapter):
-                    raise RuntimeError(f"{site.path}.{sublayer_name} already has an adapter")
-                adapter = self.adapters[_key(site.path, sublayer_name)]
-                setattr(block, sublayer_name, ParallelAdapter(norm, sublayer, adapter))
-                setattr(block, norm_name, nn.Identity())
-        self._attached.append(unet)
+                    raise RuntimeError(f"{site.path}.{slot.sublayer} already has an adapter")
+                norm = getattr(block, slot.norm) if slot.norm is not None else None
+                adapter = self.adapters[_key(site.path, slot.sublayer)]
+                setattr(block, slot.sublayer, ParallelAdapter(norm, sublayer, adapter, slot.norm_in_fp32))
+                if slot.norm is not None:
+                    setattr(block, slot.norm, nn.Identity())
+        self._attached.append(denoiser)
         return self
 
     def detach(self) -> None:
         if not self._attached:
             return
-        unet = self._attached.pop()
+        denoiser = self._attached.pop()
         for site in self.sites:
-            block = resolve_site(unet, site.path)
-            for norm_name, sublayer_name in slots_for(self.kind):
-                wrapper = getattr(block, sublayer_name)
+            block = resolve_site(denoiser, site.path)
+            for slot in site.slots:
+                wrapper = getattr(block, slot.sublayer)
                 assert isinstance(wrapper, ParallelAdapter)
-                setattr(block, sublayer_name, wrapper.sublayer)
-                setattr(block, norm_name, wrapper.norm)
+                setattr(block, slot.sublayer, wrapper.sublayer)
+                if slot.norm is not None:
+                    setattr(block, slot.norm, wrapper.norm)
 
     # -- knobs -----------------------------------------------------------------------
     def set_scale(self, scale: float) -> None:
@@ -330,7 +396,12 @@ def add_placeholder_token(
         raise DVError(f"the token {token!r} already exists in the tokenizer", "choose another subject name")
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id < first_id:
-        raise DVError(f"the token {token!r} is already a word of the text encoder", "choose another subject name")
+        # T5-family tables have spare rows past the tokenizer's last id (T5 v1.1: 32,100 ids,
+        # 32,128 rows): a token added to such a tokenizer lands in one, which no real word
+        # uses, so that row is ours. A smaller id is a word the encoder was trained on.
+        if token_id < int(tokenizer.vocab_size):
+            raise DVError(f"the token {token!r} is already a word of the text encoder", "choose another subject name")
+        first_id = token_id
     with torch.no_grad():
         init = base.weight[torch.tensor(init_ids, device=base.weight.device)].float().mean(0)
     n_new = token_id - first_id + 1  # rows for every token added so far; only ours trains

@@ -1,20 +1,34 @@
-"""The contract every backbone plugin fulfils.
+"""The contract every backbone plugin fulfils, for any model family.
 
-A backbone names one frozen text-to-video model and says how to build it. Registering
-one is cheap: plugins register the *class*; torch and the weights are touched only when
-`build_unet` or `load` runs. `build_unet(device="meta")` must work without any weights,
-so `dv backbones info` can count adapter parameters offline.
+A backbone names one frozen text-to-video model and says how to build it. Registering one
+is cheap: plugins register the *class*; torch and the weights are touched only when
+`build_denoiser` or `load` runs. `build_denoiser(device="meta")` must work without any
+weights, so `dv backbones info` can count adapter parameters offline.
+
+What a loaded backbone gives the engine (`Components`), each part typed:
+- the frozen **denoiser** and its **family** (`DenoiserFamily`): how to call it on latents
+  [B, C, F', h, w], where adapters go and how each is wired (`AdapterSite`, `AdapterSlot`),
+  which layers gradient checkpointing re-runs, and measures that change no result;
+- the training **objective** (`dreamvideo_cli.objectives`): DDPM epsilon/v or rectified flow;
+- the **latent codec** (`dreamvideo_cli.codecs`): pixels to normalised latents and back,
+  with its spatial and temporal compression, and subject masks to latent loss weights;
+- the **text encoding** (`dreamvideo_cli.text`): tokenising, padding and mask conventions;
+- the **appearance encoder**: images [B, 3, H, W] in [0, 1] -> embeddings [B, C'].
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from dreamvideo_cli.codecs import LatentCodec
+    from dreamvideo_cli.objectives import Objective
+    from dreamvideo_cli.text import TextEncoding
 
 AdapterKind = Literal["identity", "motion"]
 
@@ -31,7 +45,7 @@ class VideoFormat:
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """The training noise schedule; samplers build their schedulers from it."""
+    """A DDPM training noise schedule (`objectives.DDPMObjective` wraps it)."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -41,6 +55,15 @@ class NoiseSchedule:
 
     def as_config(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What `dv compose` uses when the user names no sampler, step count or guidance."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 9.0
 
 
 @dataclass(frozen=True)
@@ -77,61 +100,121 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
+class AdapterSlot:
+    """One sub-layer of a block that gets an adapter beside it, and how it is wired.
+
+    With `norm` set, the adapter reads the block's input *before* that norm, as DreamVideo
+    places it: while attached, the block's norm is an Identity and the wrapper computes
+    `sublayer(norm(x)) + adapter(x)`. Only valid where the block feeds the norm's output
+    straight into the sub-layer and adds the result to x without a gate (UNet3D's blocks,
+    Wan's cross-attention). With `norm=None`, the adapter reads what the sub-layer reads
+    and its output joins the sub-layer's (`sublayer(m) + adapter(m)`), so a block that
+    modulates m and gates the residual applies both to the adapter too (a DiT's
+    self-attention and feed-forward). Either way a zero adapter leaves the block
+    bit-identical, and detaching restores the original modules.
+    """
+
+    sublayer: str  # attribute name in the block, e.g. "attn2", "ffn"
+    norm: str | None = None
+    # The block applies the norm to x in float32 and casts back (Wan); the wrapper must too.
+    norm_in_fp32: bool = False
+
+
+@dataclass(frozen=True)
 class AdapterSite:
-    """One transformer block that gets an adapter: its dotted path in the UNet and width."""
+    """One block that gets adapters: its dotted path in the denoiser, its width and slots."""
 
     path: str
     kind: AdapterKind
     width: int
+    slots: tuple[AdapterSlot, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterDesign:
+    """A backbone's default adapter shape. `bottleneck=None` is the paper's d/2; an int is
+    one width for every site. `condition_in_bottleneck` adds the appearance condition after
+    the down-projection (C' -> h) instead of before it (C' -> d): the same family of
+    functions (the composition of two linear maps), with h/d of the parameters."""
+
+    identity_bottleneck: int | None = None
+    motion_bottleneck: int | None = None
+    condition_in_bottleneck: bool = False
+
+    def bottleneck(self, kind: AdapterKind) -> int | None:
+        return self.identity_bottleneck if kind == "identity" else self.motion_bottleneck
+
+
+CheckpointTarget = tuple[Any, "str | int"]  # (a module or ModuleList, attribute name or index)
+
+
+class DenoiserFamily(ABC):
+    """What the engine needs to know about one kind of denoiser (diffusers UNet3D, Wan's
+    transformer, ...). Everything specific to a family lives in its subclass."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def denoise(self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """One prediction: latents [B, C, F', h, w], timestep [B] (the objective's model
+        timestep), text context [B, T, D] -> prediction [B, C, F', h, w]. `model` is the
+        denoiser or a compiled wrapper of it."""
+
+    @abstractmethod
+    def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
+        """Every identity and motion site, in module order (works on the meta device)."""
+
+    @abstractmethod
+    def checkpoint_targets(self, denoiser: nn.Module) -> list[CheckpointTarget]:
+        """The layers gradient checkpointing re-runs in the backward pass."""
+
+    def prepare(self, denoiser: nn.Module, device: torch.device) -> None:  # noqa: B027
+        """Engine-wide measures that change no result (e.g. chunked attention on CUDA)."""
 
 
 @dataclass
 class Components:
     """The loaded, frozen parts of a backbone, on one device."""
 
-    unet: Any  # a diffusers UNet3DConditionModel (or one with the same forward signature)
-    vae: Any  # a diffusers AutoencoderKL
-    text_encoder: Any  # a transformers CLIPTextModel-like model: input_ids -> last_hidden_state
-    tokenizer: Any  # a transformers tokenizer for text_encoder
+    denoiser: nn.Module  # a diffusers UNet3DConditionModel, WanTransformer3DModel, ...
+    family: DenoiserFamily
+    objective: Objective
+    codec: LatentCodec
+    text: TextEncoding
     appearance_encoder: nn.Module  # images [B, 3, H, W] in [0, 1] -> embeddings [B, appearance_dim]
     appearance_dim: int
-    schedule: NoiseSchedule
-    vae_scale_factor: float
     device: torch.device
-    dtype: torch.dtype  # the dtype frozen weights run in
-    extras: dict[str, Any] = field(default_factory=dict)
+    dtype: torch.dtype  # the dtype the frozen denoiser runs in
+
+    # Read-only names kept for plugins and scripts written against the UNet-only contract.
+    @property
+    def unet(self) -> nn.Module:
+        return self.denoiser
 
     @property
-    def vae_downscale(self) -> int:
-        """How many pixels one latent cell covers per side (8 for Stable Diffusion's VAE).
-        A backbone whose `vae` is not an AutoencoderKL sets `extras["vae_downscale"]`."""
-        if "vae_downscale" in self.extras:
-            return int(self.extras["vae_downscale"])
-        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+    def vae(self) -> Any:
+        """The codec's VAE, where it has one."""
+        return getattr(self.codec, "vae", None)
 
-    def mask_latents(self, masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Subject masks [N, 1, H, W] in {0, 1} -> loss weights on latents [N, 1 or C, h, w].
+    @property
+    def tokenizer(self) -> Any:
+        return self.text.tokenizer
 
-        A latent cell of a real VAE mixes every pixel under it, so it counts as subject if
-        any pixel under it is (the authors' choice: the loss keeps the subject's edges). A
-        backbone whose latent channels are pixels (a space-to-depth VAE) maps the mask
-        exactly instead, by setting `extras["mask_latents"]` to that function: then no
-        photo background leaks into the subject's edge cells."""
-        exact = self.extras.get("mask_latents")
-        if exact is not None:
-            out: torch.Tensor = exact(masks)
-            return out
-        import torch.nn.functional as F
+    @property
+    def text_encoder(self) -> Any:
+        return self.text.model
 
-        return F.adaptive_max_pool2d(masks, size)
+    def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The family's call on this backbone's denoiser (or `model`, a compiled wrapper)."""
+        return self.family.denoise(model if model is not None else self.denoiser, latents, timestep, context)
 
 
 class Backbone(ABC):
     """A frozen text-to-video model that DreamVideo adapters attach to.
 
-    Subclasses set the class attributes and implement `build_unet`, `fingerprint` and
-    `load`. `adapter_sites` has a default that finds the DreamVideo sites in any diffusers
-    `UNet3DConditionModel`.
+    Subclasses set the class attributes and implement `build_denoiser`, `fingerprint` and
+    `load`. `family` says where adapters go; `training_objective` defaults to DDPM with
+    `schedule`.
     """
 
     name: ClassVar[str]
@@ -139,20 +222,44 @@ class Backbone(ABC):
     is_test: ClassVar[bool] = False  # listed as a test backbone; never the default
     video_format: ClassVar[VideoFormat]
     appearance_dim: ClassVar[int]  # size of the appearance encoder's image embedding
-    schedule: ClassVar[NoiseSchedule] = NoiseSchedule()
+    # Frames per latent frame of the codec (after the first): videos have k * this + 1 frames.
+    temporal_compression: ClassVar[int] = 1
+    schedule: ClassVar[NoiseSchedule] = NoiseSchedule()  # DDPM backbones only
+    sampling: ClassVar[SamplingDefaults] = SamplingDefaults()
+    adapter_design: ClassVar[AdapterDesign] = AdapterDesign()
+    # Motion learning's defaults when the user names none: the paper's 32 frames at 8 fps.
+    motion_frames: ClassVar[int] = 32
+    motion_fps: ClassVar[int] = 8
 
     def __init__(self, *, path: str | None = None, random_weights: bool = False) -> None:
         self.path = path
         self.random_weights = random_weights
 
-    @abstractmethod
+    @classmethod
+    def family(cls) -> DenoiserFamily:
+        """The denoiser family; the default is diffusers' UNet3D."""
+        from dreamvideo_cli.families.unet3d import UNET3D
+
+        return UNET3D
+
+    @classmethod
+    def training_objective(cls) -> Objective:
+        from dreamvideo_cli.objectives import DDPMObjective
+
+        return DDPMObjective(cls.schedule)
+
+    def build_denoiser(self, device: str = "meta") -> nn.Module:
+        """The denoiser's architecture with uninitialised (meta) or random weights."""
+        return self.build_unet(device)
+
     def build_unet(self, device: str = "meta") -> nn.Module:
-        """The UNet's architecture with uninitialised (meta) or random weights."""
+        """The name `build_denoiser` had when every backbone was a UNet; override either."""
+        if type(self).build_denoiser is not Backbone.build_denoiser:
+            return self.build_denoiser(device)
+        raise NotImplementedError(f"{type(self).__name__} implements neither build_denoiser nor build_unet")
 
-    def adapter_sites(self, unet: nn.Module) -> list[AdapterSite]:
-        from dreamvideo_cli.adapters import find_adapter_sites
-
-        return find_adapter_sites(unet)
+    def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
+        return self.family().adapter_sites(denoiser)
 
     @abstractmethod
     def fingerprint(self) -> Fingerprint:

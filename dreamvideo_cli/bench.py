@@ -22,15 +22,13 @@ import torch
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
-from dreamvideo_cli.learn.common import (
+from dreamvideo_cli.learn.common import diffusion_loss, prepare_denoiser
+from dreamvideo_cli.runtime import (
     autocast,
-    diffusion_loss,
-    encode_latents,
+    encode_appearance,
     encode_text,
     frozen_dtype,
-    make_noise_scheduler,
     pick_device,
-    prepare_unet,
     quiet_libraries,
     tokenize,
 )
@@ -60,7 +58,7 @@ class BenchConfig:
     frames: int | None = None  # None: the backbone's
     images: int = 4
     sample_steps: int = 50
-    guidance: float = 9.0
+    guidance: float | None = None  # None: the backbone's
     warmup: int = 2
     repeats: int = 5
     gradient_checkpointing: bool = False
@@ -139,12 +137,16 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     fmt = backbone.video_format
     frames = config.frames or fmt.frames
     on_event(Note(f"loading {backbone.fingerprint().describe()} on {device}"))
+    if backbone.temporal_compression > 1 and (frames - 1) % backbone.temporal_compression:
+        from dreamvideo_cli.compose import check_frames
+
+        check_frames(backbone, frames)
     parts = backbone.load(device, frozen_dtype(device))
-    prepare_unet(parts)
-    sites = backbone.adapter_sites(parts.unet)
-    fast_unet = compiled_unet(parts.unet, config.compile, device)
+    prepare_denoiser(parts)
+    sites = backbone.adapter_sites(parts.denoiser)
+    design = backbone.adapter_design
+    fast_model = compiled_unet(parts.denoiser, config.compile, device)
     g = torch.Generator(device).manual_seed(0)
-    scheduler = make_noise_scheduler(parts.schedule)
     results: list[BenchResult] = []
 
     def rand(*shape: int) -> torch.Tensor:
@@ -152,10 +154,10 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
     if "subject" in config.only:
         images = rand(config.images, 3, fmt.height, fmt.width)
-        identity = AdapterSet("identity", sites).to(device).attach(parts.unet)
+        identity = AdapterSet.for_backbone("identity", sites, None, design).to(device).attach(parts.denoiser)
         optimizer = torch.optim.AdamW(identity.parameters(), lr=1e-5)
         ids = tokenize(parts, ["a photo of a dog"] * config.images)
-        latents = encode_latents(parts, images).unsqueeze(2)
+        latents = parts.codec.encode_images(images)  # [N, C, 1, h, w]
         with torch.no_grad(), autocast(device):
             context = encode_text(parts, ids[:1]).float()
 
@@ -165,9 +167,9 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
                     x0, ctx = latents, context.expand(config.images, -1, -1).to(parts.dtype)
                 else:
                     with torch.no_grad():
-                        x0 = encode_latents(parts, images).unsqueeze(2)
+                        x0 = parts.codec.encode_images(images)
                         ctx = encode_text(parts, ids)
-                loss = diffusion_loss(fast_unet if cached else parts.unet, x0, ctx, scheduler, g, 0.1)
+                loss = diffusion_loss(parts, x0, ctx, g, 0.1, model=fast_model if cached else parts.denoiser)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -178,14 +180,13 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
     if "motion" in config.only:
         clip = rand(frames, 3, fmt.height, fmt.width)
-        motion = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device).attach(parts.unet)
+        motion = AdapterSet.for_backbone("motion", sites, parts.appearance_dim, design).to(device).attach(parts.denoiser)
         optimizer = torch.optim.AdamW(motion.parameters(), lr=1e-5)
         ids = tokenize(parts, ["a bear walking"])
-        latents = encode_latents(parts, clip).permute(1, 0, 2, 3).unsqueeze(0)  # [1, 4, F, h, w]
-        with torch.no_grad():
-            guide = parts.appearance_encoder(clip[:1].to(parts.dtype)).float()
-            with autocast(device):
-                context = encode_text(parts, ids).to(parts.dtype)
+        latents = parts.codec.encode_video(clip).unsqueeze(0)  # [1, C, F', h, w]
+        guide = encode_appearance(parts, clip[:1])
+        with torch.no_grad(), autocast(device):
+            context = encode_text(parts, ids).to(parts.dtype)
 
         def motion_step(cached: bool) -> None:
             with autocast(device):
@@ -193,12 +194,12 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
                     x0, ctx, e = latents, context, guide
                 else:
                     with torch.no_grad():
-                        x0 = encode_latents(parts, clip).permute(1, 0, 2, 3).unsqueeze(0)
-                        e = parts.appearance_encoder(clip[:1].to(parts.dtype)).float()
+                        x0 = parts.codec.encode_video(clip).unsqueeze(0)
+                        e = encode_appearance(parts, clip[:1])
                         ctx = encode_text(parts, ids)
                 motion.set_appearance(e)
-                with gradient_checkpointing(parts.unet, cached and config.gradient_checkpointing):
-                    loss = diffusion_loss(fast_unet if cached else parts.unet, x0, ctx, scheduler, g, 0.1)
+                with gradient_checkpointing(parts.denoiser, cached and config.gradient_checkpointing, parts.family):
+                    loss = diffusion_loss(parts, x0, ctx, g, 0.1, model=fast_model if cached else parts.denoiser)
                     loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -208,7 +209,8 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
         motion.detach()
 
     if "compose" in config.only:
-        results.extend(_bench_compose(parts, frames, fmt.height, fmt.width, config, device, on_event))
+        guidance = backbone.sampling.guidance if config.guidance is None else config.guidance
+        results.extend(_bench_compose(parts, backbone.sampling.sampler, frames, fmt.height, fmt.width, guidance, config, device, on_event))
 
     speedups = {}
     for name in dict.fromkeys(r.name for r in results):
@@ -226,27 +228,31 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     }
 
 
-def _bench_compose(parts: Components, frames: int, height: int, width: int, config: BenchConfig, device: torch.device, on_event: EventHandler) -> list[BenchResult]:
-    from dreamvideo_cli.samplers import DDIM
+def _bench_compose(
+    parts: Components, sampler_name: str, frames: int, height: int, width: int, guidance: float, config: BenchConfig, device: torch.device, on_event: EventHandler
+) -> list[BenchResult]:
+    from dreamvideo_cli.compose import initial_noise
+    from dreamvideo_cli.plugins import get_sampler
 
-    factor = parts.vae_downscale
-    latents0 = torch.randn((1, parts.unet.config.in_channels, frames, height // factor, width // factor), device=device)
+    sampler = get_sampler(sampler_name)  # the backbone's own (ModelScope: DDIM)
+    latents0 = initial_noise(parts, frames, height, width, seed=0)
     ids = tokenize(parts, ["a dog walking in the snow", ""])
 
     @torch.no_grad()
     def sample(batched: bool) -> None:
-        scheduler = DDIM.make_scheduler(parts.schedule)
+        scheduler = sampler.make_scheduler(parts.objective)
         scheduler.set_timesteps(config.sample_steps, device=device)
-        latents = latents0.clone()
+        latents = latents0 * getattr(scheduler, "init_noise_sigma", 1.0)
         with autocast(device):
             context = encode_text(parts, ids).to(parts.dtype)
             for t in scheduler.timesteps:
                 if batched:
-                    eps_c, eps_u = parts.unet(torch.cat([latents, latents]).to(parts.dtype), t, encoder_hidden_states=context).sample.float().chunk(2)
+                    both = parts.denoise(torch.cat([latents, latents]).to(parts.dtype), t.expand(2), context)
+                    pred_c, pred_u = both.float().chunk(2)
                 else:
-                    eps_c = parts.unet(latents.to(parts.dtype), t, encoder_hidden_states=context[:1]).sample.float()
-                    eps_u = parts.unet(latents.to(parts.dtype), t, encoder_hidden_states=context[1:]).sample.float()
-                latents = scheduler.step(eps_u + config.guidance * (eps_c - eps_u), t, latents, eta=0.0).prev_sample
+                    pred_c = parts.denoise(latents.to(parts.dtype), t.expand(1), context[:1]).float()
+                    pred_u = parts.denoise(latents.to(parts.dtype), t.expand(1), context[1:]).float()
+                latents = scheduler.step(pred_u + guidance * (pred_c - pred_u), t, latents).prev_sample
 
     measured = []
     for path, batched in (("eager", False), ("dv", True)):

@@ -29,24 +29,24 @@ from dreamvideo_cli.events import (
     StepDone,
     ignore_events,
 )
-from dreamvideo_cli.learn.common import (
+from dreamvideo_cli.learn.common import prepare_denoiser
+from dreamvideo_cli.learn.store import load_adapter_tensors, reference_images
+from dreamvideo_cli.runtime import (
     autocast,
-    decode_latents,
+    encode_appearance,
     encode_text,
     frozen_dtype,
     pick_device,
-    prepare_unet,
     quiet_libraries,
     to_tensor_images,
     tokenize,
 )
-from dreamvideo_cli.learn.store import load_adapter_tensors, reference_images
 
 
 @dataclass
 class ComposeConfig:
-    steps: int | None = None  # None: the sampler's default (DDIM: 50)
-    guidance: float = 9.0
+    steps: int | None = None  # None: the backbone's default for its own sampler, else the sampler's
+    guidance: float | None = None  # None: the backbone's (ModelScope: 9, Wan: 5)
     frames: int | None = None  # None: the backbone's (ModelScope: 32)
     fps: int | None = None
     seed: int | None = None
@@ -54,7 +54,7 @@ class ComposeConfig:
     motion_scale: float = 1.0
     appearance_strength: float = 1.0  # lambda
     appearance_image: str | None = None
-    sampler: str = "ddim"
+    sampler: str | None = None  # None: the backbone's (ModelScope: ddim, Wan: unipc)
     eta: float = 0.0
     negative_prompt: str = ""
     gif: bool = False
@@ -168,19 +168,22 @@ def compose(
 
     from dreamvideo_cli.plugins import get_sampler
 
-    sampler = get_sampler(config.sampler)
-    steps = config.steps or sampler.default_steps
     backbone, fingerprint = backbone_for([m for m in (subject, motion) if m is not None], config.backbone_path)
+    defaults = backbone.sampling
+    sampler = get_sampler(config.sampler or defaults.sampler)
+    steps = config.steps or (defaults.steps if sampler.name == defaults.sampler else sampler.default_steps)
+    guidance = defaults.guidance if config.guidance is None else config.guidance
     fmt = backbone.video_format
     frames, fps = config.frames or fmt.frames, config.fps or fmt.fps
+    check_frames(backbone, frames)
     seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
 
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = loaded.get(backbone, device) if loaded is not None else backbone.load(device, frozen_dtype(device))
     check_backbone(backbone, fingerprint, (subject or motion).ref)
-    sites = backbone.adapter_sites(parts.unet)
-    prepare_unet(parts)
+    sites = backbone.adapter_sites(parts.denoiser)
+    prepare_denoiser(parts)
 
     # Loaded parts may be reused by the next compose (a grid): undo every change to them.
     with contextlib.ExitStack() as undo:
@@ -192,19 +195,17 @@ def compose(
             with torch.no_grad():
                 vector = load_adapter_tensors(registry, subject, "token_embedding")["token"]
                 placeholder.vectors[placeholder.token_row].copy_(vector)
-            identity = AdapterSet("identity", sites).to(device)
-            identity.load_adapter_state_dict(load_adapter_tensors(registry, subject))
+            identity = AdapterSet.for_state("identity", sites, None, load_adapter_tensors(registry, subject)).to(device)
             identity.set_scale(config.subject_scale)
-            identity.attach(parts.unet)
+            identity.attach(parts.denoiser)
             undo.callback(identity.detach)
         motion_set = None
         if motion is not None:
             phrase = motion.phrase
-            motion_set = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
-            motion_set.load_adapter_state_dict(load_adapter_tensors(registry, motion))
+            motion_set = AdapterSet.for_state("motion", sites, parts.appearance_dim, load_adapter_tensors(registry, motion)).to(device)
             motion_set.set_scale(config.motion_scale)
             motion_set.set_strength(config.appearance_strength)
-            motion_set.attach(parts.unet)
+            motion_set.attach(parts.denoiser)
             undo.callback(motion_set.detach)
 
         final_prompt = build_prompt(prompt, token, phrase)
@@ -224,12 +225,10 @@ def compose(
             else:
                 guide_image = None
             if guide_image is not None:
-                with torch.no_grad():
-                    pixels = to_tensor_images([np.asarray(guide_image)], device)
-                    guide = parts.appearance_encoder(pixels.to(parts.dtype)).float()
+                guide = encode_appearance(parts, to_tensor_images([np.asarray(guide_image)], device))
             motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))
 
-        video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, config.guidance, sampler, seed, config.eta, on_event)
+        video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.eta, on_event)
 
     metadata = {
         "dv_version": __version__,
@@ -241,7 +240,7 @@ def compose(
         "seed": seed,
         "steps": steps,
         "sampler": sampler.name,
-        "guidance": config.guidance,
+        "guidance": guidance,
         "frames": frames,
         "fps": fps,
         "height": fmt.height,
@@ -276,6 +275,62 @@ def _describe(manifest: Any) -> dict[str, Any] | None:
     }
 
 
+def check_frames(backbone: Backbone, frames: int) -> None:
+    """A video VAE that compresses time takes k * factor + 1 frames: refuse others in one line."""
+    factor = backbone.temporal_compression
+    if frames < 1:
+        raise DVError(f"--frames must be at least 1, got {frames}", f"use --frames {backbone.video_format.frames}")
+    if factor > 1 and (frames - 1) % factor:
+        lower = (frames - 1) // factor * factor + 1
+        raise DVError(
+            f"--frames {frames} does not fit {backbone.name}'s video VAE, which takes {factor}k+1 frames",
+            f"use --frames {lower} or {lower + factor}",
+        )
+
+
+def initial_noise(parts: Components, frames: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """The starting latents [1, C, F', h, w], drawn on the CPU so a seed gives the same video
+    on any device."""
+    h, w = parts.codec.latent_size(height, width)
+    cpu = torch.Generator("cpu").manual_seed(seed)
+    shape = (1, parts.codec.channels, parts.codec.latent_frames(frames), h, w)
+    return torch.randn(shape, generator=cpu).to(parts.device)
+
+
+@torch.no_grad()
+def sample_latents(
+    parts: Components,
+    context: torch.Tensor,
+    latents: torch.Tensor,
+    steps: int,
+    guidance: float,
+    sampler: Any,
+    eta: float = 0.0,
+    on_event: EventHandler = ignore_events,
+) -> torch.Tensor:
+    """Classifier-free guidance with both branches as one batch, from `latents` [1, C, F', h, w]
+    (unit noise) with `context` [2, T, D] (the prompt, then the negative prompt):
+    pred = pred_u + g * (pred_c - pred_u). Returns the final latents."""
+    device = parts.device
+    scheduler = sampler.make_scheduler(parts.objective)
+    scheduler.set_timesteps(steps, device=device)
+    # Flow-matching schedulers start from unit noise and scale no inputs.
+    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
+    step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
+    for i, t in enumerate(scheduler.timesteps):
+        x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
+        with autocast(device):
+            pred = parts.denoise(x.to(parts.dtype), t.expand(2), context).float()
+        pred_c, pred_u = pred.chunk(2)
+        pred = pred_u + guidance * (pred_c - pred_u)
+        latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample
+        on_event(StepDone("sampling", i + 1, len(scheduler.timesteps)))
+    on_event(StageFinished("sampling"))
+    return latents
+
+
 @torch.no_grad()
 def sample_video(
     parts: Components,
@@ -291,31 +346,14 @@ def sample_video(
     eta: float = 0.0,
     on_event: EventHandler = ignore_events,
 ) -> np.ndarray:
-    """Run the sampler with batched classifier-free guidance; returns uint8 [F, H, W, 3]."""
-    device = parts.device
-    scheduler = sampler.make_scheduler(parts.schedule)
-    scheduler.set_timesteps(steps, device=device)
-    with autocast(device):
+    """Sample and decode one video; returns uint8 [F, H, W, 3]."""
+    with autocast(parts.device):
         context = encode_text(parts, tokenize(parts, [prompt, negative_prompt])).to(parts.dtype)  # [2, T, D]
-    factor = parts.vae_downscale
-    channels = parts.unet.config.in_channels
-    # Noise drawn on the CPU so a seed gives the same video on any device.
-    cpu = torch.Generator("cpu").manual_seed(seed)
-    latents = torch.randn((1, channels, frames, height // factor, width // factor), generator=cpu).to(device)
-    latents = latents * scheduler.init_noise_sigma
-    step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
-    for i, t in enumerate(scheduler.timesteps):
-        x = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # [2, C, F, h, w]
-        with autocast(device):
-            eps = parts.unet(x.to(parts.dtype), t, encoder_hidden_states=context).sample.float()
-        eps_c, eps_u = eps.chunk(2)
-        eps = eps_u + guidance * (eps_c - eps_u)
-        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-        on_event(StepDone("sampling", i + 1, len(scheduler.timesteps)))
-    on_event(StageFinished("sampling"))
+    parts.text.release()
+    latents = initial_noise(parts, frames, height, width, seed)
+    latents = sample_latents(parts, context, latents, steps, guidance, sampler, eta, on_event)
     on_event(StageStarted("decoding", 1, "VAE decode"))
-    video = decode_latents(parts, latents[0])
+    video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))
     return video
 

@@ -142,7 +142,7 @@ def _unmet(cls: type[Metric], has: set[str]) -> list[str]:
 
 
 def _device(name: str) -> str:
-    from dreamvideo_cli.learn.common import pick_device
+    from dreamvideo_cli.runtime import pick_device
 
     return str(pick_device(name))
 
@@ -489,7 +489,8 @@ def run_grid(spec: GridSpec, *, registry: Any, on_event: EventHandler = ignore_e
                 raise DVError(f"metric {name} needs a subject, and this grid has none", "pass --subjects")
     from dreamvideo_cli.plugins import get_sampler
 
-    get_sampler(spec.compose.sampler)  # a typo should fail once, not once per cell
+    if spec.compose.sampler:
+        get_sampler(spec.compose.sampler)  # a typo should fail once, not once per cell
     subjects = _resolve_refs(registry, spec.subjects, "subject")
     motions = _resolve_refs(registry, spec.motions, "motion")
     cells = grid_cells(spec)

@@ -1,13 +1,19 @@
-"""The sampler contract: a named recipe for a diffusers scheduler built from the
-backbone's training noise schedule."""
+"""The sampler contract: a named recipe for a diffusers scheduler built from the backbone's
+training objective (`dreamvideo_cli.objectives`): DDPM's beta schedule and prediction
+type, or rectified flow's shift."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dreamvideo_cli.backbone import NoiseSchedule
+from dreamvideo_cli.errors import DVError
+
+# Registering samplers must not import torch (`dv --help` stays instant): the objective
+# classes are imported when a scheduler is built.
+if TYPE_CHECKING:
+    from dreamvideo_cli.objectives import DDPMObjective, FlowMatchObjective, Objective
 
 
 @dataclass(frozen=True)
@@ -16,15 +22,40 @@ class Sampler:
     description: str
     default_steps: int
     # Builds a fresh diffusers scheduler; imported lazily so registering costs nothing.
-    make_scheduler: Callable[[NoiseSchedule], Any]
+    make_scheduler: Callable[[Objective], Any]
 
 
-def ddim_scheduler(schedule: NoiseSchedule) -> Any:
+def _flow_class() -> type[FlowMatchObjective]:
+    from dreamvideo_cli.objectives import FlowMatchObjective
+
+    return FlowMatchObjective
+
+
+def _is_flow(objective: Objective) -> bool:
+    from dreamvideo_cli.objectives import FlowMatchObjective
+
+    return isinstance(objective, FlowMatchObjective)
+
+
+def _ddpm(objective: Objective, sampler: str) -> DDPMObjective:
+    from dreamvideo_cli.objectives import DDPMObjective
+
+    if not isinstance(objective, DDPMObjective):
+        raise DVError(f"the {sampler} sampler needs a DDPM backbone, and this one is trained on rectified flow", "use --sampler unipc or euler")
+    return objective
+
+
+def _flow_sigmas(objective: Objective) -> dict[str, Any]:
+    assert isinstance(objective, _flow_class())
+    return {"num_train_timesteps": objective.num_train_timesteps, "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": objective.shift}
+
+
+def ddim_scheduler(objective: Objective) -> Any:
     from diffusers import DDIMScheduler
 
     # eta is passed at step time (0 = deterministic DDIM, as the paper samples).
     return DDIMScheduler(
-        **schedule.as_config(),
+        **_ddpm(objective, "ddim").schedule.as_config(),
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
@@ -32,11 +63,13 @@ def ddim_scheduler(schedule: NoiseSchedule) -> Any:
     )
 
 
-def dpmsolver_scheduler(schedule: NoiseSchedule) -> Any:
+def dpmsolver_scheduler(objective: Objective) -> Any:
     from diffusers import DPMSolverMultistepScheduler
 
+    if _is_flow(objective):
+        return DPMSolverMultistepScheduler(**_flow_sigmas(objective), algorithm_type="dpmsolver++", solver_order=2)
     return DPMSolverMultistepScheduler(
-        **schedule.as_config(),
+        **_ddpm(objective, "dpmsolver++").schedule.as_config(),
         algorithm_type="dpmsolver++",
         solver_order=2,
         timestep_spacing="leading",
@@ -44,14 +77,33 @@ def dpmsolver_scheduler(schedule: NoiseSchedule) -> Any:
     )
 
 
-def unipc_scheduler(schedule: NoiseSchedule) -> Any:
+def unipc_scheduler(objective: Objective) -> Any:
     from diffusers import UniPCMultistepScheduler
 
-    return UniPCMultistepScheduler(
-        **schedule.as_config(), timestep_spacing="leading", steps_offset=1
-    )
+    if _is_flow(objective):
+        # WanPipeline's own scheduler (the hub's scheduler_config.json of Wan 2.1 T2V).
+        return UniPCMultistepScheduler(
+            **_flow_sigmas(objective),
+            solver_order=2,
+            solver_type="bh2",
+            predict_x0=True,
+            lower_order_final=True,
+            final_sigmas_type="zero",
+            timestep_spacing="linspace",
+            steps_offset=0,
+        )
+    return UniPCMultistepScheduler(**_ddpm(objective, "unipc").schedule.as_config(), timestep_spacing="leading", steps_offset=1)
 
 
-DDIM = Sampler("ddim", "DDIM, eta 0 (the paper's sampler)", 50, ddim_scheduler)
+def euler_scheduler(objective: Objective) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if not _is_flow(objective):
+        raise DVError("the euler sampler is for rectified-flow backbones (wan)", "use --sampler ddim, dpmsolver++ or unipc")
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=objective.num_train_timesteps, shift=_flow_sigmas(objective)["flow_shift"])
+
+
+DDIM = Sampler("ddim", "DDIM, eta 0 (the paper's sampler; DDPM backbones)", 50, ddim_scheduler)
 DPM_SOLVER = Sampler("dpmsolver++", "DPM-Solver++ (2M), good at 20-25 steps", 25, dpmsolver_scheduler)
-UNIPC = Sampler("unipc", "UniPC multistep, good at 20-25 steps", 25, unipc_scheduler)
+UNIPC = Sampler("unipc", "UniPC multistep, good at 20-25 steps (Wan's own sampler)", 25, unipc_scheduler)
+EULER = Sampler("euler", "flow-matching Euler (rectified-flow backbones)", 50, euler_scheduler)

@@ -1,11 +1,10 @@
 """Memory and launch-overhead measures that leave the math unchanged.
 
-- Gradient checkpointing for diffusers' UNet3D, which refuses it out of the box: each
-  resnet, temporal conv and (spatial or temporal) transformer of every block is re-run in
-  the backward pass instead of keeping its activations.
-- Chunked temporal attention: a temporal transformer attends over batch*height*width
-  sequences; at large batches SDPA's CUDA grid overflows ("invalid argument"), so the
-  batch of sequences is split.
+- Gradient checkpointing of the layers a denoiser family names (diffusers' UNet3D refuses
+  its own: each resnet, temporal conv and transformer is re-run in the backward pass; a
+  DiT re-runs each block) instead of keeping their activations.
+- `torch.compile` of the denoiser (`--compile`).
+UNet3D's chunked temporal attention is a family measure (`families.unet3d`).
 """
 
 from __future__ import annotations
@@ -19,8 +18,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# CUDA's grid y/z limit is 65535; SDPA launches one block row per (batch*head) pair.
-TEMPORAL_ATTENTION_CHUNK = 16384
+from dreamvideo_cli.backbone import DenoiserFamily
+
+# Importable from here as before the denoiser families existed.
+from dreamvideo_cli.families.unet3d import (  # noqa: F401
+    TEMPORAL_ATTENTION_CHUNK,
+    ChunkedAttnProcessor,
+    chunk_temporal_attention,
+)
 
 
 class Checkpointed(nn.Module):
@@ -36,75 +41,36 @@ class Checkpointed(nn.Module):
         return self.module(*args, **kwargs)
 
 
-_CHECKPOINTED_LISTS = ("resnets", "temp_convs", "attentions", "temp_attentions")
-
-
-def _blocks(unet: nn.Module) -> list[nn.Module]:
-    blocks = [*getattr(unet, "down_blocks", []), *getattr(unet, "up_blocks", [])]
-    if getattr(unet, "mid_block", None) is not None:
-        blocks.append(unet.mid_block)
-    return blocks
-
-
 @contextmanager
-def gradient_checkpointing(unet: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Wrap the UNet's layers in `Checkpointed` for the duration of the block.
+def gradient_checkpointing(denoiser: nn.Module, enabled: bool = True, family: DenoiserFamily | None = None) -> Iterator[None]:
+    """Wrap the layers the denoiser's family names (`checkpoint_targets`) in `Checkpointed`
+    for the duration of the block (default family: UNet3D).
 
-    Attach adapters *before* entering (their site paths are those of the plain UNet) and
-    detach them after leaving."""
+    Attach adapters *before* entering (their site paths are those of the plain denoiser)
+    and detach them after leaving."""
     if not enabled:
         yield
         return
-    wrapped: list[tuple[nn.ModuleList, int, nn.Module]] = []
-    for block in _blocks(unet):
-        for name in _CHECKPOINTED_LISTS:
-            layers = getattr(block, name, None)
-            if not isinstance(layers, nn.ModuleList):
-                continue
-            for i, layer in enumerate(layers):
-                layers[i] = Checkpointed(layer)
-                wrapped.append((layers, i, layer))
-    transformer_in = getattr(unet, "transformer_in", None)
-    if transformer_in is not None:
-        unet.transformer_in = Checkpointed(transformer_in)
+    if family is None:
+        from dreamvideo_cli.families.unet3d import UNET3D
+
+        family = UNET3D
+    wrapped: list[tuple[Any, str | int, nn.Module]] = []
+    for parent, key in family.checkpoint_targets(denoiser):
+        layer = parent[key] if isinstance(key, int) else getattr(parent, key)
+        if isinstance(key, int):
+            parent[key] = Checkpointed(layer)
+        else:
+            setattr(parent, key, Checkpointed(layer))
+        wrapped.append((parent, key, layer))
     try:
         yield
     finally:
-        for layers, i, layer in wrapped:
-            layers[i] = layer
-        if transformer_in is not None:
-            unet.transformer_in = transformer_in
-
-
-class ChunkedAttnProcessor:
-    """Self-attention over at most `chunk` sequences at a time (the result is identical:
-    sequences of a temporal transformer never attend to each other)."""
-
-    def __init__(self, inner: Any, chunk: int = TEMPORAL_ATTENTION_CHUNK) -> None:
-        self.inner = inner
-        self.chunk = chunk
-
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None, attention_mask: Any = None, **kwargs: Any) -> torch.Tensor:
-        if hidden_states.shape[0] <= self.chunk or encoder_hidden_states is not None or attention_mask is not None:
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
-        parts = [self.inner(attn, h, None, None, **kwargs) for h in hidden_states.split(self.chunk)]
-        return torch.cat(parts)
-
-
-def chunk_temporal_attention(unet: nn.Module, chunk: int = TEMPORAL_ATTENTION_CHUNK) -> int:
-    """Give every temporal transformer's attention a chunking processor; returns how many."""
-    from diffusers.models.attention_processor import Attention
-    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
-
-    count = 0
-    for module in unet.modules():
-        if not isinstance(module, TransformerTemporalModel):
-            continue
-        for attn in module.modules():
-            if isinstance(attn, Attention) and not isinstance(attn.processor, ChunkedAttnProcessor):
-                attn.set_processor(ChunkedAttnProcessor(attn.processor, chunk))  # type: ignore[arg-type]
-                count += 1
-    return count
+        for parent, key, layer in reversed(wrapped):
+            if isinstance(key, int):
+                parent[key] = layer
+            else:
+                setattr(parent, key, layer)
 
 
 COMPILE_BACKEND_ENV = "DV_COMPILE_BACKEND"  # tests use "aot_eager": traced, no code generation

@@ -120,7 +120,7 @@ class TinyBackbone(Backbone):
     appearance_dim = 16
     schedule = NoiseSchedule()
 
-    def build_unet(self, device: str = "meta") -> Any:
+    def build_denoiser(self, device: str = "meta") -> Any:
         import torch
         from diffusers import UNet3DConditionModel
 
@@ -137,6 +137,8 @@ class TinyBackbone(Backbone):
         from transformers import CLIPTextModel, CLIPVisionModelWithProjection
 
         from dreamvideo_cli.appearance import CLIPVisionEncoder
+        from dreamvideo_cli.codecs import FrameVAECodec
+        from dreamvideo_cli.text import CLIPTextEncoding
 
         dtype = dtype or torch.float32
         if self.path is not None:
@@ -160,14 +162,13 @@ class TinyBackbone(Backbone):
         for m in modules:
             m.requires_grad_(False).eval().to(device=device, dtype=dtype)
         return Components(
-            unet=unet,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
+            denoiser=unet,
+            family=self.family(),
+            objective=self.training_objective(),
+            codec=FrameVAECodec(vae, scale_factor=0.18215),
+            text=CLIPTextEncoding(tokenizer, text_encoder),
             appearance_encoder=CLIPVisionEncoder(vision),
             appearance_dim=self.appearance_dim,
-            schedule=self.schedule,
-            vae_scale_factor=0.18215,
             device=torch.device(device),
             dtype=dtype,
         )
@@ -178,7 +179,8 @@ def save_tiny_backbone(folder: Path) -> Path:
     tokenizer/, image_encoder/), for tests of loading code."""
     parts = TinyBackbone().load("cpu")
     folder.mkdir(parents=True, exist_ok=True)
-    parts.unet.save_pretrained(folder / "unet")
+    unet: Any = parts.denoiser
+    unet.save_pretrained(folder / "unet")
     parts.vae.save_pretrained(folder / "vae")
     parts.text_encoder.save_pretrained(folder / "text_encoder")
     parts.tokenizer.save_pretrained(folder / "tokenizer")

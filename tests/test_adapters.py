@@ -17,7 +17,8 @@ from dreamvideo_cli.adapters import (
     remove_placeholder_tokens,
 )
 from dreamvideo_cli.backbone import AdapterSite
-from dreamvideo_cli.learn.common import diffusion_loss, make_noise_scheduler
+from dreamvideo_cli.families.unet3d import IDENTITY_SLOTS, MOTION_SLOTS
+from dreamvideo_cli.learn.common import diffusion_loss
 from dreamvideo_cli.testing import TinyBackbone
 
 
@@ -158,13 +159,13 @@ def test_parameter_counts_match_the_closed_form(parts) -> None:  # type: ignore[
 def test_reference_parameter_counts_for_modelscope_widths() -> None:
     """reference-implementation.md: 12,409,120 identity and 77,966,496 motion parameters."""
     widths = [320] * 5 + [640] * 5 + [1280] * 6
-    sites = [AdapterSite(f"s{i}", "identity", w) for i, w in enumerate(widths)]
-    sites += [AdapterSite(f"t{i}", "motion", w) for i, w in enumerate([*widths, 512])]
+    sites = [AdapterSite(f"s{i}", "identity", w, IDENTITY_SLOTS) for i, w in enumerate(widths)]
+    sites += [AdapterSite(f"t{i}", "motion", w, MOTION_SLOTS) for i, w in enumerate([*widths, 512])]
     counts = adapter_parameter_counts(sites, 1024)
     assert counts["identity"] == 12_409_120
     assert counts["motion"] == 77_966_496
     assert sum(3 * (1024 + 1) * s.width for s in sites if s.kind == "motion") == 39_950_400
-    assert adapter_parameter_count(AdapterSite("x", "identity", 320)) == 320 * 320 + 480
+    assert adapter_parameter_count(AdapterSite("x", "identity", 320, IDENTITY_SLOTS)) == 320 * 320 + 480
 
 
 def test_up_projection_starts_at_zero() -> None:
@@ -220,11 +221,10 @@ def test_only_adapters_learn_frozen_weights_stay_and_loss_falls() -> None:
     context = torch.randn(1, 16, 32, generator=g)
     motion.set_appearance(torch.randn(1, parts.appearance_dim, generator=g))
     optimizer = torch.optim.AdamW(motion.parameters(), lr=3e-3, weight_decay=0.0)
-    scheduler = make_noise_scheduler(parts.schedule)
     losses = []
     for _ in range(30):
         gen = torch.Generator().manual_seed(123)  # the same noise and timestep each step
-        loss = diffusion_loss(unet, x0, context, scheduler, gen, offset_noise=0.1)
+        loss = diffusion_loss(parts, x0, context, gen, offset_noise=0.1)
         loss.backward()
         trainable = {id(p) for p in motion.parameters()}
         for p in unet.parameters():

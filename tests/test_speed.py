@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dreamvideo_cli.adapters import AdapterSet, find_adapter_sites
-from dreamvideo_cli.learn.common import diffusion_loss, make_noise_scheduler
+from dreamvideo_cli.learn.common import diffusion_loss
 from dreamvideo_cli.speed import (
     Checkpointed,
     ChunkedAttnProcessor,
@@ -32,7 +32,7 @@ def _grads(checkpointing: bool) -> tuple[float, dict[str, torch.Tensor]]:
     with gradient_checkpointing(parts.unet, checkpointing):
         if checkpointing:
             assert any(isinstance(m, Checkpointed) for m in parts.unet.modules())
-        loss = diffusion_loss(parts.unet, x0, context, make_noise_scheduler(parts.schedule), torch.Generator().manual_seed(1), 0.1)
+        loss = diffusion_loss(parts, x0, context, torch.Generator().manual_seed(1), 0.1)
         loss.backward()
     assert not any(isinstance(m, Checkpointed) for m in parts.unet.modules())
     motion.detach()

@@ -96,22 +96,38 @@ def backbone_info(
     from dreamvideo_cli.plugins import get_backbone
 
     backbone = get_backbone(name)()
-    unet = backbone.build_unet(device="meta")
-    sites = backbone.adapter_sites(unet)
-    counts = adapter_parameter_counts(sites, type(backbone).appearance_dim)
+    denoiser = backbone.build_denoiser(device="meta")
+    sites = backbone.adapter_sites(denoiser)
+    design = type(backbone).adapter_design
+    counts = adapter_parameter_counts(sites, type(backbone).appearance_dim, design)
+    denoiser_parameters = sum(p.numel() for p in denoiser.parameters())
+
+    def described(kind: str) -> list[dict[str, Any]]:
+        return [
+            {"path": s.path, "width": s.width, "slots": [{"sublayer": slot.sublayer, "reads_before": slot.norm} for slot in s.slots]}
+            for s in sites
+            if s.kind == kind
+        ]
+
     data = {
         "name": name,
         "description": type(backbone).description,
-        "unet_parameters": sum(p.numel() for p in unet.parameters()),
-        "identity_sites": [{"path": s.path, "width": s.width} for s in sites if s.kind == "identity"],
-        "motion_sites": [{"path": s.path, "width": s.width} for s in sites if s.kind == "motion"],
+        "family": backbone.family().name,
+        "objective": backbone.training_objective().kind,
+        "denoiser_parameters": denoiser_parameters,
+        "unet_parameters": denoiser_parameters,  # the key's name before diffusion transformers
+        "identity_bottleneck": design.identity_bottleneck,  # None: d/2, as in the paper
+        "motion_bottleneck": design.motion_bottleneck,
+        "condition_in_bottleneck": design.condition_in_bottleneck,
+        "identity_sites": described("identity"),
+        "motion_sites": described("motion"),
         "parameters": counts,
     }
     if json:
         print_json(data)
         return
     out.print(f"[bold]{name}[/bold]  {data['description']}")
-    out.print(f"UNet parameters: {data['unet_parameters']:,}")
+    out.print(f"denoiser ({data['family']}, {data['objective']}) parameters: {data['denoiser_parameters']:,}")
     table = _table("adapter", "sites", "widths", "parameters")
     for kind in ("identity", "motion"):
         kind_sites = [s for s in sites if s.kind == kind]

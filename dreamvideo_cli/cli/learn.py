@@ -34,7 +34,10 @@ CHECKPOINTING = typer.Option(
     False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more compute."
 )
 COMPILE = typer.Option(
-    False, "--compile", help="torch.compile the UNet (CUDA graphs on a GPU): faster steps after a slow start; same math."
+    False, "--compile", help="torch.compile the denoiser (CUDA graphs on a GPU): faster steps after a slow start; same math."
+)
+ADAPTER_WIDTH = typer.Option(
+    None, "--adapter-width", help="The adapters' bottleneck width (default: the backbone's; ModelScope d/2 as in the paper, Wan 128)."
 )
 
 
@@ -72,6 +75,7 @@ def subject_learn(
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
+    adapter_width: int = ADAPTER_WIDTH,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -98,6 +102,7 @@ def subject_learn(
         description=description,
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
+        adapter_width=adapter_width,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
@@ -112,8 +117,8 @@ def motion_learn(
     name: str = typer.Option(None, "--name", "-n", help="Name to store the motion under."),
     phrase: str = typer.Option(None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'),
     steps: int = typer.Option(1000, "--steps", help="Motion adapter steps."),
-    frames: int = typer.Option(32, "--frames", help="Frames per training sample."),
-    fps: int = typer.Option(8, "--fps", help="Frame rate frames are sampled at."),
+    frames: int = typer.Option(None, "--frames", help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33)."),
+    fps: int = typer.Option(None, "--fps", help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Clips per step."),
     lr: float = typer.Option(1e-5, "--lr"),
     text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
@@ -127,6 +132,7 @@ def motion_learn(
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
+    adapter_width: int = ADAPTER_WIDTH,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -155,6 +161,7 @@ def motion_learn(
         description=description,
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
+        adapter_width=adapter_width,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

@@ -1,7 +1,7 @@
 from typing import Any
 
 from dreamvideo_cli.hookspecs import hookimpl
-from dreamvideo_cli.samplers import DDIM, DPM_SOLVER, UNIPC
+from dreamvideo_cli.samplers import DDIM, DPM_SOLVER, EULER, UNIPC
 
 
 @hookimpl
@@ -9,3 +9,4 @@ def register_samplers(register: Any) -> None:
     register(DDIM)
     register(DPM_SOLVER)
     register(UNIPC)
+    register(EULER)

@@ -1,5 +1,6 @@
-"""What subject and motion learning share: devices, the diffusion loss, runs on disk,
-stopping cleanly, and saving/restoring training state (safetensors + JSON, never pickle)."""
+"""What subject and motion learning share: the training loss, the optimizer, runs on disk,
+the training stage loop, stopping cleanly, and saving/restoring training state
+(safetensors + JSON, never pickle)."""
 
 from __future__ import annotations
 
@@ -9,136 +10,63 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from dreamvideo_cli.backbone import Components, NoiseSchedule
+from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.errors import DVError, Interrupted
 from dreamvideo_cli.events import CheckpointSaved, EventHandler, StepDone
 
-
-def quiet_libraries() -> None:
-    """diffusers and transformers log warnings meant for their developers; keep stderr ours."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise DVError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DVError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
-    return device
+# The runtime moved to a public module; these names stay importable from here.
+from dreamvideo_cli.runtime import (  # noqa: F401
+    autocast,
+    encode_text,
+    frozen_dtype,
+    pick_device,
+    quiet_libraries,
+    to_tensor_images,
+    tokenize,
+)
 
 
-def prepare_unet(parts: Components) -> None:
-    """Engine-wide measures that change no result: chunked temporal attention on CUDA."""
-    if parts.device.type == "cuda":
-        from dreamvideo_cli.speed import chunk_temporal_attention
-
-        chunk_temporal_attention(parts.unet)
+def prepare_denoiser(parts: Components) -> None:
+    """Engine-wide measures of the denoiser's family that change no result."""
+    parts.family.prepare(parts.denoiser, parts.device)
 
 
-def frozen_dtype(device: torch.device) -> torch.dtype:
-    """Frozen weights run in bf16 on a GPU; a CPU keeps fp32 (bf16 matmuls are slow there)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def autocast(device: torch.device) -> Any:
-    # Trainable adapters keep fp32 master weights; autocast runs their matmuls in bf16.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def to_tensor_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """uint8 [H, W, 3] images -> float [N, 3, H, W] in [0, 1]."""
-    array = np.stack(images).astype(np.float32) / 255.0
-    return torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
-
-
-@torch.no_grad()
-def encode_latents(parts: Components, pixels: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """[N, 3, H, W] in [0, 1] -> scaled VAE latents [N, 4, h, w], in fp32.
-
-    Training reads these from a cache made once per run, so the posterior mean stands in
-    for a fresh sample each step (the VAE's posterior std is tiny)."""
-    out = []
-    for start in range(0, pixels.shape[0], chunk):
-        x = pixels[start : start + chunk].to(parts.device, parts.vae.dtype) * 2 - 1
-        out.append(parts.vae.encode(x).latent_dist.mean.float() * parts.vae_scale_factor)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def decode_latents(parts: Components, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:
-    """Video latents [4, F, h, w] -> uint8 frames [F, H, W, 3]."""
-    frames = latents.permute(1, 0, 2, 3)  # [F, 4, h, w]
-    out = []
-    for start in range(0, frames.shape[0], chunk):
-        z = frames[start : start + chunk].to(parts.vae.dtype) / parts.vae_scale_factor
-        x = parts.vae.decode(z).sample.float()  # [f, 3, H, W] in [-1, 1]
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
-    return torch.cat(out).numpy()
-
-
-def tokenize(parts: Components, prompts: list[str]) -> torch.Tensor:
-    tok = parts.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-    return ids.input_ids.to(parts.device)  # [B, T]
-
-
-def encode_text(parts: Components, ids: torch.Tensor) -> torch.Tensor:
-    """Token ids [B, T] -> text-encoder hidden states [B, T, D] (the UNet's context)."""
-    hidden: torch.Tensor = parts.text_encoder(ids)[0]
-    return hidden
-
-
-def make_noise_scheduler(schedule: NoiseSchedule) -> Any:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(**schedule.as_config())
+prepare_unet = prepare_denoiser  # the name it had when every denoiser was a UNet
 
 
 def diffusion_loss(
-    unet: nn.Module,
+    parts: Components,
     x0: torch.Tensor,
     context: torch.Tensor,
-    scheduler: Any,
     generator: torch.Generator,
     offset_noise: float,
     mask: torch.Tensor | None = None,
+    model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """The DDPM training loss on clean latents x0 [B, C, F, h, w] (epsilon or v target),
-    optionally multiplied by a 0/1 mask [B, 1, F, h, w] as the authors do for subjects."""
+    """The backbone's training loss on clean latents x0 [B, C, F', h, w] (DDPM epsilon or
+    v, or rectified flow: `parts.objective`), optionally multiplied by a 0/1 mask
+    [B, 1 or C, F', h, w] as the authors do for subjects. `model` is the denoiser or a
+    compiled wrapper of it."""
+    objective = parts.objective
     b, c = x0.shape[:2]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     if offset_noise:
         # One offset per video and channel, shared by every frame and position.
         noise = noise + offset_noise * torch.randn((b, c, 1, 1, 1), generator=generator, device=x0.device)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
-    xt = scheduler.add_noise(x0, noise, t)
-    pred = unet(xt.to(next(unet.parameters()).dtype), t, encoder_hidden_states=context).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(x0, noise, t)
-    else:
-        target = noise
-    se = (pred.float() - target.float()) ** 2
+    t = objective.sample_timesteps(b, generator, x0.device)
+    xt = objective.add_noise(x0, noise, t)
+    pred = parts.denoise(xt.to(parts.dtype), objective.model_timestep(t), context, model)
+    se = (pred.float() - objective.target(x0, noise, t).float()) ** 2
     if mask is not None:
         se = se * mask
     return se.mean()
@@ -429,3 +357,37 @@ def resumed_config(registry_home: Path, resume: str, kind: str, config_type: typ
         raise DVError(f"run {resume!r} is a {saved['kind']} run", f"resume it with `dv {saved['kind']} learn`")
     config = config_type(**{**saved["config"], "device": device})
     return run, config, saved["name"], Path(saved["inputs"])
+
+
+def run_stage(
+    *,
+    run: Run,
+    stage: str,
+    step: int,
+    total: int,
+    optimizer: AdamWWithWarmup,
+    loss_fn: Callable[[], torch.Tensor],
+    stop: StopRequested,
+    save_state: Callable[[int], None],
+    on_event: EventHandler,
+    log_every: int,
+    checkpoints: list[int] | None = None,
+    save_every: int = 0,
+    adapters: Any = None,
+) -> int:
+    """One training stage from `step` to `total`: a loss, an optimizer step, progress; the
+    adapter kept every `save_every` steps; on Ctrl-C or SIGTERM the state is saved and the
+    run stops with a resumable error. Returns the last step."""
+    pending: list[torch.Tensor] = []
+    while step < total:
+        if stop:
+            save_state(step)
+            raise interrupted(run, stage, step)
+        loss = loss_fn()
+        optimizer.step(loss)
+        step += 1
+        pending.append(loss.detach())
+        report_progress(on_event, run, stage, step, total, pending, log_every, optimizer.lr)
+        if adapters is not None and checkpoints is not None:
+            maybe_save_checkpoint(run, stage, step, total, save_every, adapters, checkpoints, on_event)
+    return step

@@ -8,7 +8,7 @@ the adapter is pushed to learn how things move rather than what they look like.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
+from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import (
     EventHandler,
     Note,
@@ -28,26 +29,25 @@ from dreamvideo_cli.learn.common import (
     AdamWWithWarmup,
     Run,
     StopRequested,
-    autocast,
     checkpoint_path,
     diffusion_loss,
-    encode_latents,
+    generator_for,
+    prepare_denoiser,
+    resumed_config,
+    run_stage,
+    seed_everything,
+)
+from dreamvideo_cli.learn.store import check_new_name, store_adapter
+from dreamvideo_cli.runtime import (
+    autocast,
+    encode_appearance,
     encode_text,
     frozen_dtype,
-    generator_for,
-    interrupted,
-    make_noise_scheduler,
-    maybe_save_checkpoint,
     pick_device,
-    prepare_unet,
     quiet_libraries,
-    report_progress,
-    resumed_config,
-    seed_everything,
     to_tensor_images,
     tokenize,
 )
-from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
 
 
@@ -60,8 +60,8 @@ class MotionConfig:
     random_weights: bool = False
     phrase: str | None = None  # None: the motion's name with dashes as spaces
     steps: int = 1000
-    frames: int = 32
-    fps: int = 8
+    frames: int | None = None  # None: the backbone's (the paper's 32 at 8 fps; Wan: 33 at 16)
+    fps: int | None = None
     batch_size: int = 1
     lr: float = 1e-5
     text_dropout: float = 0.5
@@ -71,7 +71,8 @@ class MotionConfig:
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
-    compile: bool = False  # torch.compile the UNet (CUDA graphs on a GPU); same math
+    compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
+    adapter_width: int | None = None  # the motion adapter's bottleneck; None: the backbone's default
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -83,9 +84,25 @@ class MotionConfig:
 class _Clip:
     path: Path
     stride: int
-    latents: torch.Tensor  # [N_source, 4, h, w], every source frame
+    # A per-frame codec: [N_source, C, h, w], every source frame (any window can be cut).
+    # A temporal codec: [W, C, F', h, w], fixed windows encoded whole (`window_frames`).
+    latents: torch.Tensor
     appearance: torch.Tensor  # [N_source, C'], CLIP embedding of every source frame
     caption_index: int
+    window_frames: list[list[int]] | None = None
+
+
+def clip_windows(num_source_frames: int, frames: int, stride: int) -> list[list[int]]:
+    """The windows a temporal codec encodes, once: `frames` source frames `stride` apart,
+    back to back from the clip's start (a clip too short for one is looped).
+
+    A causal video VAE encodes a window's first frame alone, so the latents of a window
+    are not a slice of the whole clip's latents: windows are fixed at caching time, as
+    musubi-tuner's "chunk" frame extraction does, instead of cut at any start per step."""
+    span = (frames - 1) * stride + 1
+    if span > num_source_frames:
+        return [media.sample_frame_indices(num_source_frames, frames, stride, np.random.default_rng(0))]
+    return [[start + i * stride for i in range(frames)] for start in range(0, num_source_frames - span + 1, frames * stride)]
 
 
 def learn_motion(
@@ -114,9 +131,19 @@ def learn_motion(
     backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
     fmt = backbone.video_format
     fingerprint = backbone.fingerprint()  # fails now, before a run folder, if weights are missing
+    config.frames = config.frames or backbone.motion_frames
+    config.fps = config.fps or backbone.motion_fps
+    n_frames, fps = config.frames, config.fps
+    temporal = backbone.temporal_compression
+    if temporal > 1 and (n_frames - 1) % temporal:
+        lower = max(1, (n_frames - 1) // temporal * temporal + 1)
+        raise DVError(
+            f"--frames {n_frames} does not fit {backbone.name}'s video VAE, which takes {temporal}k+1 frames",
+            f"use --frames {lower} or {lower + temporal}",
+        )
     for info in infos:
-        if info.frames < config.frames * media.frame_stride(info.fps, config.fps):
-            on_event(Note(f"{info.path.name} is shorter than {config.frames} frames at {config.fps} fps; it will loop", "warning"))
+        if info.frames < n_frames * media.frame_stride(info.fps, fps):
+            on_event(Note(f"{info.path.name} is shorter than {n_frames} frames at {fps} fps; it will loop", "warning"))
 
     if resume is None:
         config.seed = seed_everything(config.seed)
@@ -128,8 +155,8 @@ def learn_motion(
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
-    sites = backbone.adapter_sites(parts.unet)
-    prepare_unet(parts)
+    sites = backbone.adapter_sites(parts.denoiser)
+    prepare_denoiser(parts)
 
     # --- frozen work, once: latents and CLIP embeddings of every source frame -------------
     caption_texts = sorted({captions.get(p) or phrase for p in paths})
@@ -138,35 +165,43 @@ def learn_motion(
     on_event(StageStarted("encoding", len(paths), "encoding clips once (VAE latents, CLIP embeddings)"))
     for i, (path, info) in enumerate(zip(paths, infos, strict=True)):
         frames = media.read_frames(path, None, fmt.height, fmt.width)  # uint8 [N, H, W, 3]
-        pixels = to_tensor_images(list(frames), device)  # [N, 3, H, W]
-        with torch.no_grad():
-            appearance = torch.cat([parts.appearance_encoder(pixels[s : s + 32].to(parts.dtype)).float() for s in range(0, len(pixels), 32)])
+        pixels = to_tensor_images(frames, device)  # [N, 3, H, W]
+        stride = media.frame_stride(info.fps, fps)
+        windows = None
+        if parts.codec.temporal_factor == 1:
+            latents = parts.codec.encode_images(pixels)[:, :, 0]  # [N, C, h, w]
+        else:
+            windows = clip_windows(len(frames), n_frames, stride)
+            latents = torch.stack([parts.codec.encode_video(pixels[w]) for w in windows])  # [W, C, F', h, w]
         clips.append(
             _Clip(
                 path=path,
-                stride=media.frame_stride(info.fps, config.fps),
-                latents=encode_latents(parts, pixels),
-                appearance=appearance,
+                stride=stride,
+                latents=latents,
+                appearance=encode_appearance(parts, pixels),
                 caption_index=caption_texts.index(captions.get(path) or phrase),
+                window_frames=windows,
             )
         )
         if preview_frames is None:
-            stride = clips[-1].stride
-            preview_frames = frames[::stride][: config.frames]
+            preview_frames = frames[::stride][: n_frames]
         del pixels, frames
         on_event(StageFinished("encoding") if i == len(paths) - 1 else Note(f"encoded {path.name}"))
 
     # Frozen text: every caption and the empty prompt (text dropout), encoded once.
     with torch.no_grad(), autocast(device):
         contexts = encode_text(parts, tokenize(parts, [*caption_texts, ""])).float()  # [K+1, T, D]
+    parts.text.release()
     empty_index = len(caption_texts)
 
-    noise_scheduler = make_noise_scheduler(parts.schedule)
     gen = generator_for(device, config.seed or 0)
     rng = np.random.default_rng(config.seed)
-    motion = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).to(device)
+    design = backbone.adapter_design
+    if config.adapter_width is not None:
+        design = replace(design, motion_bottleneck=config.adapter_width)
+    motion = AdapterSet.for_backbone("motion", sites, parts.appearance_dim, design).to(device)
     motion.set_strength(config.appearance_strength)
-    motion.attach(parts.unet)
+    motion.attach(parts.denoiser)
     optimizer = AdamWWithWarmup(motion.parameters(), config.lr, config.weight_decay, config.warmup_steps)
     step, checkpoints = 0, []
     if resume is not None:
@@ -201,31 +236,33 @@ def learn_motion(
         x0, e, ctx = [], [], []
         for _ in range(config.batch_size):
             clip = clips[int(rng.integers(len(clips)))]
-            idx = media.sample_frame_indices(len(clip.latents), config.frames, clip.stride, rng)
-            x0.append(clip.latents[idx].permute(1, 0, 2, 3))  # [4, F, h, w]
+            if clip.window_frames is None:
+                idx = media.sample_frame_indices(len(clip.latents), n_frames, clip.stride, rng)
+                x0.append(clip.latents[idx].permute(1, 0, 2, 3))  # [C, F, h, w]
+            else:
+                w = int(rng.integers(len(clip.window_frames)))
+                idx = clip.window_frames[w]
+                x0.append(clip.latents[w])  # [C, F', h, w]
             guide = clip.appearance[idx[int(rng.integers(len(idx)))]]  # a random frame of the window
             e.append(torch.zeros_like(guide) if rng.random() < config.image_dropout else guide)
             ctx.append(empty_index if rng.random() < config.text_dropout else clip.caption_index)
         return torch.stack(x0), torch.stack(e), contexts[torch.tensor(ctx, device=device)]
 
+    def motion_loss() -> torch.Tensor:
+        x0, e, context = sample_batch()  # [B, C, F', h, w], [B, C'], [B, T, D]
+        motion.set_appearance(e)
+        with autocast(device):
+            return diffusion_loss(parts, x0, context.to(parts.dtype), gen, config.offset_noise, model=model)
+
     stop = StopRequested()
     on_event(StageStarted("motion", config.steps, f"motion adapter ({motion.parameter_count():,} parameters)"))
-    pending: list[torch.Tensor] = []
-    unet = compiled_unet(parts.unet, config.compile, device)  # the same module, maybe compiled
-    with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
-        while step < config.steps:
-            if stop:
-                save_state(step)
-                raise interrupted(run, "motion", step)
-            x0, e, context = sample_batch()  # [B, 4, F, h, w], [B, C'], [B, T, D]
-            motion.set_appearance(e)
-            with autocast(device):
-                loss = diffusion_loss(unet, x0, context.to(parts.dtype), noise_scheduler, gen, config.offset_noise)
-            optimizer.step(loss)
-            step += 1
-            pending.append(loss.detach())
-            report_progress(on_event, run, "motion", step, config.steps, pending, config.log_every, optimizer.lr)
-            maybe_save_checkpoint(run, "motion", step, config.steps, config.save_every, motion, checkpoints, on_event)
+    model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
+    with stop.installed(), gradient_checkpointing(parts.denoiser, config.gradient_checkpointing, parts.family):
+        step = run_stage(
+            run=run, stage="motion", step=step, total=config.steps, optimizer=optimizer, loss_fn=motion_loss,
+            stop=stop, save_state=save_state, on_event=on_event, log_every=config.log_every,
+            checkpoints=checkpoints, save_every=config.save_every, adapters=motion,
+        )  # fmt: skip
         save_state(step)
     on_event(StageFinished("motion"))
     motion.detach()

@@ -43,6 +43,7 @@ def adapter_spec(adapters: AdapterSet) -> dict[str, Any]:
         "widths": sorted({s.width for s in adapters.sites}),
         "condition_dim": adapters.condition_dim,
         "format": "dreamvideo-adapter/1",
+        **adapters.spec(),  # bottleneck and condition placement, where not the paper's
     }
 
 

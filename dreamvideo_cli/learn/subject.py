@@ -8,7 +8,7 @@ cross-attention. Temporal layers stay frozen and get no adapters here.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +28,24 @@ from dreamvideo_cli.learn.common import (
     AdamWWithWarmup,
     Run,
     StopRequested,
-    autocast,
     checkpoint_path,
     diffusion_loss,
-    encode_latents,
+    generator_for,
+    prepare_denoiser,
+    resumed_config,
+    run_stage,
+    seed_everything,
+)
+from dreamvideo_cli.learn.store import check_new_name, store_adapter
+from dreamvideo_cli.runtime import (
+    autocast,
     encode_text,
     frozen_dtype,
-    generator_for,
-    interrupted,
-    make_noise_scheduler,
-    maybe_save_checkpoint,
     pick_device,
-    prepare_unet,
     quiet_libraries,
-    report_progress,
-    resumed_config,
-    seed_everything,
     to_tensor_images,
     tokenize,
 )
-from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
 
 
@@ -69,7 +67,8 @@ class SubjectConfig:
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
-    compile: bool = False  # torch.compile the UNet (CUDA graphs on a GPU); same math
+    compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
+    adapter_width: int | None = None  # the identity adapter's bottleneck; None: the backbone's default
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -118,25 +117,27 @@ def learn_subject(
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = backbone.load(device, frozen_dtype(device))
-    sites = backbone.adapter_sites(parts.unet)
-    prepare_unet(parts)
+    sites = backbone.adapter_sites(parts.denoiser)
+    prepare_denoiser(parts)
 
-    # --- frozen work, once: VAE latents of every photo (and its mask) --------------------
+    # --- frozen work, once: latents of every photo (a one-frame video each) and its mask ---
     crops = [np.asarray(media.resize_center_crop(img, fmt.height, fmt.width)) for _, img in photos]
-    latents = encode_latents(parts, to_tensor_images(crops, device)).unsqueeze(2)  # [N, 4, 1, h, w]
+    latents = parts.codec.encode_images(to_tensor_images(crops, device))  # [N, C, 1, h, w]
     mask_latents = None
     if masks is not None:
         m = np.stack([media.resize_center_crop_mask(mk, fmt.height, fmt.width) for mk in masks])
         m_t = torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)  # [N, 1, H, W]
-        mask_latents = parts.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(2)  # [N, 1 or C, 1, h, w]
+        mask_latents = parts.codec.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(2)  # [N, 1 or C, 1, h, w]
     n = latents.shape[0]
 
     token = placeholder_token(name)
     placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, init_word)
     ids = tokenize(parts, [f"a {token}"])  # [1, T]
-    noise_scheduler = make_noise_scheduler(parts.schedule)
     gen = generator_for(device, config.seed or 0)
-    identity = AdapterSet("identity", sites).to(device)
+    design = backbone.adapter_design
+    if config.adapter_width is not None:
+        design = replace(design, identity_bottleneck=config.adapter_width)
+    identity = AdapterSet.for_backbone("identity", sites, None, design).to(device)
     stop = StopRequested()
 
     # --- restore a saved run -------------------------------------------------------------
@@ -169,8 +170,8 @@ def learn_subject(
 
     checkpoints: list[int] = list(state_meta.get("checkpoints", []))
 
-    unet = compiled_unet(parts.unet, config.compile, device)  # the same module, maybe compiled
-    with stop.installed(), gradient_checkpointing(parts.unet, config.gradient_checkpointing):
+    model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
+    with stop.installed(), gradient_checkpointing(parts.denoiser, config.gradient_checkpointing, parts.family):
         # --- step 1: textual inversion, only the new token's row learns ------------------
         if stage == "embedding":
             placeholder.vectors.requires_grad_(True)
@@ -178,47 +179,44 @@ def learn_subject(
             if step:
                 optimizer.restore(state_tensors, state_meta["optimizer"], step)
             on_event(StageStarted("embedding", config.embedding_steps, f"textual inversion of {token} from {init_word!r}"))
-            pending: list[torch.Tensor] = []
-            while step < config.embedding_steps:
-                if stop:
-                    save_state("embedding", step, optimizer)
-                    raise interrupted(run, "embedding", step)
-                x0, mask = sample_batch()  # [B, 4, 1, h, w]
+
+            def embedding_loss() -> torch.Tensor:
+                x0, mask = sample_batch()  # [B, C, 1, h, w]
                 with autocast(device):
                     context = encode_text(parts, ids).expand(x0.shape[0], -1, -1)  # [B, T, D]
-                    loss = diffusion_loss(unet, x0, context, noise_scheduler, gen, config.offset_noise, mask)
-                optimizer.step(loss)
-                step += 1
-                pending.append(loss.detach())
-                report_progress(on_event, run, "embedding", step, config.embedding_steps, pending, config.log_every, optimizer.lr)
+                    return diffusion_loss(parts, x0, context, gen, config.offset_noise, mask, model)
+
+            step = run_stage(
+                run=run, stage="embedding", step=step, total=config.embedding_steps, optimizer=optimizer,
+                loss_fn=embedding_loss, stop=stop, save_state=lambda s: save_state("embedding", s, optimizer),
+                on_event=on_event, log_every=config.log_every,
+            )  # fmt: skip
             on_event(StageFinished("embedding"))
             stage, step = "identity", 0
             save_state("identity", 0, AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps))
 
         # --- step 2: identity adapter with the token frozen ------------------------------
         placeholder.vectors.requires_grad_(False)
-        identity.attach(parts.unet)
+        identity.attach(parts.denoiser)
         with torch.no_grad(), autocast(device):
             context = encode_text(parts, ids).float()  # frozen now: computed once, [1, T, D]
+        parts.text.release()
         optimizer = AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps)
         if step:
             optimizer.restore(state_tensors, state_meta["optimizer"], step)
         on_event(StageStarted("identity", config.adapter_steps, f"identity adapter ({identity.parameter_count():,} parameters)"))
-        pending = []
-        while step < config.adapter_steps:
-            if stop:
-                save_state("identity", step, optimizer)
-                raise interrupted(run, "identity", step)
+
+        def identity_loss() -> torch.Tensor:
             x0, mask = sample_batch()
             with autocast(device):
-                loss = diffusion_loss(
-                    unet, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), noise_scheduler, gen, config.offset_noise, mask
-                )
-            optimizer.step(loss)
-            step += 1
-            pending.append(loss.detach())
-            report_progress(on_event, run, "identity", step, config.adapter_steps, pending, config.log_every, optimizer.lr)
-            maybe_save_checkpoint(run, "identity", step, config.adapter_steps, config.save_every, identity, checkpoints, on_event)
+                return diffusion_loss(parts, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), gen, config.offset_noise, mask, model)
+
+        step = run_stage(
+            run=run, stage="identity", step=step, total=config.adapter_steps, optimizer=optimizer,
+            loss_fn=identity_loss, stop=stop, save_state=lambda s: save_state("identity", s, optimizer),
+            on_event=on_event, log_every=config.log_every, checkpoints=checkpoints,
+            save_every=config.save_every, adapters=identity,
+        )  # fmt: skip
         on_event(StageFinished("identity"))
         save_state("done", step, optimizer)
 

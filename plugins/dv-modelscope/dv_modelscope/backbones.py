@@ -76,7 +76,7 @@ class DiffusersT2VBackbone(Backbone):
 
     # --- the contract ----------------------------------------------------------------------
 
-    def build_unet(self, device: str = "meta") -> nn.Module:
+    def build_denoiser(self, device: str = "meta") -> nn.Module:
         import torch
         from diffusers import UNet3DConditionModel
 
@@ -119,18 +119,19 @@ class DiffusersT2VBackbone(Backbone):
             appearance = self._load_appearance(appearance_folder, device, dtype)
         for module in (unet, vae, text_encoder, appearance):
             module.requires_grad_(False).eval().to(device=device, dtype=dtype)
+        from dreamvideo_cli.codecs import FrameVAECodec
+        from dreamvideo_cli.text import CLIPTextEncoding
+
         return Components(
-            unet=unet,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
+            denoiser=unet,
+            family=self.family(),
+            objective=self.training_objective(),
+            codec=FrameVAECodec(vae, scale_factor=configs.VAE_SCALE_FACTOR),
+            text=CLIPTextEncoding(tokenizer, text_encoder),
             appearance_encoder=appearance,
             appearance_dim=self.appearance_dim,
-            schedule=self.schedule,
-            vae_scale_factor=configs.VAE_SCALE_FACTOR,
             device=device,
             dtype=dtype,
-            extras={"fingerprint": self.fingerprint().as_dict()},
         )
 
     # --- where the weights are -------------------------------------------------------------

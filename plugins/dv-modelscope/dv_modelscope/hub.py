@@ -1,339 +1,80 @@
-"""Where backbone weights come from: a local folder, the Hugging Face cache, or the Hub.
+"""Where ModelScopeT2V's and Zeroscope's weights come from.
 
-The rules, in order:
-1. the cache first, without any network access (`local_files_only=True`);
-2. a download only when `HF_HUB_OFFLINE` is not set, with huggingface_hub's own progress bars;
-3. anything that goes wrong on the way (no network, a gated repo, a missing file) becomes one
-   `MissingWeightsError` that names what is missing and the `hf download` command that fetches it.
-
-Only this module talks to huggingface_hub, and it imports it lazily: registering the plugin
-must stay cheap. The environment is read at call time rather than through huggingface_hub's
-constants, which are frozen when it is first imported (tests and notebooks set HF_HOME later).
+The rules (cache first, download only when online, every failure one MissingWeightsError with
+the `hf download` command) and the OpenCLIP repository layout live in the core module
+`dreamvideo_cli.hub`, shared with the other backbone plugins. This module re-exports them and
+adds what is ModelScope's own: its pipeline's sub-folders.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from dreamvideo_cli.errors import MissingWeightsError
+from dreamvideo_cli.hub import (
+    FP16_PICKLE,
+    FP16_SAFETENSORS,
+    OPEN_CLIP_CONFIG,
+    OPEN_CLIP_WEIGHTS,
+    PICKLE,
+    SAFETENSORS,
+    HubSource,
+    Layout,
+    Library,
+    OpenCLIPLayout,
+    Plan,
+    WeightsFormat,
+    find_weights,
+    folder_digest,
+    formats_in_order,
+    has_tokenizer,
+    hub_cache,
+    list_files,
+    missing_weights_error,
+    offline,
+    repo_folder,
+    resolve,
+    snapshot_identity,
+)
+from dreamvideo_cli.hub import PipelineLayout as _PipelineLayout
 
-_TRUE = {"1", "on", "yes", "true"}
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-# Bytes read from the end of each weight file for a local folder's digest: enough to tell
-# two fine-tunes of the same architecture apart without hashing gigabytes.
-_TAIL_BYTES = 1 << 20
+__all__ = [
+    "FP16_PICKLE",
+    "FP16_SAFETENSORS",
+    "OPEN_CLIP_CONFIG",
+    "OPEN_CLIP_WEIGHTS",
+    "PICKLE",
+    "PIPELINE_MODELS",
+    "SAFETENSORS",
+    "HubSource",
+    "Layout",
+    "OpenCLIPLayout",
+    "PipelineLayout",
+    "Plan",
+    "WeightsFormat",
+    "find_weights",
+    "folder_digest",
+    "formats_in_order",
+    "has_tokenizer",
+    "hub_cache",
+    "list_files",
+    "missing_weights_error",
+    "offline",
+    "repo_folder",
+    "resolve",
+    "snapshot_identity",
+]
 
-
-def offline() -> bool:
-    """True when huggingface_hub must not touch the network (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in _TRUE:
-            return True
-    return False
-
-
-def hub_cache() -> Path:
-    """The Hugging Face hub cache folder, as huggingface_hub would compute it now."""
-    env = os.environ
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(var):
-            return Path(os.path.expandvars(os.path.expanduser(env[var])))
-    if env.get("HF_HOME"):
-        return Path(os.path.expandvars(os.path.expanduser(env["HF_HOME"]))) / "hub"
-    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "huggingface" / "hub"
-
-
-def repo_folder(repo_id: str) -> Path:
-    """The cache folder of a model repository (`models--org--name`)."""
-    return hub_cache() / ("models--" + repo_id.replace("/", "--"))
-
-
-def snapshot_identity(folder: Path) -> tuple[str, str] | None:
-    """(hub id, commit) when `folder` is a snapshot inside a Hugging Face cache, else None."""
-    folder = folder.resolve()
-    repo = folder.parent.parent.name
-    if folder.parent.name != "snapshots" or not repo.startswith("models--"):
-        return None
-    return repo.removeprefix("models--").replace("--", "/"), folder.name
-
-
-# --- what a folder must hold -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WeightsFormat:
-    """How one component's weights are stored: a variant (`fp16`) and safetensors or pickle."""
-
-    variant: str | None
-    safetensors: bool
-
-    def filename(self, library: Literal["diffusers", "transformers"]) -> str:
-        if library == "diffusers":
-            stem, ext = "diffusion_pytorch_model", ("safetensors" if self.safetensors else "bin")
-        else:
-            stem, ext = ("model", "safetensors") if self.safetensors else ("pytorch_model", "bin")
-        return f"{stem}.{self.variant}.{ext}" if self.variant else f"{stem}.{ext}"
-
-    def patterns(self, folder: str, library: Literal["diffusers", "transformers"]) -> list[str]:
-        """The file and, for sharded checkpoints, its index and shards."""
-        name = self.filename(library)
-        stem, ext = name.rsplit(".", 1)
-        return [f"{folder}/{name}", f"{folder}/{name}.index.json", f"{folder}/{stem}-*-of-*.{ext}"]
-
-
-FP16_SAFETENSORS = WeightsFormat("fp16", safetensors=True)
-SAFETENSORS = WeightsFormat(None, safetensors=True)
-FP16_PICKLE = WeightsFormat("fp16", safetensors=False)
-PICKLE = WeightsFormat(None, safetensors=False)
-
-
-def formats_in_order(preferred: WeightsFormat) -> list[WeightsFormat]:
-    """`preferred` first, then safetensors before pickles, half precision before full."""
-    others = [f for f in (FP16_SAFETENSORS, SAFETENSORS, FP16_PICKLE, PICKLE) if f != preferred]
-    return [preferred, *others]
-
-
-def find_weights(
-    files: set[str], folder: str, library: Literal["diffusers", "transformers"], preferred: WeightsFormat
-) -> WeightsFormat | None:
-    """The best format of `folder`'s weights among `files` (paths relative to the repo root)."""
-    for fmt in formats_in_order(preferred):
-        name = f"{folder}/{fmt.filename(library)}"
-        if name in files or f"{name}.index.json" in files:
-            return fmt
-    return None
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to download from a repository and what it lacks."""
-
-    patterns: list[str]
-    missing: list[str]
-
-
-class Layout(Protocol):
-    """The files a loader needs from one repository or folder."""
-
-    def plan(self, files: set[str]) -> Plan: ...
-
-    def expected_patterns(self) -> list[str]: ...
-
-
-PIPELINE_MODELS: dict[str, Literal["diffusers", "transformers"]] = {
+# A TextToVideoSDPipeline's models and the library that saved each.
+PIPELINE_MODELS: dict[str, Library] = {
     "unet": "diffusers",
     "vae": "diffusers",
     "text_encoder": "transformers",
 }
 
 
-def has_tokenizer(files: set[str], folder: str = "tokenizer") -> bool:
-    return f"{folder}/tokenizer.json" in files or {f"{folder}/vocab.json", f"{folder}/merges.txt"} <= files
-
-
 @dataclass(frozen=True)
-class PipelineLayout:
+class PipelineLayout(_PipelineLayout):
     """A diffusers TextToVideoSDPipeline folder: unet/, vae/, text_encoder/, tokenizer/."""
 
-    preferred: WeightsFormat
-
-    def plan(self, files: set[str]) -> Plan:
-        patterns = ["model_index.json", "scheduler/*", "tokenizer/*"]
-        missing: list[str] = []
-        for folder, library in PIPELINE_MODELS.items():
-            fmt = find_weights(files, folder, library, self.preferred)
-            if f"{folder}/config.json" not in files or fmt is None:
-                missing.append(folder)
-            patterns.append(f"{folder}/config.json")
-            patterns += (fmt or self.preferred).patterns(folder, library)
-        if not has_tokenizer(files):
-            missing.append("tokenizer")
-        return Plan(patterns, missing)
-
-    def expected_patterns(self) -> list[str]:
-        patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "*/config.json"]
-        for folder, library in PIPELINE_MODELS.items():
-            patterns.append(f"{folder}/{self.preferred.filename(library)}")
-        return patterns
-
-
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class OpenCLIPLayout:
-    """An OpenCLIP hub repository: open_clip_config.json and one checkpoint."""
-
-    def plan(self, files: set[str]) -> Plan:
-        missing = [] if OPEN_CLIP_CONFIG in files else [OPEN_CLIP_CONFIG]
-        weights = next((w for w in OPEN_CLIP_WEIGHTS if w in files), None)
-        if weights is None:
-            missing.append(OPEN_CLIP_WEIGHTS[0])
-        return Plan([OPEN_CLIP_CONFIG, weights or OPEN_CLIP_WEIGHTS[0]], missing)
-
-    def expected_patterns(self) -> list[str]:
-        return [OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS[0]]
-
-
-def list_files(root: Path, depth: int = 2) -> set[str]:
-    """Files under `root` (at most `depth` levels), as relative posix paths. Broken links
-    (a cache entry whose blob is gone) do not count."""
-    found: set[str] = set()
-
-    def walk(folder: Path, level: int) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir() and level < depth:
-                walk(entry, level + 1)
-            elif entry.is_file():
-                found.add(entry.relative_to(root).as_posix())
-
-    if root.is_dir():
-        walk(root, 1)
-    return found
-
-
-# --- resolving a repository to a folder on this machine -----------------------------------------
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """One hub repository a backbone needs, and how it is described to the user."""
-
-    repo_id: str
-    revision: str
-    layout: Layout
-    what: str  # e.g. "ModelScopeT2V weights"
-
-    def command(self) -> str:
-        includes = " ".join(f"--include '{p}'" for p in self.layout.expected_patterns())
-        revision = "" if self.revision == "main" else f" --revision {self.revision}"
-        return f"hf download {self.repo_id}{revision} {includes}"
-
-    def cached_folder(self) -> Path | None:
-        """The cached snapshot of `revision`, or None; read straight from the cache layout
-        (refs/<revision> -> snapshots/<commit>), so it never touches the network and does not
-        mind the files of the repository we chose not to download."""
-        repo = repo_folder(self.repo_id)
-        if _COMMIT.fullmatch(self.revision):
-            commit = self.revision
-        else:
-            ref = repo / "refs" / self.revision
-            if not ref.is_file():
-                return None
-            commit = ref.read_text().strip()
-        folder = repo / "snapshots" / commit
-        return folder if commit and folder.is_dir() else None
-
-    def missing_in(self, folder: Path | None) -> list[str]:
-        if folder is None:
-            return ["everything"]
-        return self.layout.plan(list_files(folder)).missing
-
-    def cached_revision(self) -> str | None:
-        folder = self.cached_folder()
-        return folder.name if folder is not None else None
-
-    def download(self) -> Path:
-        """Fetch what the layout needs (the cache is reused); every failure is a MissingWeightsError."""
-        from huggingface_hub import HfApi, snapshot_download
-
-        try:
-            files = set(HfApi().list_repo_files(self.repo_id, revision=self.revision))
-            plan = self.layout.plan(files)
-            if plan.missing:
-                raise MissingWeightsError(
-                    f"{self.repo_id} (revision {self.revision}) on the Hugging Face Hub has no {', '.join(plan.missing)}",
-                    "pass --backbone-path DIR with a diffusers folder of the model",
-                )
-            folder = Path(
-                snapshot_download(
-                    self.repo_id, revision=self.revision, cache_dir=hub_cache(), allow_patterns=plan.patterns
-                )
-            )
-        except MissingWeightsError:
-            raise
-        except Exception as exc:  # no network, a gated repo, a full disk: say what and how to fix it
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-            raise MissingWeightsError(
-                f"could not download {self.what} ({self.repo_id}): {reason}",
-                f"fetch them with `{self.command()}`, or pass --backbone-path DIR",
-            ) from exc
-        missing = self.missing_in(folder)
-        if missing:
-            raise MissingWeightsError(
-                f"the download of {self.what} ({self.repo_id}) is incomplete: no {', '.join(missing)}",
-                f"fetch them with `{self.command()}`",
-            )
-        return folder
-
-
-def missing_weights_error(
-    sources: Iterable[tuple[HubSource, list[str]]], alternative: str = "pass --backbone-path DIR"
-) -> MissingWeightsError:
-    """One line naming every missing repository (and which parts) and the commands that fetch them."""
-    sources = list(sources)
-    parts = []
-    for source, missing in sources:
-        detail = "" if missing == ["everything"] else f": no {', '.join(missing)}"
-        parts.append(f"{source.what} ({source.repo_id}{detail})")
-    verb = "is" if len(parts) == 1 else "are"
-    why = " and HF_HUB_OFFLINE is set" if offline() else ""
-    message = f"{' and '.join(parts)} {verb} not in the Hugging Face cache {hub_cache()}{why}"
-    commands = " && ".join(source.command() for source, _ in sources)
-    return MissingWeightsError(message, f"fetch with `{commands}`, or {alternative}")
-
-
-def resolve(sources: list[HubSource], alternative: str = "pass --backbone-path DIR") -> list[Path]:
-    """A local folder for each source: from the cache, else downloaded (unless offline).
-
-    Every source is checked before anything is downloaded, so an offline machine hears about
-    all of them in one line."""
-    folders = [source.cached_folder() for source in sources]
-    absent = [(s, s.missing_in(f)) for s, f in zip(sources, folders, strict=True)]
-    absent = [(s, missing) for s, missing in absent if missing]
-    if absent and offline():
-        raise missing_weights_error(absent, alternative)
-    resolved: list[Path] = []
-    for source, folder in zip(sources, folders, strict=True):
-        if folder is None or source.missing_in(folder):
-            folder = source.download()
-        resolved.append(folder)
-    return resolved
-
-
-# --- local folders -------------------------------------------------------------------------------
-
-_TEXT_SUFFIXES = (".json", ".txt", ".model")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-
-
-def folder_digest(root: Path, parts: Iterable[str]) -> str:
-    """A digest of a local model folder that is cheap to compute and survives copying.
-
-    It covers the configs and tokenizer files in full, and each weight file's name, size and
-    last megabyte: two folders agree only if they hold the same architecture and almost
-    surely the same weights."""
-    digest = hashlib.sha256()
-    for rel in sorted(list_files(root)):
-        top = rel.split("/", 1)[0]
-        if "/" in rel and top not in parts:
-            continue
-        path = root / rel
-        if rel.endswith(_TEXT_SUFFIXES):
-            digest.update(f"{rel}\0".encode())
-            digest.update(path.read_bytes())
-        elif rel.endswith(_WEIGHT_SUFFIXES):
-            size = path.stat().st_size
-            digest.update(f"{rel}\0{size}\0".encode())
-            with open(path, "rb") as f:
-                f.seek(max(0, size - _TAIL_BYTES))
-                digest.update(f.read())
-    return digest.hexdigest()
+    models: Mapping[str, Library] = field(default_factory=lambda: dict(PIPELINE_MODELS))

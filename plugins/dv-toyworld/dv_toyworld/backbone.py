@@ -37,7 +37,7 @@ class ToyWorldBackbone(Backbone):
             return Path(self.path)
         return Path(os.environ.get(WEIGHTS_ENV) or model.WEIGHTS_FILE)
 
-    def build_unet(self, device: str = "meta") -> Any:
+    def build_denoiser(self, device: str = "meta") -> Any:
         import torch
 
         from dv_toyworld import model
@@ -64,7 +64,7 @@ class ToyWorldBackbone(Backbone):
     def load(self, device: Any, dtype: Any = None) -> Components:
         import torch
 
-        from dreamvideo_cli.learn.common import quiet_libraries
+        from dreamvideo_cli.runtime import quiet_libraries
         from dv_toyworld import model
 
         quiet_libraries()
@@ -85,16 +85,19 @@ class ToyWorldBackbone(Backbone):
         vae = model.SpaceToDepthVAE()
         for m in (parts["unet"], parts["text_encoder"], parts["appearance"], vae):
             m.requires_grad_(False).eval().to(device=device, dtype=dtype)
+        from dreamvideo_cli.codecs import FrameVAECodec
+        from dreamvideo_cli.text import CLIPTextEncoding
+
+        # A space-to-depth VAE: 3 * f * f channels, and masks mapped pixel-exactly.
+        codec = FrameVAECodec(vae, 1.0, model.LATENT_FACTOR, 3 * model.LATENT_FACTOR**2, exact_masks=vae.encode_mask)
         return Components(
-            unet=parts["unet"],
-            vae=vae,
-            text_encoder=parts["text_encoder"],
-            tokenizer=parts["tokenizer"],
+            denoiser=parts["unet"],
+            family=self.family(),
+            objective=self.training_objective(),
+            codec=codec,
+            text=CLIPTextEncoding(parts["tokenizer"], parts["text_encoder"]),
             appearance_encoder=parts["appearance"],
             appearance_dim=self.appearance_dim,
-            schedule=self.schedule,
-            vae_scale_factor=1.0,
             device=device,
             dtype=dtype,
-            extras={"vae_downscale": model.LATENT_FACTOR, "mask_latents": vae.encode_mask},
         )

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m dv_toyworld.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
     torch.set_num_threads(args.threads)
-    from dreamvideo_cli.learn.common import quiet_libraries
+    from dreamvideo_cli.runtime import quiet_libraries
 
     quiet_libraries()
     parts = model.build(args.seed)

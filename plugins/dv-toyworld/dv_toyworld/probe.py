@@ -73,6 +73,7 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     parts = ToyWorldBackbone(path=weights).load("cpu")
     rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(0)
     alphas = model.alphas_cumprod().float()
+    vae: Any = parts.codec.vae  # type: ignore[attr-defined]  # the space-to-depth VAE
     rows = []
     for t in NOISE_STEPS:
         found: dict[str, list[float]] = {"caption": [], "empty": []}
@@ -85,7 +86,7 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
             zt = noised(z, t, alphas, gen)
             for key, caption in (("caption", clip.caption()), ("empty", "")):
                 x0 = denoise_once(parts, zt, t, alphas, caption)
-                frames = parts.vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
+                frames = vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
                 pixels = ((frames.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [F, 32, 32, 3]
                 found[key].append(path_correlation(soft_centroids(pixels, clip.scene), world.displacements(clip.motion)))
         rows.append({"t": t, **{k: round(float(np.mean(v)), 3) for k, v in found.items()}})
@@ -104,11 +105,11 @@ def denoise_once(parts: Components, zt: torch.Tensor, t: int, alphas: torch.Tens
     """The backbone's one-step prediction of the clean latents from zt with `caption`."""
     import torch
 
-    from dreamvideo_cli.learn.common import encode_text, tokenize
+    from dreamvideo_cli.runtime import encode_text, tokenize
 
     with torch.no_grad():
         context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
-        v = parts.unet(zt, torch.tensor([t]), encoder_hidden_states=context).sample
+        v = parts.denoise(zt, torch.tensor([t]), context)
     a = alphas[t]
     x0: torch.Tensor = a.sqrt() * zt - (1 - a).sqrt() * v  # v-prediction -> clean latents
     return x0
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from dreamvideo_cli.learn.common import quiet_libraries
+    from dreamvideo_cli.runtime import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(1)

@@ -46,7 +46,7 @@ def test_loads_weights_and_runs(weights_file: Path) -> None:
     # The space-to-depth "VAE" is lossless, with the engine's encode/decode API.
     x = torch.rand(2, 3, world.SIZE, world.SIZE) * 2 - 1
     z = parts.vae.encode(x).latent_dist.mean
-    assert z.shape == (2, 48, 8, 8) and parts.vae_downscale == 4
+    assert z.shape == (2, 48, 8, 8) and parts.codec.spatial_factor == 4
     assert torch.equal(parts.vae.decode(z).sample, x)
     ids = parts.tokenizer(["a red circle on snow"], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt").input_ids
     context = parts.text_encoder(ids)[0]
@@ -67,12 +67,12 @@ def test_subject_masks_map_exactly_onto_pixel_latents(weights_file: Path) -> Non
     image = torch.full((1, 3, world.SIZE, world.SIZE), -1.0)
     image[mask.expand(-1, 3, -1, -1) > 0] = 1.0
     z = parts.vae.encode(image).latent_dist.mean  # [1, 48, 8, 8]
-    weights = parts.mask_latents(mask, (8, 8))
+    weights = parts.codec.mask_latents(mask, (8, 8))
     assert weights.shape == z.shape
     assert torch.equal(weights > 0, z > 0)
     # A real VAE's cells (the default) count as subject if any pixel under them is.
-    parts.extras.pop("mask_latents")
-    cells = parts.mask_latents(mask, (8, 8))
+    parts.codec.exact_masks = None  # type: ignore[attr-defined]
+    cells = parts.codec.mask_latents(mask, (8, 8))
     assert cells.shape == (1, 1, 8, 8) and int(cells.sum()) == 3  # pixel rows 4-7, 8-11, 12-15 of columns 8-11
 
 

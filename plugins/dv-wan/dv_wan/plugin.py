@@ -1,0 +1,20 @@
+"""Hook implementations: how dv finds this plugin's backbones.
+
+The entry point `wan = "dv_wan.plugin"` (group "dreamvideo") in this package's pyproject.toml
+points here. Registering passes classes only; nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dreamvideo_cli.hookspecs import hookimpl
+
+
+@hookimpl
+def register_backbones(register: Any) -> None:
+    from dv_wan.backbones import TinyWanBackbone, Wan14BBackbone, WanBackbone
+
+    register(WanBackbone)
+    register(Wan14BBackbone)
+    register(TinyWanBackbone)

@@ -1,0 +1,190 @@
+"""A tiny Wan 2.1, built from the same classes as the real one, for tests and plugin authors.
+
+WanTransformer3DModel (patch (1, 2, 2), 2 heads x 12, 2 blocks, RMS qk-norm across heads,
+cross-attention norm), AutoencoderKLWan (16 latent channels, 8x spatial and 4x temporal
+compression with the first frame alone, like the real one), UMT5EncoderModel (width 32) and a
+T5-family tokenizer made on the fly, with seeded random weights: the same model on every
+machine, a few hundred thousand parameters, milliseconds per step on a CPU. A tiny
+transformers CLIP vision tower stands in for OpenCLIP ViT-H-14.
+
+`save_tiny_wan` writes it as a diffusers WanPipeline folder (plus image_encoder/) with the
+libraries' own save_pretrained, so the real loading code (`dv_wan.loading.load_folder`) is
+tested on it.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dv_wan.loading import WanParts, _cast_text_encoder, _cast_transformer, _freeze
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "TINY_APPEARANCE_DIM",
+    "TINY_MAX_LENGTH",
+    "TINY_TEXT_DIM",
+    "TINY_WAN_REVISION",
+    "TINY_WORDS",
+    "save_tiny_wan",
+    "tiny_parts",
+    "tiny_text_config",
+    "tiny_transformer_config",
+    "tiny_vae_config",
+    "tiny_vision_config",
+    "word_tokenizer",
+]
+
+TINY_WAN_REVISION = "tiny-wan-v1-seed0"
+TINY_SEED = 0
+TINY_TEXT_DIM = 32
+TINY_APPEARANCE_DIM = 16
+# Prompts in tests are a few words; 32 positions keep the cross-attention small. (The real
+# model pads to 512.)
+TINY_MAX_LENGTH = 32
+# Words that become single pieces, so prompts in tests tokenise as words, not characters.
+TINY_WORDS = (
+    "a", "an", "the", "of", "on", "in", "at", "is", "and", "with", "photo", "video", "dog",
+    "cat", "bear", "toy", "car", "walking", "running", "jumping", "waving", "dancing",
+    "beach", "snow", "street", "forest", "park", "red", "blue", "green", "ball", "circle",
+    "square", "sks",
+)  # fmt: skip
+# Every other word falls back to these single characters (each preceded by the word-start
+# piece), as sentencepiece does for rare words; nothing becomes <unk>.
+_CHARACTERS = string.ascii_letters + string.digits + string.punctuation
+# Unigram log-probabilities: a known word (one piece) always beats spelling it out.
+_WORD_SCORE, _SPACE_SCORE, _CHAR_SCORE = -3.0, -4.0, -8.0
+# Embedding rows are padded to a multiple of this, with at least one spare row: real T5
+# tables have more rows than the tokenizer has ids (32,128 vs 32,100), so a placeholder token
+# added for textual inversion gets a row of its own.
+_EMBEDDING_MULTIPLE = 64
+
+
+def word_tokenizer(max_length: int = TINY_MAX_LENGTH, words: tuple[str, ...] = TINY_WORDS) -> Any:
+    """A T5 tokenizer (transformers' T5Tokenizer, a `tokenizers` Unigram model) made on the fly:
+    "<pad>" 0, "</s>" 1 (appended to every sequence), "<unk>" 2, then word pieces
+    ("▁dog") and single characters. No download, no sentencepiece file."""
+    from transformers import T5Tokenizer
+
+    vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", _SPACE_SCORE)]
+    vocab += [(f"▁{w}", _WORD_SCORE) for w in words]
+    vocab += [(c, _CHAR_SCORE) for c in _CHARACTERS]
+    # No sentinel (<extra_id_N>) tokens: nothing here does span corruption.
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+def embedding_rows(tokenizer: Any) -> int:
+    """The text encoder's vocab_size for `tokenizer`: more rows than ids."""
+    return (len(tokenizer) // _EMBEDDING_MULTIPLE + 1) * _EMBEDDING_MULTIPLE
+
+
+def tiny_transformer_config() -> dict[str, Any]:
+    return {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        # 12 so RoPE's split of each head over (frames, height, width) is 4 + 4 + 4.
+        "attention_head_dim": 12,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": TINY_TEXT_DIM,
+        "freq_dim": 16,
+        "ffn_dim": 48,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+        "rope_max_seq_len": 32,
+    }
+
+
+def tiny_vae_config() -> dict[str, Any]:
+    # Three down-sampling stages (8x spatial), the last two also in time (4x), as in Wan's VAE.
+    return {
+        "base_dim": 8,
+        "z_dim": 16,
+        "dim_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "temperal_downsample": [False, True, True],
+    }
+
+
+def tiny_text_config(vocab_size: int) -> Any:
+    from transformers import UMT5Config
+
+    return UMT5Config(
+        vocab_size=vocab_size,
+        d_model=TINY_TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+
+
+def tiny_vision_config() -> Any:
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=TINY_APPEARANCE_DIM,
+    )
+
+
+def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> WanParts:
+    """The tiny model, built on the CPU from a fixed seed (so it is the same everywhere), cast
+    the way `load_folder` casts a saved one, frozen and moved to `device`."""
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPVisionModelWithProjection, UMT5EncoderModel
+
+    from dreamvideo_cli.appearance import CLIPVisionEncoder
+    from dv_wan import configs
+
+    dtype = dtype or torch.float32
+    tokenizer = word_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        transformer: Any = WanTransformer3DModel(**tiny_transformer_config())
+        vae: Any = AutoencoderKLWan(**tiny_vae_config())
+        text_encoder: Any = UMT5EncoderModel(tiny_text_config(embedding_rows(tokenizer)))
+        vision: Any = CLIPVisionModelWithProjection(tiny_vision_config())
+    _cast_transformer(transformer, dtype)
+    _cast_text_encoder(text_encoder, dtype)
+    appearance = CLIPVisionEncoder(vision.to(dtype))
+    parts = WanParts(transformer, vae, text_encoder, tokenizer, dict(configs.SCHEDULER_CONFIG), appearance)
+    return _freeze(parts, torch.device(device))
+
+
+def save_tiny_wan(folder: Path) -> Path:
+    """Write the tiny model (float32) as a diffusers WanPipeline folder: model_index.json,
+    transformer/, vae/, text_encoder/, tokenizer/, scheduler/, plus image_encoder/ (a
+    transformers CLIP vision tower), each written by its library's save_pretrained."""
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    parts = tiny_parts()
+    scheduler = UniPCMultistepScheduler.from_config(parts.scheduler_config)
+    pipeline: Any = WanPipeline(
+        tokenizer=parts.tokenizer,
+        text_encoder=parts.text_encoder,
+        vae=parts.vae,
+        scheduler=scheduler,
+        transformer=parts.transformer,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(folder)
+    parts.appearance.model.save_pretrained(folder / "image_encoder")
+    return folder
