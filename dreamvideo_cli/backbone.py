@@ -261,6 +261,21 @@ class Backbone(ABC):
     def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
         return self.family().adapter_sites(denoiser)
 
+    def check_frames(self, frames: int) -> None:
+        """Refuse, in one line, a frame count the codec cannot take (a video VAE that
+        compresses time takes k * factor + 1 frames)."""
+        from dreamvideo_cli.errors import DVError
+
+        factor = self.temporal_compression
+        if frames < 1:
+            raise DVError(f"--frames must be at least 1, got {frames}", f"use --frames {self.video_format.frames}")
+        if factor > 1 and (frames - 1) % factor:
+            lower = (frames - 1) // factor * factor + 1
+            raise DVError(
+                f"--frames {frames} does not fit {self.name}'s video VAE, which takes {factor}k+1 frames",
+                f"use --frames {lower} or {lower + factor}",
+            )
+
     @abstractmethod
     def fingerprint(self) -> Fingerprint:
         """The identity of the weights `load` would return. Must not download anything."""

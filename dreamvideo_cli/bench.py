@@ -137,10 +137,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     fmt = backbone.video_format
     frames = config.frames or fmt.frames
     on_event(Note(f"loading {backbone.fingerprint().describe()} on {device}"))
-    if backbone.temporal_compression > 1 and (frames - 1) % backbone.temporal_compression:
-        from dreamvideo_cli.compose import check_frames
-
-        check_frames(backbone, frames)
+    backbone.check_frames(frames)
     parts = backbone.load(device, frozen_dtype(device))
     prepare_denoiser(parts)
     sites = backbone.adapter_sites(parts.denoiser)

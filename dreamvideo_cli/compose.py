@@ -175,7 +175,7 @@ def compose(
     guidance = defaults.guidance if config.guidance is None else config.guidance
     fmt = backbone.video_format
     frames, fps = config.frames or fmt.frames, config.fps or fmt.fps
-    check_frames(backbone, frames)
+    backbone.check_frames(frames)
     seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
 
     device = pick_device(config.device)
@@ -273,19 +273,6 @@ def _describe(manifest: Any) -> dict[str, Any] | None:
         "init_word": manifest.init_word,
         "phrase": manifest.phrase,
     }
-
-
-def check_frames(backbone: Backbone, frames: int) -> None:
-    """A video VAE that compresses time takes k * factor + 1 frames: refuse others in one line."""
-    factor = backbone.temporal_compression
-    if frames < 1:
-        raise DVError(f"--frames must be at least 1, got {frames}", f"use --frames {backbone.video_format.frames}")
-    if factor > 1 and (frames - 1) % factor:
-        lower = (frames - 1) // factor * factor + 1
-        raise DVError(
-            f"--frames {frames} does not fit {backbone.name}'s video VAE, which takes {factor}k+1 frames",
-            f"use --frames {lower} or {lower + factor}",
-        )
 
 
 def initial_noise(parts: Components, frames: int, height: int, width: int, seed: int) -> torch.Tensor:

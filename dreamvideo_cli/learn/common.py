@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dreamvideo_cli.backbone import Components
+from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
 from dreamvideo_cli.errors import DVError, Interrupted
-from dreamvideo_cli.events import CheckpointSaved, EventHandler, StepDone
+from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StepDone
 
 # The runtime moved to a public module; these names stay importable from here.
 from dreamvideo_cli.runtime import (  # noqa: F401
@@ -34,6 +34,36 @@ from dreamvideo_cli.runtime import (  # noqa: F401
     to_tensor_images,
     tokenize,
 )
+
+
+def open_backbone(config: Any) -> tuple[Backbone, Fingerprint]:
+    """The backbone a learn config names, and its fingerprint: this fails now, before a run
+    folder exists, when the weights are missing."""
+    from dreamvideo_cli.plugins import get_backbone
+
+    backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
+    return backbone, backbone.fingerprint()
+
+
+def begin_run(registry_home: Path, kind: str, name: str, config: Any, inputs: str | Path, resumed: Run | None, on_event: EventHandler) -> Run:
+    """A new run folder (its seed drawn now and recorded), or the resumed one; seeds torch."""
+    if resumed is None:
+        config.seed = seed_everything(config.seed)
+        run = Run.create(registry_home, kind, name, config, inputs)
+    else:
+        seed_everything(config.seed)
+        run = resumed
+    on_event(Note(f"run {run.id} in {run.folder}"))
+    return run
+
+
+def load_for_training(backbone: Backbone, fingerprint: Fingerprint, device_name: str, on_event: EventHandler) -> tuple[Components, list[AdapterSite]]:
+    """Every frozen part on the run's device, prepared, and the adapter sites."""
+    device = pick_device(device_name)
+    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
+    parts = backbone.load(device, frozen_dtype(device))
+    prepare_denoiser(parts)
+    return parts, backbone.adapter_sites(parts.denoiser)
 
 
 def prepare_denoiser(parts: Components) -> None:

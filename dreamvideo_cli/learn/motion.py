@@ -17,7 +17,6 @@ import torch
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import (
     EventHandler,
     Note,
@@ -27,23 +26,21 @@ from dreamvideo_cli.events import (
 )
 from dreamvideo_cli.learn.common import (
     AdamWWithWarmup,
-    Run,
     StopRequested,
+    begin_run,
     checkpoint_path,
     diffusion_loss,
     generator_for,
-    prepare_denoiser,
+    load_for_training,
+    open_backbone,
     resumed_config,
     run_stage,
-    seed_everything,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.runtime import (
     autocast,
     encode_appearance,
     encode_text,
-    frozen_dtype,
-    pick_device,
     quiet_libraries,
     to_tensor_images,
     tokenize,
@@ -117,46 +114,30 @@ def learn_motion(
     """Learn the motion `name` from the clips in `clips_dir`; returns the registry manifest."""
     quiet_libraries()
     started = time.monotonic()
+    resumed = None
     if resume is not None:
-        run, config, name, clips_dir = resumed_config(registry.home, resume, "motion", MotionConfig, config.device)
+        resumed, config, name, clips_dir = resumed_config(registry.home, resume, "motion", MotionConfig, config.device)
     check_new_name(registry, "motion", name)
 
-    from dreamvideo_cli.plugins import get_backbone
-
+    # --- data: validate everything before touching the model ---------------------------
     folder = Path(clips_dir)
     paths = media.list_clips(folder)
     infos = [media.probe_clip(p) for p in paths]
     captions = media.read_captions(folder, paths)
     phrase = config.phrase or name.replace("-", " ").replace("_", " ")
-    backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
+    backbone, fingerprint = open_backbone(config)
     fmt = backbone.video_format
-    fingerprint = backbone.fingerprint()  # fails now, before a run folder, if weights are missing
     config.frames = config.frames or backbone.motion_frames
     config.fps = config.fps or backbone.motion_fps
     n_frames, fps = config.frames, config.fps
-    temporal = backbone.temporal_compression
-    if temporal > 1 and (n_frames - 1) % temporal:
-        lower = max(1, (n_frames - 1) // temporal * temporal + 1)
-        raise DVError(
-            f"--frames {n_frames} does not fit {backbone.name}'s video VAE, which takes {temporal}k+1 frames",
-            f"use --frames {lower} or {lower + temporal}",
-        )
+    backbone.check_frames(n_frames)
     for info in infos:
         if info.frames < n_frames * media.frame_stride(info.fps, fps):
             on_event(Note(f"{info.path.name} is shorter than {n_frames} frames at {fps} fps; it will loop", "warning"))
 
-    if resume is None:
-        config.seed = seed_everything(config.seed)
-        run = Run.create(registry.home, "motion", name, config, folder)
-    else:
-        seed_everything(config.seed)
-    on_event(Note(f"run {run.id} in {run.folder}"))
-
-    device = pick_device(config.device)
-    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
-    parts = backbone.load(device, frozen_dtype(device))
-    sites = backbone.adapter_sites(parts.denoiser)
-    prepare_denoiser(parts)
+    run = begin_run(registry.home, "motion", name, config, folder, resumed, on_event)
+    parts, sites = load_for_training(backbone, fingerprint, config.device, on_event)
+    device = parts.device
 
     # --- frozen work, once: latents and CLIP embeddings of every source frame -------------
     caption_texts = sorted({captions.get(p) or phrase for p in paths})

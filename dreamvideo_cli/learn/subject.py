@@ -26,22 +26,20 @@ from dreamvideo_cli.events import (
 )
 from dreamvideo_cli.learn.common import (
     AdamWWithWarmup,
-    Run,
     StopRequested,
+    begin_run,
     checkpoint_path,
     diffusion_loss,
     generator_for,
-    prepare_denoiser,
+    load_for_training,
+    open_backbone,
     resumed_config,
     run_stage,
-    seed_everything,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.runtime import (
     autocast,
     encode_text,
-    frozen_dtype,
-    pick_device,
     quiet_libraries,
     to_tensor_images,
     tokenize,
@@ -92,33 +90,22 @@ def learn_subject(
     """Learn `name` from the photos in `photos_dir`; returns the stored registry manifest."""
     quiet_libraries()
     started = time.monotonic()
+    resumed = None
     if resume is not None:
-        run, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config.device)
+        resumed, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config.device)
     check_new_name(registry, "subject", name)
-
-    from dreamvideo_cli.plugins import get_backbone
 
     # --- data: validate everything before touching the model ---------------------------
     photos = media.load_photos(Path(photos_dir), on_warning=lambda m: on_event(Note(m, "warning")))
     paths = [p for p, _ in photos]
     masks = media.load_masks(Path(config.masks), paths) if config.masks else None
-    backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
+    backbone, fingerprint = open_backbone(config)
     fmt = backbone.video_format
-    fingerprint = backbone.fingerprint()  # fails now, before a run folder, if weights are missing
     init_word = config.init_word or name.replace("-", " ").replace("_", " ")
 
-    if resume is None:
-        config.seed = seed_everything(config.seed)
-        run = Run.create(registry.home, "subject", name, config, photos_dir)
-    else:
-        seed_everything(config.seed)
-    on_event(Note(f"run {run.id} in {run.folder}"))
-
-    device = pick_device(config.device)
-    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
-    parts = backbone.load(device, frozen_dtype(device))
-    sites = backbone.adapter_sites(parts.denoiser)
-    prepare_denoiser(parts)
+    run = begin_run(registry.home, "subject", name, config, photos_dir, resumed, on_event)
+    parts, sites = load_for_training(backbone, fingerprint, config.device, on_event)
+    device = parts.device
 
     # --- frozen work, once: latents of every photo (a one-frame video each) and its mask ---
     crops = [np.asarray(media.resize_center_crop(img, fmt.height, fmt.width)) for _, img in photos]

@@ -34,14 +34,13 @@ __all__ = [
     "tiny_text_config",
     "tiny_transformer_config",
     "tiny_vae_config",
-    "tiny_vision_config",
     "word_tokenizer",
 ]
 
 TINY_WAN_REVISION = "tiny-wan-v1-seed0"
 TINY_SEED = 0
 TINY_TEXT_DIM = 32
-TINY_APPEARANCE_DIM = 16
+TINY_APPEARANCE_DIM = 16  # projection_dim of dreamvideo_cli.testing.tiny_vision_config()
 # Prompts in tests are a few words; 32 positions keep the cross-attention small. (The real
 # model pads to 512.)
 TINY_MAX_LENGTH = 32
@@ -130,20 +129,6 @@ def tiny_text_config(vocab_size: int) -> Any:
     )
 
 
-def tiny_vision_config() -> Any:
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        projection_dim=TINY_APPEARANCE_DIM,
-    )
-
-
 def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> WanParts:
     """The tiny model, built on the CPU from a fixed seed (so it is the same everywhere), cast
     the way `load_folder` casts a saved one, frozen and moved to `device`."""
@@ -152,6 +137,7 @@ def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = N
     from transformers import CLIPVisionModelWithProjection, UMT5EncoderModel
 
     from dreamvideo_cli.appearance import CLIPVisionEncoder
+    from dreamvideo_cli.testing import tiny_vision_config
     from dv_wan import configs
 
     dtype = dtype or torch.float32
@@ -161,7 +147,7 @@ def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = N
         transformer: Any = WanTransformer3DModel(**tiny_transformer_config())
         vae: Any = AutoencoderKLWan(**tiny_vae_config())
         text_encoder: Any = UMT5EncoderModel(tiny_text_config(embedding_rows(tokenizer)))
-        vision: Any = CLIPVisionModelWithProjection(tiny_vision_config())
+        vision: Any = CLIPVisionModelWithProjection(tiny_vision_config())  # the tiny backbone's
     _cast_transformer(transformer, dtype)
     _cast_text_encoder(text_encoder, dtype)
     appearance = CLIPVisionEncoder(vision.to(dtype))
