@@ -261,6 +261,12 @@ class Backbone(ABC):
     def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
         return self.family().adapter_sites(denoiser)
 
+    @classmethod
+    def same_weights(cls, a: Fingerprint, b: Fingerprint) -> bool:
+        """Whether adapters trained on `a` fit weights `b`. A backbone whose weights are
+        published under several hub ids (a renamed repository) says they are the same."""
+        return a == b
+
     def check_frames(self, frames: int) -> None:
         """Refuse, in one line, a frame count the codec cannot take (a video VAE that
         compresses time takes k * factor + 1 frames)."""

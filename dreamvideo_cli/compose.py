@@ -120,8 +120,9 @@ def backbone_for(manifests: list[Any], backbone_path: str | None) -> tuple[Backb
 
     prints = [(m, Fingerprint.from_dict(m.backbone)) for m in manifests]
     first_manifest, first = prints[0]
+    same = get_backbone(first.backbone).same_weights if first.backbone == prints[-1][1].backbone else None
     for manifest, fp in prints[1:]:
-        if fp != first:
+        if same is None or not same(fp, first):
             raise DVError(
                 f"{first_manifest.ref} was trained on {first.describe()} but {manifest.ref} on {fp.describe()}",
                 "learn both on the same backbone",
@@ -134,7 +135,7 @@ def check_backbone(backbone: Backbone, expected: Fingerprint, ref: str) -> None:
     """After loading (a download may have just resolved the revision), refuse a backbone
     other than the one the adapters were trained on."""
     loaded = backbone.fingerprint()
-    if loaded != expected:
+    if not backbone.same_weights(loaded, expected):
         raise DVError(
             f"{ref} was trained on {expected.describe()}, but the backbone here is {loaded.describe()}",
             "compose with the backbone the adapters were trained on",

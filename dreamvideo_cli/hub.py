@@ -111,11 +111,18 @@ class WeightsFormat:
             stem, ext = ("model", "safetensors") if self.safetensors else ("pytorch_model", "bin")
         return f"{stem}.{self.variant}.{ext}" if self.variant else f"{stem}.{ext}"
 
+    def index_filename(self, library: Library) -> str:
+        """The index of a sharded checkpoint. diffusers and transformers put the variant just
+        before `.json` (`model.safetensors.index.fp16.json`), and in the shards' names before
+        the shard number (`model.fp16-00001-of-00002.safetensors`)."""
+        index = f"{WeightsFormat(None, self.safetensors).filename(library)}.index.json"
+        return f"{index.removesuffix('.json')}.{self.variant}.json" if self.variant else index
+
     def patterns(self, folder: str, library: Library) -> list[str]:
         """The file and, for sharded checkpoints, its index and shards."""
         name = self.filename(library)
         stem, ext = name.rsplit(".", 1)
-        return [f"{folder}/{name}", f"{folder}/{name}.index.json", f"{folder}/{stem}-*-of-*.{ext}"]
+        return [f"{folder}/{name}", f"{folder}/{self.index_filename(library)}", f"{folder}/{stem}-*-of-*.{ext}"]
 
 
 FP16_SAFETENSORS = WeightsFormat("fp16", safetensors=True)
@@ -133,8 +140,7 @@ def formats_in_order(preferred: WeightsFormat) -> list[WeightsFormat]:
 def find_weights(files: set[str], folder: str, library: Library, preferred: WeightsFormat) -> WeightsFormat | None:
     """The best format of `folder`'s weights among `files` (paths relative to the repo root)."""
     for fmt in formats_in_order(preferred):
-        name = f"{folder}/{fmt.filename(library)}"
-        if name in files or f"{name}.index.json" in files:
+        if f"{folder}/{fmt.filename(library)}" in files or f"{folder}/{fmt.index_filename(library)}" in files:
             return fmt
     return None
 
@@ -199,14 +205,19 @@ class PipelineLayout:
 
 
 # How OpenCLIP hub repositories (e.g. laion/CLIP-ViT-H-14-laion2B-s32B-b79K) hold a model;
-# `dreamvideo_cli.appearance` loads them.
+# `dreamvideo_cli.appearance` loads them. The names are open_clip's own (HF_SAFE_WEIGHTS_NAME,
+# HF_WEIGHTS_NAME); a repository may hold either or both (laion's older ones certainly the
+# pickle), and the loader takes the first it finds, in this order.
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclass(frozen=True)
 class OpenCLIPLayout:
-    """An OpenCLIP hub repository: open_clip_config.json and one checkpoint."""
+    """An OpenCLIP hub repository: open_clip_config.json and one checkpoint.
+
+    A download lists the repository first and fetches one checkpoint; the `hf download`
+    command cannot, so it includes every name the loader accepts (whichever is there)."""
 
     def plan(self, files: set[str]) -> Plan:
         missing = [] if OPEN_CLIP_CONFIG in files else [OPEN_CLIP_CONFIG]
@@ -216,7 +227,7 @@ class OpenCLIPLayout:
         return Plan([OPEN_CLIP_CONFIG, weights or OPEN_CLIP_WEIGHTS[0]], missing)
 
     def expected_patterns(self) -> list[str]:
-        return [OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS[0]]
+        return [OPEN_CLIP_CONFIG, *OPEN_CLIP_WEIGHTS]
 
 
 def list_files(root: Path, depth: int = 2) -> set[str]:
@@ -241,23 +252,29 @@ def list_files(root: Path, depth: int = 2) -> set[str]:
 
 @dataclass(frozen=True)
 class HubSource:
-    """One hub repository a backbone needs, and how it is described to the user."""
+    """One hub repository a backbone needs, and how it is described to the user.
+
+    `aliases` are other ids of the same repository (an organisation renamed on the Hub keeps
+    redirecting its old id, and caches filled through it sit under `models--<old>`). The cache
+    is searched under `repo_id` first, then each alias; downloads and the `hf download`
+    command always use `repo_id`."""
 
     repo_id: str
     revision: str
     layout: Layout
     what: str  # e.g. "ModelScopeT2V weights"
+    aliases: tuple[str, ...] = ()
 
     def command(self) -> str:
         includes = " ".join(f"--include '{p}'" for p in self.layout.expected_patterns())
         revision = "" if self.revision == "main" else f" --revision {self.revision}"
         return f"hf download {self.repo_id}{revision} {includes}"
 
-    def cached_folder(self) -> Path | None:
-        """The cached snapshot of `revision`, or None; read straight from the cache layout
-        (refs/<revision> -> snapshots/<commit>), so it never touches the network and does not
-        mind the files of the repository we chose not to download."""
-        repo = repo_folder(self.repo_id)
+    def _snapshot(self, repo_id: str) -> Path | None:
+        """The cached snapshot of `revision` under `repo_id`, or None; read straight from the
+        cache layout (refs/<revision> -> snapshots/<commit>), so it never touches the network
+        and does not mind the files of the repository we chose not to download."""
+        repo = repo_folder(repo_id)
         if _COMMIT.fullmatch(self.revision):
             commit = self.revision
         else:
@@ -268,10 +285,28 @@ class HubSource:
         folder = repo / "snapshots" / commit
         return folder if commit and folder.is_dir() else None
 
+    def cached(self) -> tuple[str, Path] | None:
+        """(the id it was found under, the snapshot folder) of the cached copy, or None: the
+        first complete snapshot among `repo_id` and its aliases, else the first there is (so
+        that what it lacks can be named)."""
+        found = [(repo_id, folder) for repo_id in (self.repo_id, *self.aliases) if (folder := self._snapshot(repo_id))]
+        complete = next(((r, f) for r, f in found if not self.missing_in(f)), None)
+        return complete or (found[0] if found else None)
+
+    def cached_folder(self) -> Path | None:
+        """The snapshot folder of `cached()`, or None."""
+        cached = self.cached()
+        return cached[1] if cached is not None else None
+
     def missing_in(self, folder: Path | None) -> list[str]:
         if folder is None:
             return ["everything"]
         return self.layout.plan(list_files(folder)).missing
+
+    def cached_identity(self) -> tuple[str, str] | None:
+        """(hub id, commit) of the cached copy, or None: what a fingerprint records."""
+        cached = self.cached()
+        return (cached[0], cached[1].name) if cached is not None else None
 
     def cached_revision(self) -> str | None:
         folder = self.cached_folder()

@@ -74,6 +74,7 @@ def tiny_dino_model(seed: int = 0) -> Any:
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=64,
+        layer_norm_eps=1e-6,  # DINO's own ViTs (dv_metrics.weights.DINO_LAYER_NORM_EPS)
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -7,7 +7,10 @@ The weights are the authors' models, as published on the Hub:
   `open_clip_model.safetensors`. OpenAI trained it with QuickGELU; open_clip's built-in
   `ViT-B-32` config uses plain GELU and only warns about the mismatch, so we build it with
   `force_quick_gelu=True`, the network the authors' `clip.load("ViT-B/32")` ran.
-- DINO ViT-S/16: `facebook/dino-vits16` (transformers `ViTModel`, CLS token).
+- DINO ViT-S/16: `facebook/dino-vits16` (transformers `ViTModel`, CLS token). Its hub config
+  sets `layer_norm_eps` 1e-12 (transformers' ViT default); DINO's own `vit_small` (the
+  `vision_transformer.py` the authors' metric script imports) builds every LayerNorm with
+  eps 1e-6, so we build it with 1e-6 (`DINO_LAYER_NORM_EPS`), wherever the weights come from.
 
 `DV_METRICS_CLIP_PATH` / `DV_METRICS_DINO_PATH` point at a local copy instead (a folder
 from `hf download ... --local-dir`, an open_clip folder with `open_clip_config.json`, a
@@ -32,6 +35,8 @@ CLIP_FILE = "open_clip_model.safetensors"
 CLIP_ARCH = "ViT-B-32"
 DINO_REPO = "facebook/dino-vits16"
 DINO_FILES = ("config.json", "pytorch_model.bin")
+# DINO's vision_transformer.py: `norm_layer=partial(nn.LayerNorm, eps=1e-6)` for every ViT.
+DINO_LAYER_NORM_EPS = 1e-6
 CLIP_PATH_ENV = "DV_METRICS_CLIP_PATH"
 DINO_PATH_ENV = "DV_METRICS_DINO_PATH"
 
@@ -156,17 +161,19 @@ def load_dino_encoder(device: str = "cpu", source: str | os.PathLike[str] | None
         if not (path / "config.json").is_file():
             raise DVError(f"{path} is not a transformers model folder (no config.json)", f"check {DINO_PATH_ENV} or unset it")
         try:
-            model = ViTModel.from_pretrained(path, add_pooling_layer=False)
+            model = ViTModel.from_pretrained(path, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
         except Exception as exc:
             raise DVError(f"cannot load the DINO model in {path}: {_short(exc)}", f"check {DINO_PATH_ENV}") from None
         return DINOEncoder(model, device=device)
     try:
-        model = ViTModel.from_pretrained(DINO_REPO, add_pooling_layer=False, local_files_only=True)
+        model = ViTModel.from_pretrained(
+            DINO_REPO, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS, local_files_only=True
+        )
     except OSError:
         if hub_offline():
             raise _missing("DINO ViT-S/16", DINO_FETCH_COMMAND, DINO_PATH_ENV, _NOT_CACHED) from None
         try:
-            model = ViTModel.from_pretrained(DINO_REPO, add_pooling_layer=False)
+            model = ViTModel.from_pretrained(DINO_REPO, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
         except OSError as exc:
             raise _missing("DINO ViT-S/16", DINO_FETCH_COMMAND, DINO_PATH_ENV, _short(exc)) from None
     return DINOEncoder(model, device=device)
@@ -198,6 +205,7 @@ __all__ = [
     "CLIP_PATH_ENV",
     "CLIP_REPO",
     "DINO_FETCH_COMMAND",
+    "DINO_LAYER_NORM_EPS",
     "DINO_PATH_ENV",
     "DINO_REPO",
     "hub_offline",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,6 +58,47 @@ def test_dino_folder_round_trip(tmp_path: Path) -> None:
     original = DINOEncoder(model)
     frames = list(_frames())
     np.testing.assert_allclose(loaded.encode_images(frames), original.encode_images(frames), atol=1e-6)
+
+
+def _hub_like_dino(seed: int = 5) -> Any:
+    """The tiny ViT, its config set to facebook/dino-vits16's `layer_norm_eps: 1e-12`
+    (https://huggingface.co/facebook/dino-vits16/blob/main/config.json)."""
+    model = tiny_dino_model(seed=seed)
+    model.config.layer_norm_eps = 1e-12
+    return model
+
+
+def _layer_norm_eps(model: Any) -> set[float]:
+    import torch
+
+    return {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+
+
+def test_dino_is_built_with_the_authors_layer_norm_eps(tmp_path: Path) -> None:
+    """DINO's own ViT-S/16 (vision_transformer.py, which the authors' metric script imports)
+    uses LayerNorm(eps=1e-6); the hub's transformers config says 1e-12. Whatever the saved
+    config says, every LayerNorm of the loaded model gets 1e-6."""
+    _hub_like_dino().save_pretrained(tmp_path / "dino")
+    assert '"layer_norm_eps": 1e-12' in (tmp_path / "dino" / "config.json").read_text()
+    model = weights.load_dino_encoder("cpu", tmp_path / "dino").model
+    assert weights.DINO_LAYER_NORM_EPS == 1e-6
+    assert model.config.layer_norm_eps == 1e-6
+    norms = [m for m in model.modules() if m.__class__.__name__ == "LayerNorm"]
+    assert len(norms) == 2 * model.config.num_hidden_layers + 1  # before/after each block, and the final one
+    assert _layer_norm_eps(model) == {1e-6}
+
+
+def test_dino_from_the_hub_cache_gets_the_authors_eps_too(tmp_path: Path) -> None:
+    """The same through the Hugging Face cache (as `hf download facebook/dino-vits16` leaves it)."""
+    from huggingface_hub import constants
+
+    commit = "0" * 40
+    repo = Path(constants.HF_HUB_CACHE) / "models--facebook--dino-vits16"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    _hub_like_dino().save_pretrained(repo / "snapshots" / commit)
+    model = weights.load_dino_encoder("cpu").model
+    assert _layer_norm_eps(model) == {1e-6}
 
 
 def test_metrics_load_once_per_process_from_the_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ Where the weights come from, in order:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -52,6 +53,9 @@ class DiffusersT2VBackbone(Backbone):
     embedded (class attributes) so it can be built without any download."""
 
     hub_id: ClassVar[str]
+    # Older ids of the same repository, under which a Hugging Face cache may hold it; looked
+    # up after `hub_id`. Downloads and fetch commands always use `hub_id`.
+    hub_aliases: ClassVar[tuple[str, ...]] = ()
     hub_revision: ClassVar[str] = "main"
     label: ClassVar[str]  # how messages name the model, e.g. "ModelScopeT2V"
     # The format the hub repository publishes and we prefer (other formats are accepted).
@@ -72,7 +76,7 @@ class DiffusersT2VBackbone(Backbone):
 
     def __init__(self, *, path: str | None = None, random_weights: bool = False) -> None:
         super().__init__(path=path, random_weights=random_weights)
-        self._loaded_revision: str | None = None
+        self._loaded: tuple[str, str] | None = None  # (hub id, commit) that `load` read
 
     # --- the contract ----------------------------------------------------------------------
 
@@ -86,8 +90,10 @@ class DiffusersT2VBackbone(Backbone):
 
     def fingerprint(self) -> Fingerprint:
         """backbone name, hub id (or "local") and the commit of the cached snapshot, found
-        without network access. Raises MissingWeightsError when offline with nothing cached,
-        since no revision can be named then and `load` would fail anyway."""
+        without network access. The hub id is the one the snapshot is cached under: `hub_id`,
+        or one of `hub_aliases` when only that one holds it. Raises MissingWeightsError when
+        offline with nothing cached, since no revision can be named then and `load` would fail
+        anyway."""
         if self.random_weights:
             return Fingerprint(self.name, self.hub_id, RANDOM_REVISION, random_weights=True)
         if self.path is not None:
@@ -96,15 +102,16 @@ class DiffusersT2VBackbone(Backbone):
             if snapshot is not None:  # a snapshot folder of a Hugging Face cache
                 return Fingerprint(self.name, snapshot[0], snapshot[1])
             return Fingerprint(self.name, "local", f"local-sha256:{folder_digest(root, _FINGERPRINTED_PARTS)[:12]}")
-        if self._loaded_revision is not None:
-            return Fingerprint(self.name, self.hub_id, self._loaded_revision)
+        if self._loaded is not None:
+            return Fingerprint(self.name, *self._loaded)
         source = self._pipeline_source()
-        revision = source.cached_revision()
-        if revision is None:
+        cached = source.cached_identity()
+        if cached is None:
             if offline():
                 raise missing_weights_error([(source, ["everything"])])
-            revision = self.hub_revision  # not downloaded yet: `load` resolves the commit
-        return Fingerprint(self.name, self.hub_id, revision)
+            # not downloaded yet: `load` resolves the commit
+            return Fingerprint(self.name, self.hub_id, self.hub_revision)
+        return Fingerprint(self.name, *cached)
 
     def load(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
         import torch
@@ -134,10 +141,20 @@ class DiffusersT2VBackbone(Backbone):
             dtype=dtype,
         )
 
+    @classmethod
+    def same_weights(cls, a: Fingerprint, b: Fingerprint) -> bool:
+        """The same commit cached under the current id or an older one is the same weights."""
+
+        def canonical(fp: Fingerprint) -> Fingerprint:
+            return replace(fp, model_id=cls.hub_id) if fp.model_id in cls.hub_aliases else fp
+
+        return canonical(a) == canonical(b)
+
     # --- where the weights are -------------------------------------------------------------
 
     def _pipeline_source(self) -> HubSource:
-        return HubSource(self.hub_id, self.hub_revision, PipelineLayout(self.weights_format), f"{self.label} weights")
+        layout = PipelineLayout(self.weights_format)
+        return HubSource(self.hub_id, self.hub_revision, layout, f"{self.label} weights", self.hub_aliases)
 
     def _appearance_source(self) -> HubSource:
         return HubSource(self.appearance_hub_id, "main", OpenCLIPLayout(), f"the {self.appearance_arch} appearance encoder")
@@ -153,7 +170,8 @@ class DiffusersT2VBackbone(Backbone):
         """The pipeline folder and the appearance encoder's folder, fetched if need be."""
         if self.path is None:
             pipeline_folder, appearance_folder = resolve([self._pipeline_source(), self._appearance_source()])
-            self._loaded_revision = pipeline_folder.name
+            # A snapshot in the cache: found under hub_id or an alias, or just downloaded.
+            self._loaded = snapshot_identity(pipeline_folder) or (self.hub_id, pipeline_folder.name)
             return pipeline_folder, appearance_folder
         root = self._local_root()
         missing = PipelineLayout(self.weights_format).plan(list_files(root)).missing
@@ -228,6 +246,9 @@ class ModelScopeBackbone(DiffusersT2VBackbone):
     description = "ModelScopeT2V 1.7B (ali-vilab/text-to-video-ms-1.7b), the paper's backbone"
     video_format = VideoFormat(height=256, width=256, frames=32, fps=8)
     hub_id = "ali-vilab/text-to-video-ms-1.7b"
+    # The repository's id before its organisation was renamed: the Hub still redirects it,
+    # many diffusers examples use it, and a cache filled through it holds the same files.
+    hub_aliases = ("damo-vilab/text-to-video-ms-1.7b",)
     label = "ModelScopeT2V"
     weights_format = FP16_SAFETENSORS  # the repository publishes variant="fp16" safetensors
 

@@ -3,7 +3,11 @@ build them: `dv backbones info` works on a fresh clone, and `--random-weights` b
 full-size model on a machine that has never seen the hub.
 
 Values are those of the published diffusers configs of `ali-vilab/text-to-video-ms-1.7b`
-(unet/, vae/, text_encoder/); Zeroscope v2 is a fine-tune of the same architecture.
+(unet/, vae/, text_encoder/), including the ones that change no weight (the VAE's
+`sample_size`, which sets diffusers' tile size, and the text encoder's special token ids):
+`--random-weights` should build what loading the hub's folders builds.
+`tests/test_modelscope_configs.py` compares them with the hub's files. Zeroscope v2 is a
+fine-tune of the same architecture.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ UNET_CONFIG: dict[str, Any] = {
     "attention_head_dim": 64,
 }
 
-# vae/config.json: Stable Diffusion 2.1's AutoencoderKL.
+# vae/config.json: Stable Diffusion 2.1's AutoencoderKL. `sample_size` is 512 there (the
+# image VAE's training size); diffusers derives its tile size from it.
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -40,14 +45,16 @@ VAE_CONFIG: dict[str, Any] = {
     "act_fn": "silu",
     "latent_channels": 4,
     "norm_num_groups": 32,
-    "sample_size": 256,
+    "sample_size": 512,
     "scaling_factor": 0.18215,
 }
 VAE_SCALE_FACTOR = 0.18215
 
 # text_encoder/config.json: OpenCLIP ViT-H-14's text tower converted to a transformers
 # CLIPTextModel. 23 layers, not 24: ModelScope conditions on the penultimate layer, and the
-# conversion simply drops the last one.
+# conversion simply drops the last one. The special token ids are the hub config's 0/2/1
+# (CLIPTextConfig's old defaults), not the tokenizer's 49406/49407: with eos_token_id 2
+# transformers pools at the highest token id, as the hub model does when loaded.
 TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "vocab_size": 49408,
     "hidden_size": 1024,
@@ -58,9 +65,9 @@ TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "hidden_act": "gelu",
     "layer_norm_eps": 1e-05,
     "projection_dim": 512,
-    "bos_token_id": 49406,
-    "eos_token_id": 49407,
-    "pad_token_id": 0,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
 }
 TOKENIZER_MAX_LENGTH = 77
 

@@ -114,6 +114,56 @@ def test_load_from_the_hugging_face_cache_offline(tiny_parts: tuple[Path, Path],
     assert backbone.fingerprint() == fingerprint
 
 
+def test_load_from_a_cache_filled_under_the_old_id_offline(tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:
+    """`damo-vilab/text-to-video-ms-1.7b` is the repository's old id; many caches hold it so.
+    Offline, it is found there, loaded, and the fingerprint names where it was found."""
+    pipeline, open_clip_folder = tiny_parts
+    old_id = "damo-vilab/text-to-video-ms-1.7b"
+    snapshot = put_in_cache(hf_cache, old_id, FAKE_COMMIT, pipeline)
+    put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, open_clip_folder)
+    backbone = ModelScopeBackbone()
+    fingerprint = backbone.fingerprint()
+    assert (fingerprint.model_id, fingerprint.revision) == (old_id, FAKE_COMMIT)
+    check_components(backbone.load("cpu"))
+    assert backbone.fingerprint() == fingerprint
+    assert ModelScopeBackbone(path=str(snapshot)).fingerprint() == fingerprint
+    assert sorted(p.name for p in hf_cache.iterdir()) == ["models--damo-vilab--text-to-video-ms-1.7b", "models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K"]
+
+
+def test_a_sharded_fp16_local_folder_loads(tiny_parts: tuple[Path, Path], tmp_path: Path) -> None:
+    """A folder written by save_pretrained(variant="fp16", max_shard_size=...): the libraries
+    name the index `<weights>.index.fp16.json` and the shards `<name>.fp16-0000k-of-0000n`."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextModel
+
+    pipeline, open_clip_folder = tiny_parts
+    folder = tmp_path / "sharded"
+    shutil.copytree(pipeline / "tokenizer", folder / "tokenizer")
+    shutil.copy(pipeline / "model_index.json", folder)
+    shutil.copytree(open_clip_folder, folder / "image_encoder")
+    originals: dict[str, Any] = {
+        "unet": UNet3DConditionModel.from_pretrained(pipeline / "unet", variant="fp16"),
+        "vae": AutoencoderKL.from_pretrained(pipeline / "vae"),
+        "text_encoder": CLIPTextModel.from_pretrained(pipeline / "text_encoder"),
+    }
+    for name, model in originals.items():
+        model.half().save_pretrained(folder / name, variant="fp16", max_shard_size="40KB")
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*.json")}
+    assert {
+        "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
+        "vae/diffusion_pytorch_model.safetensors.index.fp16.json",
+        "text_encoder/model.safetensors.index.fp16.json",
+    } <= written
+    assert any(folder.glob("text_encoder/model.fp16-00001-of-*.safetensors"))
+    assert not any(folder.glob("*/*.fp16.safetensors"))  # sharded: no single file
+    parts = ModelScopeBackbone(path=str(folder)).load("cpu")
+    check_components(parts)
+    for name, loaded in (("unet", parts.unet), ("vae", parts.vae), ("text_encoder", parts.text_encoder)):
+        expected = originals[name].state_dict()
+        for key, value in loaded.state_dict().items():
+            torch.testing.assert_close(value, expected[key].float(), msg=f"{name}.{key}")
+
+
 def test_a_cache_snapshot_as_backbone_path_keeps_the_hub_fingerprint(tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:
     pipeline, open_clip_folder = tiny_parts
     snapshot = put_in_cache(hf_cache, MODELSCOPE_ID, FAKE_COMMIT, pipeline)

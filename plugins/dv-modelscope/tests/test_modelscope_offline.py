@@ -20,10 +20,14 @@ MODELSCOPE_COMMAND = (
     "--include 'tokenizer/*' --include '*/config.json' --include 'unet/diffusion_pytorch_model.fp16.safetensors' "
     "--include 'vae/diffusion_pytorch_model.fp16.safetensors' --include 'text_encoder/model.fp16.safetensors'"
 )
+# Both checkpoint names the loader accepts: laion's repository certainly holds the pickle
+# (open_clip_pytorch_model.bin), and a command cannot first look which one is there.
 OPEN_CLIP_COMMAND = (
     "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K --include 'open_clip_config.json' "
-    "--include 'open_clip_model.safetensors'"
+    "--include 'open_clip_model.safetensors' --include 'open_clip_pytorch_model.bin'"
 )
+# The old id of ModelScope's repository (the organisation was renamed; the files are the same).
+OLD_MODELSCOPE_ID = "damo-vilab/text-to-video-ms-1.7b"
 
 
 def test_offline_with_an_empty_cache(hf_cache: Path) -> None:
@@ -37,6 +41,7 @@ def test_offline_with_an_empty_cache(hf_cache: Path) -> None:
     assert f"are not in the Hugging Face cache {hf_cache} and HF_HUB_OFFLINE is set" in message
     assert f"`{MODELSCOPE_COMMAND} && {OPEN_CLIP_COMMAND}`" in message
     assert "--backbone-path" in message
+    assert OLD_MODELSCOPE_ID not in message  # downloads go to the current id
     with pytest.raises(MissingWeightsError):  # no revision can be named, and load would fail
         ModelScopeBackbone().fingerprint()
 
@@ -53,6 +58,25 @@ def test_offline_names_only_what_is_missing(tiny_parts: tuple[Path, Path], hf_ca
     with pytest.raises(MissingWeightsError) as info:
         ModelScopeBackbone().load("cpu")
     assert OPEN_CLIP_ID not in str(info.value)
+
+
+def test_the_open_clip_hint_fetches_what_the_loader_accepts() -> None:
+    """Run the hint's --include patterns against the files laion's repository certainly holds
+    (config and the pickle; whether it also has open_clip_model.safetensors is not assumed):
+    they must select a checkpoint the loader takes, and nothing else it cannot use."""
+    from fnmatch import fnmatch
+
+    command = ModelScopeBackbone()._appearance_source().command()
+    assert command == OPEN_CLIP_COMMAND
+    for weights in hub.OPEN_CLIP_WEIGHTS:
+        assert f"--include '{weights}'" in command
+    patterns = hub.OpenCLIPLayout().expected_patterns()
+    laion_files = {"open_clip_config.json", "open_clip_pytorch_model.bin", "pytorch_model.bin", "config.json", "README.md"}
+    fetched = {f for f in laion_files if any(fnmatch(f, p) for p in patterns)}
+    assert fetched == {"open_clip_config.json", "open_clip_pytorch_model.bin"}
+    assert hub.OpenCLIPLayout().plan(fetched).missing == []
+    safetensors_only = {"open_clip_config.json", "open_clip_model.safetensors"}
+    assert {f for f in safetensors_only if any(fnmatch(f, p) for p in patterns)} == safetensors_only
 
 
 def test_zeroscope_command_fetches_its_pickles() -> None:
@@ -155,6 +179,64 @@ def test_download_fetches_the_fp16_files_only(
     assert len(hubs[MODELSCOPE_ID].calls) == 1 and len(hubs[OPEN_CLIP_ID].calls) == 1
 
 
+def pickled_open_clip(open_clip_folder: Path, folder: Path) -> Path:
+    """The tiny OpenCLIP model as laion's older repositories hold it: config + .bin only."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder.mkdir(parents=True)
+    shutil.copy(open_clip_folder / "open_clip_config.json", folder)
+    state = load_file(str(open_clip_folder / "open_clip_model.safetensors"))
+    torch.save(state, folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+def test_an_open_clip_repository_with_only_the_pickle_is_downloaded_and_loaded(
+    online: None, tiny_parts: tuple[Path, Path], hf_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, open_clip_folder = tiny_parts
+    pickled = pickled_open_clip(open_clip_folder, tmp_path / "laion")
+    hubs = {
+        MODELSCOPE_ID: FakeHub(pipeline, hub.list_files(pipeline), FAKE_COMMIT),
+        OPEN_CLIP_ID: FakeHub(pickled, hub.list_files(pickled) | {"pytorch_model.bin", "config.json"}, OPEN_CLIP_COMMIT),
+    }
+    install_fake(monkeypatch, hubs)
+    parts = ModelScopeBackbone().load("cpu")
+    assert hubs[OPEN_CLIP_ID].calls[0]["allow_patterns"] == ["open_clip_config.json", "open_clip_pytorch_model.bin"]
+    assert parts.appearance_encoder is not None
+
+
+def test_weights_cached_under_the_old_id_are_not_downloaded_again(
+    online: None, tiny_parts: tuple[Path, Path], hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online, a complete copy under the old id is used as it is: the Hub is not asked."""
+    pipeline, open_clip_folder = tiny_parts
+    put_in_cache(hf_cache, OLD_MODELSCOPE_ID, FAKE_COMMIT, pipeline)
+    put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, open_clip_folder)
+    install_fake(monkeypatch, {})  # any call to the Hub would be a KeyError
+    backbone = ModelScopeBackbone()
+    backbone.load("cpu")
+    assert (backbone.fingerprint().model_id, backbone.fingerprint().revision) == (OLD_MODELSCOPE_ID, FAKE_COMMIT)
+    assert not hub.repo_folder(MODELSCOPE_ID).exists()
+
+
+def test_an_incomplete_copy_under_the_old_id_is_completed_under_the_current_one(
+    online: None, tiny_parts: tuple[Path, Path], hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, open_clip_folder = tiny_parts
+    old = put_in_cache(hf_cache, OLD_MODELSCOPE_ID, "1" * 40, pipeline)
+    shutil.rmtree(old / "unet")
+    put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, open_clip_folder)
+    hubs = {MODELSCOPE_ID: FakeHub(pipeline, hub.list_files(pipeline), FAKE_COMMIT)}  # no entry for the old id
+    install_fake(monkeypatch, hubs)
+    backbone = ModelScopeBackbone()
+    assert backbone.fingerprint().model_id == OLD_MODELSCOPE_ID  # all there is, before loading
+    backbone.load("cpu")
+    assert [call["repo_id"] for call in hubs[MODELSCOPE_ID].calls] == [MODELSCOPE_ID]
+    assert (backbone.fingerprint().model_id, backbone.fingerprint().revision) == (MODELSCOPE_ID, FAKE_COMMIT)
+    assert ModelScopeBackbone().fingerprint() == backbone.fingerprint()  # the complete copy wins
+
+
 def test_connection_errors_become_missing_weights(online: None, hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
@@ -190,6 +272,48 @@ def test_weights_format_preference() -> None:
     sharded = {"text_encoder/model.safetensors.index.json", "text_encoder/model-00001-of-00002.safetensors"}
     assert hub.find_weights(sharded, "text_encoder", "transformers", hub.FP16_SAFETENSORS) == hub.SAFETENSORS
     assert hub.find_weights(set(), "vae", "diffusers", hub.FP16_SAFETENSORS) is None
+
+
+def test_sharded_variant_indexes_are_found() -> None:
+    """diffusers and transformers save a sharded fp16 checkpoint as `<name>.fp16-0000k-of-0000n.<ext>`
+    with the index `<name>.<ext>.index.fp16.json` (checked against the installed libraries in
+    test_modelscope_loading.py::test_a_sharded_fp16_local_folder_loads)."""
+    vae = {"vae/diffusion_pytorch_model.safetensors.index.fp16.json", "vae/diffusion_pytorch_model.fp16-00001-of-00002.safetensors"}
+    assert hub.find_weights(vae, "vae", "diffusers", hub.FP16_SAFETENSORS) == hub.FP16_SAFETENSORS
+    assert hub.find_weights(vae, "vae", "diffusers", hub.PICKLE) == hub.FP16_SAFETENSORS
+    text = {"text_encoder/model.safetensors.index.fp16.json", "text_encoder/model.fp16-00001-of-00002.safetensors"}
+    assert hub.find_weights(text, "text_encoder", "transformers", hub.SAFETENSORS) == hub.FP16_SAFETENSORS
+    pickles = {"unet/diffusion_pytorch_model.bin.index.fp16.json"}
+    assert hub.find_weights(pickles, "unet", "diffusers", hub.FP16_SAFETENSORS) == hub.FP16_PICKLE
+    assert hub.FP16_SAFETENSORS.patterns("text_encoder", "transformers") == [
+        "text_encoder/model.fp16.safetensors",
+        "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/model.fp16-*-of-*.safetensors",
+    ]
+    assert hub.SAFETENSORS.patterns("unet", "diffusers") == [
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors.index.json",
+        "unet/diffusion_pytorch_model-*-of-*.safetensors",
+    ]
+    assert hub.PICKLE.index_filename("transformers") == "pytorch_model.bin.index.json"
+    assert hub.FP16_PICKLE.index_filename("transformers") == "pytorch_model.bin.index.fp16.json"
+
+
+def test_the_cache_is_searched_under_the_current_id_first(tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:
+    pipeline, _ = tiny_parts
+    source = ModelScopeBackbone()._pipeline_source()
+    assert source.repo_id == MODELSCOPE_ID and source.aliases == (OLD_MODELSCOPE_ID,)
+    assert source.cached() is None
+    old = put_in_cache(hf_cache, OLD_MODELSCOPE_ID, "1" * 40, pipeline)
+    assert source.cached() == (OLD_MODELSCOPE_ID, old)
+    current = put_in_cache(hf_cache, MODELSCOPE_ID, FAKE_COMMIT, pipeline)
+    assert source.cached() == (MODELSCOPE_ID, current)
+    assert ModelScopeBackbone().fingerprint().model_id == MODELSCOPE_ID
+    (current / "vae" / "diffusion_pytorch_model.safetensors").unlink()  # incomplete: the old copy is whole
+    assert source.cached() == (OLD_MODELSCOPE_ID, old)
+    shutil.rmtree(old / "text_encoder")  # neither is whole: the current one is named
+    assert source.cached() == (MODELSCOPE_ID, current)
+    assert ZeroscopeBackbone()._pipeline_source().aliases == ()
 
 
 def test_a_local_folder_without_image_encoder_needs_the_cached_one(local_folder: Path, tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:

@@ -77,3 +77,14 @@ def test_backbones_info_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["parameters"]["motion"] == MOTION_PARAMETERS
     assert len(data["identity_sites"]) == 16 and len(data["motion_sites"]) == 17
     assert data["unet_parameters"] == 1_411_233_860
+
+
+def test_adapters_learnt_under_the_old_hub_id_fit_the_same_commit_under_the_new_one() -> None:
+    from dreamvideo_cli.backbone import Fingerprint
+
+    old = Fingerprint("modelscope", "damo-vilab/text-to-video-ms-1.7b", "8227dddca75a8561bf858d604cc5dae52b954d01")
+    new = Fingerprint("modelscope", "ali-vilab/text-to-video-ms-1.7b", "8227dddca75a8561bf858d604cc5dae52b954d01")
+    other_commit = Fingerprint("modelscope", "ali-vilab/text-to-video-ms-1.7b", "0" * 40)
+    assert ModelScopeBackbone.same_weights(old, new) and ModelScopeBackbone.same_weights(new, old)
+    assert not ModelScopeBackbone.same_weights(old, other_commit)
+    assert not ZeroscopeBackbone.same_weights(old, new)  # Zeroscope has no alias
