@@ -384,7 +384,16 @@ def test_grid_two_processes_match_one(grid_once: Path, studio: Path, tmp_path: P
 
     one = json.loads((grid_once / "results.json").read_text())
     two = json.loads((out / "results.json").read_text())
+    # Every cell's settings, prompts and files are the same. Its video may differ by a level
+    # in a few pixels: CPU kernels sum in an order that depends on memory alignment, which
+    # differs between processes (the suite saw mean-pixel 0.431323 vs 0.431229 in about one
+    # run in three, before and after the backbone contract), so scores match to 1e-3.
+    scores_one = [c.pop("scores") for c in one["cells"]]
+    scores_two = [c.pop("scores") for c in two["cells"]]
     assert two == one
+    for a, b in zip(scores_two, scores_one, strict=True):
+        assert a.keys() == b.keys()
+        assert all(a[k] == pytest.approx(b[k], abs=1e-3) if b[k] is not None else a[k] is None for k in b)
     # Cell i went to process i % 2.
     ranks = [json.loads((out / "cells" / f"{c['id']}.result.json").read_text())["process"] for c in two["cells"]]
     assert ranks == [0, 1, 0, 1]
