@@ -12,7 +12,7 @@ import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from dreamvideo_cli.runtime import (
     to_tensor_images,
     tokenize,
 )
+
+if TYPE_CHECKING:
+    from dv_registry import Manifest, Registry
 
 
 @dataclass
@@ -102,7 +105,7 @@ class LoadedBackbone:
         return self._parts
 
 
-def _resolve(registry: Any, ref: str, kind: str) -> Any:
+def _resolve(registry: Registry, ref: str, kind: str) -> Any:
     if ref in ("-", ""):
         return None
     manifest = registry.resolve(ref)
@@ -149,7 +152,7 @@ def compose(
     output: str | Path,
     config: ComposeConfig,
     *,
-    registry: Any,
+    registry: Registry,
     on_event: EventHandler = ignore_events,
     loaded: LoadedBackbone | None = None,
 ) -> ComposeResult:
@@ -264,7 +267,7 @@ def compose(
     return ComposeResult(video_path, sheet_path, final_prompt, seed, metadata, gif_path)
 
 
-def _describe(manifest: Any) -> dict[str, Any] | None:
+def _describe(manifest: Manifest | None) -> dict[str, Any] | None:
     if manifest is None:
         return None
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -18,8 +18,11 @@ from dreamvideo_cli.learn.common import png_bytes, tensors_to_bytes
 SAFETENSORS = "application/vnd.dv.safetensors"
 REFERENCE_SIDE = 512  # reference images are kept at most this size on their short side
 
+if TYPE_CHECKING:
+    from dv_registry import Kind, Manifest, Registry
 
-def check_new_name(registry: Any, kind: str, name: str) -> None:
+
+def check_new_name(registry: Registry, kind: str, name: str) -> None:
     """Refuse, before any training, a name that is invalid or already the other kind."""
     from dv_registry import NotFoundError
     from dv_registry.refs import check_name
@@ -55,9 +58,9 @@ def _reference_png(image: Image.Image) -> bytes:
 
 
 def store_adapter(
-    registry: Any,
+    registry: Registry,
     *,
-    kind: str,
+    kind: Kind,
     name: str,
     backbone: Backbone,
     adapters: AdapterSet,
@@ -66,7 +69,7 @@ def store_adapter(
     fields: dict[str, Any],
     reference_images: list[tuple[Path, Image.Image]],
     preview: Image.Image,
-) -> Any:
+) -> Manifest:
     """Add a new version of `name` (and its checkpoints) to the registry; returns the manifest."""
     from dv_registry import NewEntry, NewFile
 
@@ -106,14 +109,14 @@ def store_adapter(
     return manifest
 
 
-def load_adapter_tensors(registry: Any, manifest: Any, role: str = "adapter") -> dict[str, torch.Tensor]:
+def load_adapter_tensors(registry: Registry, manifest: Any, role: str = "adapter") -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     data = registry.read_file(manifest, role)
     return load(data)
 
 
-def reference_images(registry: Any, manifest: Any) -> list[Image.Image]:
+def reference_images(registry: Registry, manifest: Any) -> list[Image.Image]:
     out = []
     for entry in manifest.files_with("reference_image"):
         with Image.open(io.BytesIO(registry.blob_path(entry.digest).read_bytes())) as img:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from dreamvideo_cli.runtime import (
     tokenize,
 )
 from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
+
+if TYPE_CHECKING:
+    from dv_registry import Manifest, Registry
 
 
 @dataclass
@@ -83,10 +86,10 @@ def learn_subject(
     name: str,
     config: SubjectConfig,
     *,
-    registry: Any,
+    registry: Registry,
     on_event: EventHandler = ignore_events,
     resume: str | None = None,
-) -> Any:
+) -> Manifest:
     """Learn `name` from the photos in `photos_dir`; returns the stored registry manifest."""
     quiet_libraries()
     started = time.monotonic()
