@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dreamvideo_cli import __version__, media
+from dreamvideo_cli.adapter_refs import check_counts, check_output, resolve_pair
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token, remove_placeholder_tokens
 from dreamvideo_cli.backbone import Backbone, Components, Fingerprint
 from dreamvideo_cli.errors import DVError
@@ -105,18 +106,6 @@ class LoadedBackbone:
         return self._parts
 
 
-def _resolve(registry: Registry, ref: str, kind: str) -> Any:
-    if ref in ("-", ""):
-        return None
-    manifest = registry.resolve(ref)
-    if manifest.kind != kind:
-        raise DVError(
-            f"{ref!r} is a {manifest.kind}, not a {kind}",
-            "compose takes SUBJECT MOTION PROMPT; use - to leave one out",
-        )
-    return manifest
-
-
 def backbone_for(manifests: list[Any], backbone_path: str | None) -> tuple[Backbone, Fingerprint]:
     """The backbone every adapter was trained on; refuse adapters from different ones."""
     from dreamvideo_cli.plugins import get_backbone
@@ -160,13 +149,9 @@ def compose(
     sheet PNG beside it, and the settings as metadata."""
     quiet_libraries()
     started = time.monotonic()
-    subject = _resolve(registry, subject_ref, "subject")
-    motion = _resolve(registry, motion_ref, "motion")
-    if subject is None and motion is None:
-        raise DVError("compose needs a subject, a motion, or both", "pass - for at most one of them")
-    output = Path(output)
-    if output.suffix.lower() not in (".mp4", ".gif"):
-        raise DVError(f"cannot write {output.name}: the output must end in .mp4 or .gif", "use -o out.mp4")
+    subject, motion = resolve_pair(registry, subject_ref, motion_ref)
+    output = check_output(output)
+    check_counts(config.steps, config.frames)
     appearance_path = Path(config.appearance_image) if config.appearance_image else None
     appearance_photo = media.load_photo(appearance_path) if appearance_path else None
 
@@ -176,6 +161,9 @@ def compose(
     defaults = backbone.sampling
     sampler = get_sampler(config.sampler or defaults.sampler)
     steps = config.steps or (defaults.steps if sampler.name == defaults.sampler else sampler.default_steps)
+    trained_levels = backbone.training_objective().num_train_timesteps
+    if steps > trained_levels:
+        raise DVError(f"--steps {steps} is more than the {trained_levels} noise levels {backbone.name} was trained with", f"use at most --steps {trained_levels}")
     guidance = defaults.guidance if config.guidance is None else config.guidance
     fmt = backbone.video_format
     frames, fps = config.frames or fmt.frames, config.fps or fmt.fps
@@ -185,7 +173,7 @@ def compose(
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = loaded.get(backbone, device) if loaded is not None else backbone.load(device, frozen_dtype(device))
-    check_backbone(backbone, fingerprint, (subject or motion).ref)
+    check_backbone(backbone, fingerprint, next(m.ref for m in (subject, motion) if m is not None))
     sites = backbone.adapter_sites(parts.denoiser)
     prepare_denoiser(parts)
 
@@ -194,6 +182,8 @@ def compose(
         token = phrase = None
         if subject is not None:
             token = subject.token
+            if token is None:
+                raise DVError(f"{subject.ref} records no token", f"learn it again, or remove it with `dv rm {subject.ref}`")
             placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, subject.init_word or "object")
             undo.callback(remove_placeholder_tokens, parts.tokenizer, parts.text_encoder)
             with torch.no_grad():
@@ -214,6 +204,8 @@ def compose(
 
         final_prompt = build_prompt(prompt, token, phrase)
         on_event(Note(f"prompt: {final_prompt}"))
+        check_prompt_length(parts, final_prompt, token, backbone.name, on_event)
+        check_prompt_length(parts, config.negative_prompt, None, backbone.name, on_event, "negative prompt")
 
         # The appearance guide: a user image, else one of the subject's photos (chosen by the
         # seed, as the paper picks one at random), else nothing (a zero embedding).
@@ -277,6 +269,24 @@ def _describe(manifest: Manifest | None) -> dict[str, Any] | None:
         "init_word": manifest.init_word,
         "phrase": manifest.phrase,
     }
+
+
+def check_prompt_length(
+    parts: Components, prompt: str, token: str | None, backbone: str, on_event: EventHandler, what: str = "prompt"
+) -> None:
+    """A prompt longer than the text encoder reads is cut: warn with the words lost, and
+    refuse when the cut would drop the subject's token (the subject would vanish)."""
+    dropped = parts.text.overflow(prompt)
+    if not dropped:
+        return
+    words = parts.tokenizer.decode(dropped).strip()
+    limit = parts.text.max_length
+    if token is not None and parts.tokenizer.convert_tokens_to_ids(token) in dropped:
+        raise DVError(
+            f"the {what} is longer than {backbone}'s text encoder reads ({limit} tokens), and the cut drops the subject's token {token}",
+            "shorten it, or put {subject} earlier in it",
+        )
+    on_event(Note(f"the {what} is longer than {backbone}'s text encoder reads ({limit} tokens); it is cut before: {words!r}", "warning"))
 
 
 def initial_noise(parts: Components, frames: int, height: int, width: int, seed: int) -> torch.Tensor:

@@ -57,6 +57,15 @@ class TextEncoding(ABC):
     def run(self, tokens: Tokens) -> torch.Tensor:
         """Tokens -> hidden states [B, T, D] (gradients flow when enabled)."""
 
+    def overflow(self, prompt: str) -> list[int]:
+        """The token ids of `prompt` that `tokenize` cuts off (the encoder reads at most
+        `max_length`, the end token included): both CLIP and T5 keep the first
+        max_length - 1 tokens and end with the end token."""
+        ids: list[int] = self.tokenizer(self.prepare(prompt), add_special_tokens=True, truncation=False)["input_ids"]
+        if len(ids) <= self.max_length:
+            return []
+        return ids[self.max_length - 1 : -1]
+
     def encode(self, tokens: Tokens) -> torch.Tensor:
         if self.offload and self.device is not None:
             self.model.to(self.device)

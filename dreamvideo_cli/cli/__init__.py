@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from types import FrameType
 
 import typer
 
@@ -67,17 +70,38 @@ def _is_usage_error(exc: Exception) -> bool:
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `dv` script: user errors are one line and a non-zero exit."""
+    """Entry point of the `dv` script: user errors are one line and a non-zero exit.
+
+    Ctrl-C and SIGTERM are one line and exit 130 wherever they land (a training loop
+    catches them itself to save its state first); output files are written atomically, so
+    nothing is left half-written."""
+    previous_term = None
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave signals alone
+        previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         _install_plugin_commands()
-        app(args=argv, prog_name="dv", standalone_mode=False)
+        # Typer turns a KeyboardInterrupt into Exit(130) and, outside standalone mode,
+        # returns that code instead of raising it.
+        code = app(args=argv, prog_name="dv", standalone_mode=False)
+        if code == INTERRUPTED:
+            error_line("interrupted")
+            return INTERRUPTED
+        if isinstance(code, int) and code:
+            return code
     except DVError as exc:
         error_line(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         error_line("interrupted")
-        return 130
+        return INTERRUPTED
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -91,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()  # type: ignore[attr-defined]
             return int(exc.exit_code)  # type: ignore[attr-defined]
         raise
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     return 0
 
 

@@ -68,7 +68,8 @@ class ProgressRenderer:
                 info(event.message)
         elif isinstance(event, StageStarted):
             if not self.quiet and not self.live:
-                info(f"{event.stage}: {event.description} ({event.total_steps} steps)")
+                steps = "step" if event.total_steps == 1 else "steps"
+                info(f"{event.stage}: {event.description} ({event.total_steps} {steps})")
             self.tasks[event.stage] = self.progress.add_task(
                 event.description, total=event.total_steps, stage=event.stage, status="", rate=""
             )

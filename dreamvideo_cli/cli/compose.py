@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -35,14 +36,23 @@ def compose(
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
-    import torch
+    import secrets
+
+    from dreamvideo_cli.adapter_refs import check_counts, check_output, resolve_pair
+    from dv_registry import Registry
+
+    # What a user can get wrong is checked before torch loads (seconds on a cold start).
+    registry = Registry()
+    resolve_pair(registry, subject, motion)
+    check_counts(steps, frames)
+    if output is not None:
+        check_output(output)
+    if seed is None:
+        seed = secrets.randbelow(2**31 - 1)
 
     from dreamvideo_cli.compose import ComposeConfig
     from dreamvideo_cli.compose import compose as run_compose
-    from dv_registry import Registry
 
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     if output is None:
         stem = "-".join(p.replace(":", "_").replace("@", "_") for p in (subject, motion) if p != "-")
         output = Path("dv-out") / f"{stem}-{seed}.mp4"
@@ -66,7 +76,7 @@ def compose(
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
     with ProgressRenderer(quiet=json) as progress:
-        result = run_compose(subject, motion, prompt, output, config, registry=Registry(), on_event=progress)
+        result = run_compose(subject, motion, prompt, output, config, registry=registry, on_event=progress)
     if json:
         print_json(
             {
@@ -79,5 +89,7 @@ def compose(
             }
         )
         return
-    out.print(f"prompt: {result.prompt}")
+    # On a terminal the prompt was just shown with the progress (stderr); say it once.
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        out.print(f"prompt: {result.prompt}")
     out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))

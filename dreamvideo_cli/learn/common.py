@@ -379,14 +379,63 @@ def maybe_save_checkpoint(
         on_event(CheckpointSaved(stage, step, str(run.folder)))
 
 
-def resumed_config(registry_home: Path, resume: str, kind: str, config_type: type[Any], device: str) -> tuple[Run, Any, str, Path]:
-    """Open a run to resume: its saved config (only the device may change), name and inputs."""
+# Settings a resumed run may change: how it runs, not what it learns.
+RESUMABLE_SETTINGS = frozenset({"device", "log_every", "save_every", "compile", "gradient_checkpointing", "description"})
+# Step totals per stage: a resumed run may lengthen or shorten a stage it has not passed.
+STAGE_TOTALS = {"embedding_steps": "embedding", "adapter_steps": "identity", "steps": "motion"}
+
+
+def resumed_config(
+    registry_home: Path, resume: str, kind: str, config_type: type[Any], requested: Any, on_event: EventHandler | None = None
+) -> tuple[Run, Any, str, Path]:
+    """Open a run to resume: its saved config, name and inputs.
+
+    `requested` is the config the user asked for now (or just a device name). A setting
+    the user changed from its default is applied if it only changes how the run goes on
+    (the device, logging, checkpoints, a later end of a stage not yet passed), and said so;
+    any other change (a learning rate, a batch size, the frames) is refused in one line,
+    since the saved state was made with the old value."""
     run = Run.open(registry_home, resume)
     saved = run.config()
     if saved["kind"] != kind:
         raise DVError(f"run {resume!r} is a {saved['kind']} run", f"resume it with `dv {saved['kind']} learn`")
-    config = config_type(**{**saved["config"], "device": device})
-    return run, config, saved["name"], Path(saved["inputs"])
+    values = dict(saved["config"])
+    if isinstance(requested, str):
+        values["device"] = requested
+        return run, config_type(**values), saved["name"], Path(saved["inputs"])
+    state = json.loads((run.folder / "checkpoints" / "state.json").read_text())
+    defaults = config_type()
+    applied = []
+    for name, value in asdict(requested).items():
+        if name not in values or value == values[name] or value == getattr(defaults, name):
+            continue
+        stage = STAGE_TOTALS.get(name)
+        if name in RESUMABLE_SETTINGS or (stage is not None and _can_retotal(state, stage, value)):
+            applied.append(f"{name} {values[name]} -> {value}")
+            values[name] = value
+        elif stage is not None:
+            raise DVError(
+                f"run {run.id} is past step {value} of {stage}",
+                f"resume with --{name.replace('_', '-')} above {state['step']}, or start a new run",
+            )
+        else:
+            raise DVError(
+                f"run {run.id} was started with {name} = {values[name]!r}, and a resumed run keeps what it learns with",
+                f"resume without --{name.replace('_', '-')}, or start a new run",
+            )
+    values["device"] = requested.device
+    if applied and on_event is not None:
+        on_event(Note(f"resuming with {', '.join(applied)}"))
+    return run, config_type(**values), saved["name"], Path(saved["inputs"])
+
+
+def _can_retotal(state: dict[str, Any], stage: str, total: int) -> bool:
+    """A stage's total may change while that stage (or an earlier one) is where the run is."""
+    order = ["embedding", "identity", "done"] if stage in ("embedding", "identity") else ["motion", "done"]
+    at = state["stage"] if state["stage"] in order else order[-1]
+    if order.index(at) < order.index(stage):
+        return True
+    return at == stage and total > int(state["step"])
 
 
 def run_stage(

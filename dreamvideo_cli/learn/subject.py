@@ -95,7 +95,7 @@ def learn_subject(
     started = time.monotonic()
     resumed = None
     if resume is not None:
-        resumed, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config.device)
+        resumed, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config, on_event)
     check_new_name(registry, "subject", name)
 
     # --- data: validate everything before touching the model ---------------------------

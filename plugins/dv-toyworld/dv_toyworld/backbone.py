@@ -74,9 +74,11 @@ class ToyWorldBackbone(Backbone):
             path = self.weights_path()
             if not path.is_file():
                 raise self._missing(path)
+            from safetensors import SafetensorError
+
             try:
                 model.load_into(path, parts)
-            except (ValueError, RuntimeError, OSError) as exc:
+            except (ValueError, RuntimeError, OSError, SafetensorError) as exc:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # errors are one line
                 raise MissingWeightsError(f"cannot load the toyworld weights {path}: {reason}", f"retrain them with `{PRETRAIN_COMMAND} --out {path}`") from None
         device = torch.device(device)

@@ -44,8 +44,14 @@ def demo(
         config = replace(config, appearance_strength=appearance_strength)
     if quick or os.environ.get(QUICK_ENV, "") not in ("", "0"):
         config = config.quick()
-    with ProgressRenderer(quiet=json) as progress:
-        result = run_demo(out, config, Registry(), on_event=progress)
+    from dreamvideo_cli import Interrupted
+
+    try:
+        with ProgressRenderer(quiet=json) as progress:
+            result = run_demo(out, config, Registry(), on_event=progress)
+    except Interrupted:
+        # The learning it stopped could be resumed, but `dv demo` starts over by design.
+        raise Interrupted("dv demo stopped", "run `dv demo` again to start over") from None
     if json:
         print_json(result.as_json())
         return

@@ -95,3 +95,18 @@ def test_demo_help_states_the_config_defaults() -> None:
     params = inspect.signature(cli.demo).parameters
     for option in ("seeds", "motion_scale", "appearance_strength"):
         assert f"[default: {getattr(defaults, option)}]" in params[option].default.help, option
+
+
+def test_an_interrupted_demo_says_to_run_it_again_not_to_resume(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamvideo_cli.cli import main
+    from dreamvideo_cli.errors import Interrupted
+    from dv_toyworld import demo
+
+    def interrupted_run_demo(out: Path, config: demo.DemoConfig, registry: object, on_event: object = None) -> None:
+        raise Interrupted("stopped during embedding at step 3; state saved in run x", "continue with --resume x")
+
+    monkeypatch.setattr(demo, "run_demo", interrupted_run_demo)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = main(["demo", "--json"])
+    err = capsys.readouterr().err
+    assert code == 130 and "run `dv demo` again" in err and "--resume" not in err

@@ -1,0 +1,171 @@
+"""Paper cuts a new user hits (issue 20, items 1-3): an interrupt anywhere is one line and
+exit 130 with nothing half-written; impossible counts and junk weights are one line, not a
+traceback; a prompt longer than the text encoder reads is cut with a warning, and refused
+when the cut would drop the subject's token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamvideo_cli.cli import main
+
+CLI = [sys.executable, "-c", "from dreamvideo_cli.cli import run; run()"]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a tiny subject `rex`, learnt in a few steps."""
+    root = tmp_path_factory.mktemp("studio")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    env = {**os.environ, "DV_HOME": str(root / "home")}
+    args = ["subject", "learn", str(photos), "--name", "rex", "--init-word", "dog", "--backbone", "tiny",
+            "--embedding-steps", "1", "--adapter-steps", "1", "--device", "cpu", "--save-every", "0"]  # fmt: skip
+    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def _run(studio: Path, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    monkeypatch.setenv("DV_HOME", str(studio / "home"))
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def _one_error_line(err: str) -> str:
+    """The one `error:` line among the progress notes; no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Path, tmp_path: Path, sig: int) -> None:
+    env = {**os.environ, "DV_HOME": str(studio / "home"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "never.mp4"
+    args = ["compose", "rex", "-", "on the beach", "--steps", "900", "--frames", "8", "--device", "cpu", "-o", str(out), "--seed", "1"]
+    proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # stderr is not a terminal: stages are announced as lines
+        if line.startswith("sampling") or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    assert "error: interrupted" in rest and "Traceback" not in rest
+    assert not out.exists() and not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--steps", "2000"], "at most --steps 1000"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--frames", "0"], "--frames must be at least 1"),
+    ],
+)
+def test_impossible_counts_are_one_line(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], expected: str) -> None:
+    code, err = _run(studio, ["compose", "rex", "-", "on the beach", "-o", str(tmp_path / "x.mp4"), "--device", "cpu", *args], capsys, monkeypatch)
+    assert code == 1
+    assert expected in _one_error_line(err)
+
+
+def test_junk_weights_for_the_toy_world_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dreamvideo_cli.errors import MissingWeightsError
+    from dv_toyworld.backbone import ToyWorldBackbone
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    for path in (junk, Path(__file__)):
+        with pytest.raises(MissingWeightsError, match="cannot load the toyworld weights") as caught:
+            ToyWorldBackbone(path=str(path)).load("cpu")
+        assert "\n" not in str(caught.value)
+
+
+def test_a_long_prompt_is_cut_with_a_warning(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The tiny backbone's tokenizer reads 16 tokens.
+    long = "{subject} on the beach in the snow in the park on the street in the forest"
+    code, err = _run(studio, ["compose", "rex", "-", long, "-o", str(tmp_path / "a.mp4"), "--device", "cpu", "--steps", "1", "--frames", "2"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "is longer than tiny's text encoder reads (16 tokens); it is cut before:" in err and "forest" in err
+
+
+def test_a_cut_that_drops_the_subject_token_is_refused(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    long = "on the beach in the snow in the park on the street in the forest with {subject}"
+    code, err = _run(studio, ["compose", "rex", "-", long, "-o", str(tmp_path / "b.mp4"), "--device", "cpu", "--steps", "1", "--frames", "2"], capsys, monkeypatch)
+    assert code == 1
+    line = _one_error_line(err)
+    assert "drops the subject's token <rex>" in line and "{subject} earlier" in line
+    assert not (tmp_path / "b.mp4").exists()
+
+
+def test_name_errors_come_before_torch_is_imported(studio: Path) -> None:
+    env = {**os.environ, "DV_HOME": str(studio / "home")}
+    code = (
+        "import sys\nfrom dreamvideo_cli.cli import main\n"
+        "rc = main(['compose', 'nope', '-', 'x'])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False"], done.stderr
+
+
+def _interrupted_subject_run(home: Path, photos: Path) -> str:
+    from dreamvideo_cli.errors import Interrupted
+    from dreamvideo_cli.events import StepDone
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dv_registry import Registry
+
+    def stop_at_embedding_step_2(event: object) -> None:
+        if isinstance(event, StepDone) and event.stage == "embedding" and event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = SubjectConfig(backbone="tiny", embedding_steps=50, adapter_steps=2, save_every=0, seed=7, device="cpu")
+    with pytest.raises(Interrupted) as stopped:
+        learn_subject(photos, "paused", config, registry=Registry(home), on_event=stop_at_embedding_step_2)
+    return stopped.value.hint.split()[-1] if stopped.value.hint else ""
+
+
+def test_resume_applies_a_new_stage_end_and_says_so(studio: Path, tmp_path: Path) -> None:
+    from dreamvideo_cli.events import EventLog, Note
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dv_registry import Registry
+
+    home = tmp_path / "home"
+    run_id = _interrupted_subject_run(home, studio / "photos")
+    log = EventLog()
+    requested = SubjectConfig(embedding_steps=4, device="cpu")  # everything else left at its default
+    manifest = learn_subject(studio / "photos", "ignored", requested, registry=Registry(home), resume=run_id, on_event=log)
+    assert manifest.name == "paused" and manifest.training["embedding_steps"] == 4
+    assert manifest.training["adapter_steps"] == 2 and manifest.training["backbone"] == "tiny"
+    assert any(isinstance(e, Note) and "embedding_steps 50 -> 4" in e.message for e in log.events)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [({"lr_embedding": 1e-3}, "started with lr_embedding = 0.0001"), ({"embedding_steps": 1}, "past step 1 of embedding")],
+)
+def test_resume_refuses_what_the_saved_state_cannot_follow(studio: Path, tmp_path: Path, change: dict[str, float], expected: str) -> None:
+    from dreamvideo_cli.errors import DVError
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dv_registry import Registry
+
+    home = tmp_path / "home"
+    run_id = _interrupted_subject_run(home, studio / "photos")
+    with pytest.raises(DVError, match=expected):
+        learn_subject(studio / "photos", "x", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id)  # type: ignore[arg-type]
