@@ -277,7 +277,7 @@ def grid_once(studio: Path, fake_metrics: object, tmp_path_factory: pytest.TempP
     out = tmp_path_factory.mktemp("grid1") / "grid"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DV_HOME", str(studio / "home"))
-        code = main(["eval", "--grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(_prompts(out.parent)), "-o", str(out), *GRID_OPTIONS, "--json"])
+        code = main(["eval", "grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(_prompts(out.parent)), "-o", str(out), *GRID_OPTIONS, "--json"])
     assert code == 0
     return out
 
@@ -324,7 +324,7 @@ def test_grid_rerun_skips_done_cells(grid_once: Path, studio: Path, monkeypatch:
 
     monkeypatch.setattr(dreamvideo_cli.compose, "compose", counting)
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
-    args = ["eval", "--grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(grid_once), *GRID_OPTIONS]
+    args = ["eval", "grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(grid_once), *GRID_OPTIONS]
     code, out, err = run(args, capsys)
     assert code == 0, err
     assert composed == []
@@ -347,6 +347,75 @@ def test_grid_rerun_skips_done_cells(grid_once: Path, studio: Path, monkeypatch:
     assert code == 0, err
     assert composed == ["cat"]
     assert (grid_once / "results.json").read_text() == before
+
+
+def test_deprecated_grid_flag_still_runs_the_grid(grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dv eval --grid ...` (before `dv eval grid`) works for one release, with one note on stderr."""
+    before = (grid_once / "results.json").read_text()
+    monkeypatch.setenv("DV_HOME", str(studio / "home"))
+    args = ["eval", "--grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(grid_once), *GRID_OPTIONS]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "deprecated" in line]
+    assert len(notes) == 1 and "dv eval grid" in notes[0] and notes[0].startswith("warning")
+    assert "4 already done" in err and "overall" in out
+    assert (grid_once / "results.json").read_text() == before
+
+    # The new form says nothing of the sort.
+    code, _, err = run(["eval", "grid", *args[2:]], capsys)
+    assert code == 0, err
+    assert "deprecated" not in err
+
+
+def test_grid_subcommand_errors_and_help(home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk"], capsys)
+    assert code == 1 and "--prompts" in one_error_line(err)
+    assert "deprecated" not in err
+    code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk", "--prompts", str(_prompts(tmp_path)), "-o", str(tmp_path / "g"), "--seeds", "0"], capsys)
+    assert code == 1 and "--seeds" in one_error_line(err)
+    code, _, err = run(["eval", "grid", "--subjects", "walk", "--motions", "walk", "--prompts", str(_prompts(tmp_path)), "-o", str(tmp_path / "g"), *GRID_OPTIONS], capsys)
+    assert code == 1 and "not a subject" in one_error_line(err)
+    code, _, err = run(["eval", str(tmp_path), "--subjects", "cat"], capsys)
+    assert code == 1 and "dv eval grid" in one_error_line(err)
+
+    # `dv eval --help` is the help of scoring videos, and names the grid subcommand.
+    code, out, _ = run(["eval", "--help"], capsys)
+    assert code == 0 and "--metric" in out and "--subject " in out and "grid" in out
+    assert "--subjects" not in out and "--grid" not in out  # the deprecated flag is hidden
+    code, out, _ = run(["eval", "grid", "--help"], capsys)
+    assert code == 0 and "--subjects" in out and "--prompts" in out and "--steps" in out
+
+
+def test_plan_status_and_merge_read_a_finished_grid_back(grid_once: Path, studio: Path, fake_metrics: object) -> None:
+    """The grid's three steps on their own: planning keys every cell as the run did, every
+    cell is done, and merging its result files gives results.json's cells."""
+    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.grid import cell_status, merge_results, plan_grid
+    from dv_registry import Registry
+
+    spec = GridSpec(["cat", "-"], ["walk"], read_prompts(grid_once.parent / "prompts.txt"), [0], grid_once,
+                    ComposeConfig(steps=1, frames=4, device="cpu"), metrics=[FAKE])  # fmt: skip
+    plan = plan_grid(spec, Registry(studio / "home"))
+    assert [c.id for c in plan.cells] == [c.id for c in grid_cells(spec)]
+    assert plan.metric_names == FAKE.split(",")
+    assert {cell_status(plan, cell)[0] for cell in plan.cells} == {"done"}
+    assert plan.blank_metrics(plan.cells[2]).keys() == {"ref-mean"}  # no subject: no reference photos
+    results = json.loads((grid_once / "results.json").read_text())
+    assert merge_results(plan) == results["cells"]
+
+    # Other compose settings are other cells: nothing is done for them.
+    other = plan_grid(GridSpec(spec.subjects, spec.motions, spec.prompts, [0], grid_once, ComposeConfig(steps=2, frames=4)), Registry(studio / "home"))
+    assert {cell_status(other, cell)[0] for cell in other.cells} == {"compose"}
+    assert [c["status"] for c in merge_results(other)] == ["missing"] * 4
+
+
+def test_grid_names_moved_out_of_evaluate() -> None:
+    from dreamvideo_cli import evaluate, grid
+
+    with pytest.warns(DeprecationWarning, match="dreamvideo_cli.grid.run_grid"):
+        assert evaluate.run_grid is grid.run_grid
+    with pytest.raises(AttributeError):
+        evaluate.no_such_name  # noqa: B018
 
 
 @pytest.mark.slow
@@ -374,7 +443,7 @@ def test_grid_two_processes_match_one(grid_once: Path, studio: Path, tmp_path: P
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(launcher), "eval", "--grid", "--subjects", "cat,-", "--motions", "walk",
+        str(launcher), "eval", "grid", "--subjects", "cat,-", "--motions", "walk",
         "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(out), *GRID_OPTIONS, "--json",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540)

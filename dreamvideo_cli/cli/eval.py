@@ -1,4 +1,8 @@
-"""`dv eval VIDEO...` and `dv eval --grid`: score videos, or compose and score a whole grid."""
+"""`dv eval VIDEO...` scores videos; `dv eval grid ...` composes and scores a whole grid.
+
+`dv eval --grid ...` (before `dv eval grid`) still works for one release, with a one-line
+deprecation note on stderr.
+"""
 
 from __future__ import annotations
 
@@ -6,83 +10,188 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 
-from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.cli._output import out, print_json, warn
 from dreamvideo_cli.errors import DVError
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dreamvideo_cli.evaluate import GridResult, VideoScores
+    from dreamvideo_cli.evaluate import VideoScores
+    from dreamvideo_cli.grid import GridResult
+
+# The command that scores videos has no name of its own: `dv eval VIDEO...` is it.
+_SCORE = "score-videos"
+GRID_DEPRECATED = "`dv eval --grid` is deprecated and will be removed in the next release; use `dv eval grid` (same options)"
+
+
+class EvalGroup(TyperGroup):
+    """`dv eval`: a subcommand (`grid`) by name, else the videos to score."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        named = {name for name, command in self.commands.items() if not command.hidden}
+        if not args or (args[0] not in named and args[0] not in ctx.help_option_names):
+            args = [_SCORE, *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # The help of scoring videos (its usage, text and options), then the subcommands.
+        score = self.commands[_SCORE]
+        score.format_usage(ctx, formatter)
+        formatter.write_usage(ctx.command_path, "grid [OPTIONS]", prefix="   or: ")
+        score.format_help_text(ctx, formatter)
+        score.format_options(ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+eval_app = typer.Typer(
+    cls=EvalGroup,
+    help="Score videos, or compose and score a grid (dv eval grid).",
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 def install(app: typer.Typer) -> None:
     """Add `dv eval` to the app (once, however often it is called)."""
-    if any(command.name == "eval" for command in app.registered_commands):
+    installed = [command.name for command in app.registered_commands]
+    installed += [group.name for group in app.registered_groups]
+    if "eval" in installed:
         return
-    app.command("eval")(eval_command)
+    app.add_typer(eval_app, name="eval")
 
 
+# ---------------------------------------------------------------- options
+
+METRIC = typer.Option(None, "--metric", "-m", help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU).")
+SUBJECTS_HELP = "Subjects, comma-separated (- for none)."
+MOTIONS_HELP = "Motions, comma-separated (- for none)."
+PROMPTS_HELP = "A text file with one prompt per line."
+OUTPUT_HELP = "Folder for the videos and results (re-running resumes)."
+SEEDS_HELP = "Seeds per cell, SEED, SEED+1, ..."
+SEED_HELP = "The first seed."
+STEPS_HELP = "Sampling steps (default: the backbone's)."
+GUIDANCE_HELP = "Classifier-free guidance scale (default: the backbone's)."
+FRAMES_HELP = "Frames per video (default: the backbone's)."
+FPS_HELP = "Frame rate of the written videos."
+SAMPLER_HELP = "Sampler name (see `dv samplers`; default: the backbone's)."
+SUBJECT_SCALE_HELP = "Strength of the identity adapter."
+MOTION_SCALE_HELP = "Strength of the motion adapter."
+APPEARANCE_HELP = "lambda, the appearance-guidance strength."
+NEGATIVE_HELP = "Negative prompt."
+BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
+
+
+# ---------------------------------------------------------------- dv eval VIDEO...
+
+
+@eval_app.command(_SCORE, hidden=True)
 def eval_command(
     videos: list[Path] = typer.Argument(None, help="Videos, or folders of videos, to score."),
     subject: str = typer.Option(None, "--subject", help="Subject whose photos CLIP-I/DINO-I compare with (default: the one compose recorded)."),
     prompt: str = typer.Option(None, "--prompt", help="Text CLIP-T compares with (default: the prompt compose recorded)."),
-    metric: list[str] = typer.Option(None, "--metric", "-m", help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU)."),
+    metric: list[str] = METRIC,
+    device: str = DEVICE,
     json: bool = typer.Option(False, "--json", help="Print the scores as JSON on stdout."),
-    grid: bool = typer.Option(False, "--grid", help="Compose and score every subject x motion x prompt x seed."),
-    subjects: str = typer.Option(None, "--subjects", help="Grid: subjects, comma-separated (- for none)."),
-    motions: str = typer.Option(None, "--motions", help="Grid: motions, comma-separated (- for none)."),
-    prompts: Path = typer.Option(None, "--prompts", help="Grid: a text file with one prompt per line."),
-    output: Path = typer.Option(None, "-o", "--output", help="Grid: folder for the videos and results (re-running resumes)."),
-    seeds: int = typer.Option(1, "--seeds", help="Grid: seeds per cell, SEED, SEED+1, ..."),
-    seed: int = typer.Option(0, "--seed", help="Grid: the first seed."),
-    steps: int = typer.Option(None, "--steps", help="Grid: sampling steps (default: the backbone's)."),
-    guidance: float = typer.Option(None, "--guidance", help="Grid: classifier-free guidance scale (default: the backbone's)."),
-    frames: int = typer.Option(None, "--frames", help="Grid: frames per video (default: the backbone's)."),
-    fps: int = typer.Option(None, "--fps", help="Grid: frame rate of the written videos."),
-    sampler: str = typer.Option(None, "--sampler", help="Grid: sampler name (see `dv samplers`; default: the backbone's)."),
-    subject_scale: float = typer.Option(1.0, "--subject-scale", help="Grid: strength of the identity adapter."),
-    motion_scale: float = typer.Option(1.0, "--motion-scale", help="Grid: strength of the motion adapter."),
-    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="Grid: lambda, the appearance-guidance strength."),
-    negative_prompt: str = typer.Option("", "--negative-prompt", help="Grid: negative prompt."),
-    backbone_path: str = typer.Option(None, "--backbone-path", help="Grid: a local diffusers folder of the backbone."),
+    # Deprecated: `dv eval --grid ...` is `dv eval grid ...` (hidden; removed in the next release).
+    grid: bool = typer.Option(False, "--grid", hidden=True),
+    subjects: str = typer.Option(None, "--subjects", hidden=True),
+    motions: str = typer.Option(None, "--motions", hidden=True),
+    prompts: Path = typer.Option(None, "--prompts", hidden=True),
+    output: Path = typer.Option(None, "-o", "--output", hidden=True),
+    seeds: int = typer.Option(1, "--seeds", hidden=True),
+    seed: int = typer.Option(0, "--seed", hidden=True),
+    steps: int = typer.Option(None, "--steps", hidden=True),
+    guidance: float = typer.Option(None, "--guidance", hidden=True),
+    frames: int = typer.Option(None, "--frames", hidden=True),
+    fps: int = typer.Option(None, "--fps", hidden=True),
+    sampler: str = typer.Option(None, "--sampler", hidden=True),
+    subject_scale: float = typer.Option(1.0, "--subject-scale", hidden=True),
+    motion_scale: float = typer.Option(1.0, "--motion-scale", hidden=True),
+    appearance_strength: float = typer.Option(1.0, "--appearance-strength", hidden=True),
+    negative_prompt: str = typer.Option("", "--negative-prompt", hidden=True),
+    backbone_path: str = typer.Option(None, "--backbone-path", hidden=True),
 ) -> None:
     """Score videos with CLIP-T, CLIP-I, DINO-I, temporal consistency (and any installed metric).
 
-    With --grid, compose every subject x motion x prompt x seed into -o DIR and score each;
-    run it under `accelerate launch` to split the cells across processes or GPUs.
+    `dv eval grid ...` composes every subject x motion x prompt x seed and scores each; run it
+    under `accelerate launch` to split the cells across processes or GPUs.
     """
+    if grid:
+        if _is_main_process():
+            warn(GRID_DEPRECATED)
+        if videos:
+            raise DVError("--grid composes its own videos; it takes no VIDEO arguments", "drop the videos, and use `dv eval grid`")
+        if subject is not None or prompt is not None:
+            raise DVError("--subject and --prompt score given videos; a grid takes --subjects and --prompts", "use --subjects A,B --prompts FILE")
+        grid_command(
+            subjects=subjects, motions=motions, prompts=prompts, output=output, seeds=seeds, seed=seed,
+            metric=metric, device=device, json=json, steps=steps, guidance=guidance, frames=frames, fps=fps,
+            sampler=sampler, subject_scale=subject_scale, motion_scale=motion_scale,
+            appearance_strength=appearance_strength, negative_prompt=negative_prompt, backbone_path=backbone_path,
+        )  # fmt: skip
+        return
+
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dv_registry import Registry
 
-    if not grid:
-        if not videos:
-            raise DVError("no videos to score", "usage: dv eval VIDEO... or dv eval --grid ...")
-        grid_only = {"--subjects": subjects, "--motions": motions, "--prompts": prompts, "-o": output}
-        given = [flag for flag, value in grid_only.items() if value is not None]
-        if given:
-            raise DVError(f"{', '.join(given)} only apply to a grid", "add --grid")
-        from dreamvideo_cli.evaluate import evaluate_videos
+    if not videos:
+        raise DVError("no videos to score", "usage: dv eval VIDEO... or dv eval grid ...")
+    grid_only = {"--subjects": subjects, "--motions": motions, "--prompts": prompts, "-o": output}
+    given = [flag for flag, value in grid_only.items() if value is not None]
+    if given:
+        raise DVError(f"{', '.join(given)} only apply to a grid", "use `dv eval grid ...`")
+    from dreamvideo_cli.evaluate import evaluate_videos
 
-        with ProgressRenderer(quiet=json) as progress:
-            scores = evaluate_videos(
-                videos, registry=Registry(), subject=subject, prompt=prompt, metrics=metric, device=device, on_event=progress
-            )
-        _show_scores(scores, json)
-        return
+    with ProgressRenderer(quiet=json) as progress:
+        scores = evaluate_videos(
+            videos, registry=Registry(), subject=subject, prompt=prompt, metrics=metric, device=device, on_event=progress
+        )
+    _show_scores(scores, json)
 
-    if videos:
-        raise DVError("--grid composes its own videos; it takes no VIDEO arguments", "drop the videos or --grid")
-    if subject is not None or prompt is not None:
-        raise DVError("--subject and --prompt score given videos; a grid takes --subjects and --prompts", "use --subjects A,B --prompts FILE")
+
+# ---------------------------------------------------------------- dv eval grid
+
+
+@eval_app.command("grid")
+def grid_command(
+    subjects: str = typer.Option(None, "--subjects", help=SUBJECTS_HELP),
+    motions: str = typer.Option(None, "--motions", help=MOTIONS_HELP),
+    prompts: Path = typer.Option(None, "--prompts", help=PROMPTS_HELP),
+    output: Path = typer.Option(None, "-o", "--output", help=OUTPUT_HELP),
+    seeds: int = typer.Option(1, "--seeds", help=SEEDS_HELP),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    metric: list[str] = METRIC,
+    device: str = DEVICE,
+    json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    steps: int = typer.Option(None, "--steps", help=STEPS_HELP),
+    guidance: float = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
+    frames: int = typer.Option(None, "--frames", help=FRAMES_HELP),
+    fps: int = typer.Option(None, "--fps", help=FPS_HELP),
+    sampler: str = typer.Option(None, "--sampler", help=SAMPLER_HELP),
+    subject_scale: float = typer.Option(1.0, "--subject-scale", help=SUBJECT_SCALE_HELP),
+    motion_scale: float = typer.Option(1.0, "--motion-scale", help=MOTION_SCALE_HELP),
+    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help=APPEARANCE_HELP),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help=NEGATIVE_HELP),
+    backbone_path: str = typer.Option(None, "--backbone-path", help=BACKBONE_PATH_HELP),
+) -> None:
+    """Compose and score every subject x motion x prompt x seed into -o DIR.
+
+    Run it under `accelerate launch` to split the cells across processes or GPUs; re-running
+    the same command skips finished cells.
+    """
     if output is None or prompts is None:
-        raise DVError("a grid needs -o DIR and --prompts FILE", "e.g. dv eval --grid --subjects dog --motions walk --prompts prompts.txt -o grid/")
+        raise DVError("a grid needs -o DIR and --prompts FILE", "e.g. dv eval grid --subjects dog --motions walk --prompts prompts.txt -o grid/")
     if seeds < 1:
         raise DVError("--seeds must be at least 1", "pass --seeds 1 or more")
 
+    from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.compose import ComposeConfig
-    from dreamvideo_cli.evaluate import GridSpec, read_prompts, run_grid
+    from dreamvideo_cli.grid import GridSpec, read_prompts, run_grid
+    from dv_registry import Registry
 
     spec = GridSpec(
         subjects=_split(subjects) or ["-"],
@@ -130,6 +239,9 @@ def _is_main_process() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+# ---------------------------------------------------------------- output
 
 
 def _table(*columns: str) -> Table:

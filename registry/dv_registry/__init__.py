@@ -4,22 +4,14 @@ It never imports torch or numpy: weights are stored as safetensors bytes, checke
 header, and never deserialised here. See `Registry` for the layout under `$DV_HOME`.
 """
 
+from dv_registry.blobs import BlobStore
+from dv_registry.change import HOME_ENV
 from dv_registry.errors import LockTimeoutError, NewerSchemaError, NotFoundError, RegistryError
+from dv_registry.maintenance import NameUsage, Problem, PrunedItem, PruneReport, Usage
 from dv_registry.manifest import KINDS, SCHEMA_VERSION, FileEntry, Kind, Manifest
 from dv_registry.media import JPEG, JSON, MEDIA_TYPES, PNG, SAFETENSORS
 from dv_registry.refs import LATEST, Ref, parse_ref
-from dv_registry.store import (
-    HOME_ENV,
-    NameUsage,
-    NewEntry,
-    NewFile,
-    Problem,
-    PrunedItem,
-    PruneReport,
-    Registry,
-    Usage,
-    default_home,
-)
+from dv_registry.store import NewEntry, NewFile, Registry, default_home
 
 __all__ = [
     "HOME_ENV",
@@ -31,6 +23,7 @@ __all__ = [
     "PNG",
     "SAFETENSORS",
     "SCHEMA_VERSION",
+    "BlobStore",
     "FileEntry",
     "Kind",
     "LockTimeoutError",

@@ -3,9 +3,11 @@
     manifest.json          {"dvpack": 1, "manifests": [{"kind", "name", "tag", "digest", "manifest"}]}
     blobs/sha256-<hex>     one member per blob
 
-Importing trusts nothing in the file: every member name and type, every blob's sha256 and size,
-every manifest and every file's content against its media type are checked in a temporary
-directory before the registry is touched, and the registry is changed under its lock, all or nothing.
+This module knows the format and nothing of the registry: `write_pack` writes manifests and
+their blobs from a BlobStore; `read_pack` trusts nothing in a file: every member name and type,
+every blob's sha256 and size, every manifest and every file's content against its media type
+are checked in a temporary directory, and only a pack that passed every check is handed over.
+The Registry then commits it under its lock, all or nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import re
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from dv_registry import journal
+from dv_registry.blobs import BlobStore
 from dv_registry.errors import NewerSchemaError, NotFoundError, RegistryError
 from dv_registry.fsutil import copy_hashing, fsync_dir, tmp_path_for
 from dv_registry.manifest import (
@@ -34,10 +37,7 @@ from dv_registry.manifest import (
     sha256_digest,
 )
 from dv_registry.media import check_file
-from dv_registry.refs import check_name, check_tag, parse_ref
-
-if TYPE_CHECKING:
-    from dv_registry.store import Registry
+from dv_registry.refs import check_name, check_tag
 
 PACK_VERSION = 1
 INDEX_NAME = "manifest.json"
@@ -46,64 +46,74 @@ _BLOB_MEMBER_RE = re.compile(r"blobs/sha256-([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
-class _PackEntry:
+class PackEntry:
+    """One manifest of a pack, checked."""
+
     manifest: Manifest
     data: bytes  # canonical manifest bytes, as they will be stored
 
 
-def export_pack(registry: Registry, ref: str, path: Path, *, overwrite: bool) -> list[Manifest]:
-    parsed = parse_ref(ref)
+@dataclass(frozen=True)
+class Pack:
+    """A pack that passed every check; its blobs wait in a temporary directory."""
+
+    path: Path
+    entries: list[PackEntry]
+    blob_dir: Path
+
+    @property
+    def digests(self) -> list[str]:
+        """Every blob the manifests reference, sorted."""
+        return sorted({f.digest for e in self.entries for f in e.manifest.files})
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        return (self.blob_dir / digest.removeprefix("sha256:")).open("rb")
+
+
+def check_target(path: Path, *, overwrite: bool) -> None:
+    """Refuse a pack file name before anything is read for it."""
     if path.is_dir():
         raise RegistryError(f"{path} is a directory", hint="give a file name, e.g. dog.dvpack")
     if path.exists() and not overwrite:
         raise RegistryError(f"{path} already exists", hint="pass --force to overwrite it")
     if not path.parent.is_dir():
         raise NotFoundError(f"no such directory: {path.parent}")
-    with registry._reading():
-        if parsed.explicit:
-            manifests = [registry.resolve(ref)]
-        else:
-            # A bare name is the whole history of the name, as with `dv rm NAME`.
-            tags = registry.tags(parsed.name)
-            if not tags:
-                registry.resolve(ref)  # raises the usual "no subject or motion named ..."
-            manifests = [registry.resolve(f"{parsed.name}:{tag}") for tag in tags]
-        index = {
-            "dvpack": PACK_VERSION,
-            "manifests": [
-                {
-                    "kind": m.kind,
-                    "name": m.name,
-                    "tag": m.tag,
-                    "digest": sha256_digest(encode_manifest(m)),
-                    "manifest": m.to_document(),
-                }
-                for m in manifests
-            ],
-        }
-        index_bytes = json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False).encode(
-            "utf-8"
-        )
-        digests = sorted({entry.digest for m in manifests for entry in m.files})
-        tmp = tmp_path_for(path.parent, path.name)
-        try:
-            with tmp.open("xb") as raw, _open_for_writing(raw, path) as tar:
-                _add_member(tar, INDEX_NAME, io.BytesIO(index_bytes), len(index_bytes))
-                for digest in digests:
-                    blob = registry.blob_path(digest)
-                    with blob.open("rb") as stream:
-                        size = os.fstat(stream.fileno()).st_size
-                        _add_member(
-                            tar, f"blobs/sha256-{digest.removeprefix('sha256:')}", stream, size
-                        )
-            with tmp.open("rb+") as written:
-                os.fsync(written.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+
+def write_pack(path: Path, manifests: Sequence[Manifest], blobs: BlobStore) -> None:
+    """Write `manifests` and the blobs they reference to `path`, atomically. The caller keeps
+    the registry from changing meanwhile (its read lock)."""
+    index = {
+        "dvpack": PACK_VERSION,
+        "manifests": [
+            {
+                "kind": m.kind,
+                "name": m.name,
+                "tag": m.tag,
+                "digest": sha256_digest(encode_manifest(m)),
+                "manifest": m.to_document(),
+            }
+            for m in manifests
+        ],
+    }
+    index_bytes = json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    digests = sorted({entry.digest for m in manifests for entry in m.files})
+    tmp = tmp_path_for(path.parent, path.name)
+    try:
+        with tmp.open("xb") as raw, _open_for_writing(raw, path) as tar:
+            _add_member(tar, INDEX_NAME, io.BytesIO(index_bytes), len(index_bytes))
+            for digest in digests:
+                with blobs.path(digest).open("rb") as stream:
+                    size = os.fstat(stream.fileno()).st_size
+                    member = f"blobs/sha256-{digest.removeprefix('sha256:')}"
+                    _add_member(tar, member, stream, size)
+        with tmp.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
-    return manifests
 
 
 def _open_for_writing(raw: BinaryIO, path: Path) -> tarfile.TarFile:
@@ -122,20 +132,21 @@ def _add_member(tar: tarfile.TarFile, name: str, stream: Any, size: int) -> None
     tar.addfile(info, stream)
 
 
-def import_pack(registry: Registry, path: Path) -> list[Manifest]:
+@contextlib.contextmanager
+def read_pack(path: Path) -> Iterator[Pack]:
+    """Unpack and check `path` in a temporary directory; RegistryError names what is wrong."""
     if not path.exists():
         raise NotFoundError(f"no such file: {path}")
     if not path.is_file():
         raise RegistryError(f"{path} is not a file")
     with tempfile.TemporaryDirectory(prefix="dv-import-") as scratch:
-        blobs_dir = Path(scratch)
-        index_bytes, blob_sizes = _extract(path, blobs_dir)
-        entries = _check_index(path, index_bytes, blob_sizes, blobs_dir)
-        return _commit(registry, path, entries, blobs_dir)
+        blob_dir = Path(scratch)
+        index_bytes, blob_sizes = _extract(path, blob_dir)
+        yield Pack(path, _check_index(path, index_bytes, blob_sizes, blob_dir), blob_dir)
 
 
-def _extract(path: Path, blobs_dir: Path) -> tuple[bytes, dict[str, int]]:
-    """Unpack manifest.json into memory and each blob into `blobs_dir`, named by its verified hex."""
+def _extract(path: Path, blob_dir: Path) -> tuple[bytes, dict[str, int]]:
+    """Unpack manifest.json into memory and each blob into `blob_dir`, named by its verified hex."""
     index_bytes: bytes | None = None
     blob_sizes: dict[str, int] = {}
     seen: set[str] = set()
@@ -159,7 +170,7 @@ def _extract(path: Path, blobs_dir: Path) -> tuple[bytes, dict[str, int]]:
                 match = _BLOB_MEMBER_RE.fullmatch(name)
                 assert match is not None
                 expected = "sha256:" + match.group(1)
-                with (blobs_dir / match.group(1)).open("xb") as target:
+                with (blob_dir / match.group(1)).open("xb") as target:
                     digest, size = copy_hashing(stream, target)
                 if digest != expected:
                     raise RegistryError(
@@ -206,8 +217,8 @@ def _check_member(path: Path, member: tarfile.TarInfo) -> str | None:
 
 
 def _check_index(
-    path: Path, index_bytes: bytes, blob_sizes: dict[str, int], blobs_dir: Path
-) -> list[_PackEntry]:
+    path: Path, index_bytes: bytes, blob_sizes: dict[str, int], blob_dir: Path
+) -> list[PackEntry]:
     try:
         index = json.loads(index_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -224,11 +235,11 @@ def _check_index(
         raise RegistryError(f"refusing {path}: unknown dvpack version {version!r}")
     if not index["manifests"]:
         raise RegistryError(f"refusing {path}: it holds no manifests")
-    entries: list[_PackEntry] = []
+    entries: list[PackEntry] = []
     kinds: dict[str, str] = {}
     seen_refs: set[str] = set()
     for item in index["manifests"]:
-        entry = _check_entry(path, item, blob_sizes, blobs_dir)
+        entry = _check_entry(path, item, blob_sizes, blob_dir)
         manifest = entry.manifest
         if manifest.ref in seen_refs:
             raise RegistryError(f"refusing {path}: {manifest.ref} appears twice")
@@ -241,7 +252,7 @@ def _check_index(
     return entries
 
 
-def _check_entry(path: Path, item: Any, blob_sizes: dict[str, int], blobs_dir: Path) -> _PackEntry:
+def _check_entry(path: Path, item: Any, blob_sizes: dict[str, int], blob_dir: Path) -> PackEntry:
     if not isinstance(item, dict) or not isinstance(item.get("manifest"), dict):
         raise RegistryError(f"refusing {path}: a manifest entry is malformed")
     try:
@@ -272,43 +283,7 @@ def _check_entry(path: Path, item: Any, blob_sizes: dict[str, int], blobs_dir: P
                 f"refusing {path}: {what} is {size} bytes, its manifest says {entry.size}"
             )
         try:
-            check_file(blobs_dir / entry.digest.removeprefix("sha256:"), entry.media_type, what)
+            check_file(blob_dir / entry.digest.removeprefix("sha256:"), entry.media_type, what)
         except RegistryError as exc:
             raise RegistryError(f"refusing {path}: {exc}") from None
-    return _PackEntry(manifest, data)
-
-
-def _commit(
-    registry: Registry, path: Path, entries: list[_PackEntry], blobs_dir: Path
-) -> list[Manifest]:
-    with registry._writing():
-        ops: list[journal.Op] = []
-        for entry in entries:
-            manifest = entry.manifest
-            try:
-                registry._check_namespace(manifest.name, manifest.kind)
-            except RegistryError as exc:
-                raise RegistryError(f"refusing {path}: {exc.message}", hint=exc.hint) from None
-            target = registry._manifest_path(manifest)
-            with contextlib.suppress(FileNotFoundError):
-                if sha256_digest(target.read_bytes()) == sha256_digest(entry.data):
-                    continue  # already here, identical
-                raise RegistryError(
-                    f"refusing {path}: {manifest.ref} already exists with different content",
-                    hint=f"remove it first with `dv rm {manifest.ref}`",
-                )
-            ops.append(registry._write_op(manifest))
-        # Every check has passed; only now does the registry change.
-        for digest in sorted({f.digest for e in entries for f in e.manifest.files}):
-            with (blobs_dir / digest.removeprefix("sha256:")).open("rb") as stream:
-                stored_digest, _size = registry._store_blob(stream, None, digest)
-            if stored_digest != digest:
-                raise RegistryError(f"the copy of blob {digest} changed while importing {path}")
-        fsync_dir(registry.blobs_dir)  # the blobs are durable before anything references them
-        journal.commit(registry.home, ops)
-    stored: list[Manifest] = []
-    for entry in entries:
-        manifest = entry.manifest
-        manifest._stored_digest = sha256_digest(entry.data)
-        stored.append(manifest)
-    return stored
+    return PackEntry(manifest, data)

@@ -100,3 +100,19 @@ def walk_files(root: Path) -> Iterator[Path]:
     for directory, _dirnames, filenames in os.walk(root):
         for filename in filenames:
             yield Path(directory) / filename
+
+
+def list_dir(directory: Path) -> list[str]:
+    """The sorted entries of `directory`; [] if it does not exist (or is not a directory)."""
+    try:
+        return sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def file_size(path: Path) -> int:
+    """Size of `path` itself (links are not followed); 0 if it has gone."""
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:
+        return 0

@@ -3,44 +3,38 @@
 Layout:
     lock                                  the cross-process lock (see lock.py)
     journal.json                          only while a change is being applied (see journal.py)
-    blobs/sha256-<hex>                    immutable file contents, named by their sha256
-    manifests/<kind>/<name>/<tag>.json    one manifest per tag; tags of equal content are equal bytes
+    blobs/sha256-<hex>                    immutable file contents, named by their sha256 (blobs.py)
+    manifests/<kind>/<name>/<tag>.json    one manifest per tag; tags of equal content are equal
+                                          bytes (catalog.py)
 
 Writers hold the exclusive lock for the whole of a change, readers the shared lock, so a reader
 never sees half a change, and `prune` never removes a blob that a change in flight is about to
-reference.
+reference. Every change goes through `change.writing`: blobs first, then the manifests in one
+journaled commit. `.dvpack` files are archive.py's; `verify`, `prune` and `du` maintenance.py's.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import difflib
-import io
-import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import platformdirs
 from pydantic import ValidationError
 
-from dv_registry import journal
+from dv_registry import maintenance
+from dv_registry.archive import check_target, read_pack, write_pack
+from dv_registry.blobs import BlobStore
+from dv_registry.catalog import Catalog, StoredManifest, manifest_relpath, tag_sort_key
+from dv_registry.change import HOME_ENV, Change, reading, writing
 from dv_registry.errors import NotFoundError, RegistryError
-from dv_registry.fsutil import (
-    copy_hashing,
-    fsync_dir,
-    hash_file,
-    is_tmp_name,
-    make_dirs,
-    remove_file,
-    tmp_path_for,
-    walk_files,
-)
 from dv_registry.lock import RegistryLock
+from dv_registry.maintenance import Problem, PruneReport, Usage
 from dv_registry.manifest import (
     KINDS,
     FileEntry,
@@ -51,13 +45,11 @@ from dv_registry.manifest import (
     decode_manifest,
     describe_validation_error,
     encode_manifest,
-    sha256_digest,
 )
-from dv_registry.media import check_media_type, check_stream
+from dv_registry.media import check_media_type
 from dv_registry.refs import (
     LATEST,
     Ref,
-    check_digest,
     check_name,
     check_tag,
     is_reserved_tag,
@@ -66,7 +58,6 @@ from dv_registry.refs import (
     version_number,
 )
 
-HOME_ENV = "DV_HOME"
 DEFAULT_LOCK_TIMEOUT = 600.0
 _RESERVED_FIELDS = frozenset({"schema_version", "kind", "name", "tag", "created", "files"})
 
@@ -97,89 +88,6 @@ class NewEntry:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing `verify` found wrong. `ref` is None when no single tag is to blame."""
-
-    path: str  # relative to $DV_HOME
-    message: str
-    ref: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.ref}: {self.message}" if self.ref else f"{self.path}: {self.message}"
-
-
-@dataclass(frozen=True)
-class PrunedItem:
-    path: str  # relative to $DV_HOME
-    size: int
-    digest: str | None = None  # set for blobs
-
-
-@dataclass(frozen=True)
-class PruneReport:
-    dry_run: bool
-    blobs: list[PrunedItem]  # unreferenced blobs
-    leftovers: list[PrunedItem]  # temporary files of interrupted writes, empty name directories
-
-    @property
-    def bytes_freed(self) -> int:
-        return sum(item.size for item in self.blobs) + sum(item.size for item in self.leftovers)
-
-
-@dataclass(frozen=True)
-class NameUsage:
-    kind: Kind
-    name: str
-    tags: list[str]
-    bytes: int  # distinct blobs referenced by any tag of the name
-
-
-@dataclass(frozen=True)
-class Usage:
-    home: Path
-    blob_count: int
-    blob_bytes: int
-    manifest_count: int
-    manifest_bytes: int
-    unreferenced_blob_count: int
-    unreferenced_bytes: int  # what `prune` would free from blobs
-    leftover_bytes: int  # what `prune` would free from interrupted writes
-    names: list[NameUsage]
-
-    @property
-    def total_bytes(self) -> int:
-        return self.blob_bytes + self.manifest_bytes + self.leftover_bytes
-
-    @property
-    def reclaimable_bytes(self) -> int:
-        return self.unreferenced_bytes + self.leftover_bytes
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """A manifest file found on disk, not yet parsed."""
-
-    kind: str
-    name: str
-    tag: str
-    path: Path
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.tag}"
-
-
-def tag_sort_key(tag: str) -> tuple[int, int, str]:
-    """latest, then v1, v2, ... in numeric order, then every other tag alphabetically."""
-    if tag == LATEST:
-        return (0, 0, tag)
-    number = version_number(tag)
-    if number is not None:
-        return (1, number, tag)
-    return (2, 0, tag)
-
-
 class Registry:
     """The store under one home directory. Safe to use from many processes at once."""
 
@@ -187,6 +95,8 @@ class Registry:
         self, home: Path | str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     ) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
+        self.blobs = BlobStore(self.home / "blobs")
+        self._catalog = Catalog(self.home)
         self._lock = RegistryLock(self.home / "lock", lock_timeout)
 
     def __repr__(self) -> str:
@@ -194,96 +104,19 @@ class Registry:
 
     @property
     def blobs_dir(self) -> Path:
-        return self.home / "blobs"
+        return self.blobs.directory
 
     @property
     def manifests_dir(self) -> Path:
-        return self.home / "manifests"
+        return self._catalog.directory
 
     # ------------------------------------------------------------------ locking
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        try:
-            make_dirs(self.blobs_dir)
-            make_dirs(self.manifests_dir)
-            self._lock.acquire("exclusive")
-        except OSError as exc:
-            raise RegistryError(
-                f"cannot write to the registry at {self.home}: {exc.strerror or exc}",
-                hint=f"check its permissions, or set {HOME_ENV} to a writable directory",
-            ) from exc
-        try:
-            journal.recover(self.home)
-            yield
-        except OSError as exc:
-            # A full disk or a permission problem is the user's to fix, not a crash. The journal
-            # and the write order leave the registry as it was or completed.
-            raise RegistryError(f"cannot write to the registry at {self.home}: {exc}") from exc
-        finally:
-            self._lock.release()
+    def _writing(self) -> contextlib.AbstractContextManager[Change]:
+        return writing(self.home, self._lock, self.blobs)
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        if not self.home.is_dir():
-            # Nothing to read and nothing to lock; reading must not create the home.
-            yield
-            return
-        if self._lock.depth == 0:
-            # A journal with no writer holding the lock is a crashed change: finish it first.
-            while True:
-                if journal.pending(self.home):
-                    with self._writing():
-                        pass
-                self._lock.acquire("shared")
-                if not journal.pending(self.home):
-                    break
-                self._lock.release()
-        else:
-            self._lock.acquire("shared")
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    # ------------------------------------------------------------------ scanning
-
-    def _scan(self, kind: str | None = None, name: str | None = None) -> builtins.list[_Stored]:
-        """Manifest files on disk, sorted by name then tag. Temporary files are skipped."""
-        found: builtins.list[_Stored] = []
-        kinds = [kind] if kind is not None else sorted(_list_dir(self.manifests_dir))
-        for kind_name in kinds:
-            kind_dir = self.manifests_dir / kind_name
-            names = [name] if name is not None else _list_dir(kind_dir)
-            for entry_name in names:
-                name_dir = kind_dir / entry_name
-                for filename in _list_dir(name_dir):
-                    if is_tmp_name(filename) or not filename.endswith(".json"):
-                        continue
-                    path = name_dir / filename
-                    if path.is_file():
-                        found.append(
-                            _Stored(kind_name, entry_name, filename.removesuffix(".json"), path)
-                        )
-        found.sort(key=lambda s: (s.name, tag_sort_key(s.tag), s.kind))
-        return found
-
-    def _kinds_of(self, name: str) -> builtins.list[Kind]:
-        return [kind for kind in KINDS if self._scan(kind, name)]
-
-    def _load(self, stored: _Stored) -> Manifest:
-        where = f"manifest {stored.ref} ({stored.path.relative_to(self.home)})"
-        try:
-            data = stored.path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"{stored.ref} was removed while being read") from None
-        manifest = decode_manifest(data, tag=stored.tag, where=where)
-        if manifest.kind != stored.kind or manifest.name != stored.name:
-            raise RegistryError(
-                f"{where} is damaged: it describes {manifest.kind} {manifest.name!r}",
-                hint="run `dv verify`",
-            )
-        return manifest
+    def _reading(self) -> contextlib.AbstractContextManager[None]:
+        return reading(self.home, self._lock, self.blobs)
 
     # ------------------------------------------------------------------ reading
 
@@ -294,10 +127,11 @@ class Registry:
         """
         parsed = parse_ref(ref)
         with self._reading():
-            kinds = self._kinds_of(parsed.name)
+            kinds = self._catalog.kinds_of(parsed.name)
             if not kinds:
                 raise NotFoundError(
-                    f"no subject or motion named {parsed.name!r}", hint=self._name_hint(parsed.name)
+                    f"no subject or motion named {parsed.name!r}",
+                    hint=self._catalog.name_hint(parsed.name),
                 )
             found_kind = kinds[0]
             if kind is not None and found_kind != kind:
@@ -305,11 +139,11 @@ class Registry:
                     f"{parsed.name!r} is a {found_kind}, not a {kind}",
                     hint=f"see `dv list --kind {kind}`",
                 )
-            stored = self._scan(found_kind, parsed.name)
+            stored = self._catalog.scan(found_kind, parsed.name)
             if parsed.tag is not None:
                 for item in stored:
                     if item.tag == parsed.tag:
-                        return self._load(item)
+                        return self._catalog.load(item)
                 tags = ", ".join(item.tag for item in stored)
                 raise NotFoundError(
                     f"{found_kind} {parsed.name!r} has no tag {parsed.tag!r}",
@@ -319,11 +153,11 @@ class Registry:
             return self._by_digest(found_kind, parsed.name, parsed.digest_prefix, stored)
 
     def _by_digest(
-        self, kind: Kind, name: str, prefix: str, stored: builtins.list[_Stored]
+        self, kind: Kind, name: str, prefix: str, stored: builtins.list[StoredManifest]
     ) -> Manifest:
         matches: dict[str, list[Manifest]] = {}
         for item in stored:
-            manifest = self._load(item)
+            manifest = self._catalog.load(item)
             if manifest.digest.removeprefix("sha256:").startswith(prefix):
                 matches.setdefault(manifest.digest, []).append(manifest)
         if not matches:
@@ -342,13 +176,6 @@ class Registry:
         manifests.sort(key=lambda m: (not is_version_tag(m.tag), tag_sort_key(m.tag)))
         return manifests[0]
 
-    def _name_hint(self, name: str) -> str:
-        names = sorted({s.name for s in self._scan()}) if self.manifests_dir.is_dir() else []
-        close = difflib.get_close_matches(name, names, n=3)
-        if close:
-            return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-        return "see `dv list`"
-
     def list(self, kind: Kind | None = None) -> builtins.list[Manifest]:
         """Every (name, tag), sorted by name then tag. Unreadable manifests are skipped
         (`verify` names them)."""
@@ -356,35 +183,31 @@ class Registry:
             check_kind(kind)
         result: builtins.list[Manifest] = []
         with self._reading():
-            for stored in self._scan(kind):
+            for stored in self._catalog.scan(kind):
                 if stored.kind not in KINDS:
                     continue
                 with contextlib.suppress(RegistryError):
-                    result.append(self._load(stored))
+                    result.append(self._catalog.load(stored))
         return result
 
     def tags(self, name: str) -> builtins.list[str]:
         """Every tag of `name`, in display order; empty if there is no such name."""
         check_name(name)
         with self._reading():
-            return [s.tag for kind in KINDS for s in self._scan(kind, name)]
+            return [s.tag for kind in KINDS for s in self._catalog.scan(kind, name)]
 
     def tags_for(self, manifest: Manifest) -> builtins.list[str]:
         """Every tag of the manifest's name whose content is this manifest (e.g. v2 and latest)."""
         with self._reading():
             return [
                 s.tag
-                for s in self._scan(manifest.kind, manifest.name)
-                if _file_digest(s.path) == manifest.digest
+                for s in self._catalog.scan(manifest.kind, manifest.name)
+                if s.read_digest() == manifest.digest
             ]
 
     def blob_path(self, digest: str) -> Path:
         """Path of a stored blob. Treat it as read-only: blobs are shared between tags."""
-        hex_digest = check_digest(digest)
-        path = self.blobs_dir / f"sha256-{hex_digest}"
-        if not path.is_file():
-            raise NotFoundError(f"blob {digest} is not in the registry", hint="run `dv verify`")
-        return path
+        return self.blobs.path(digest)
 
     def read_file(self, manifest: Manifest, role: str) -> bytes:
         """The content of the manifest's one file with `role` (its size is re-checked)."""
@@ -432,25 +255,21 @@ class Registry:
                 raise RegistryError(
                     f"two files of one {name} entry have the same name: {filenames}"
                 )
-        with self._writing():
+        with self._writing() as change:
             self._check_namespace(name, kind)
             version = 1 + max(
-                (version_number(s.tag) or 0 for s in self._scan(kind, name)), default=0
+                (version_number(s.tag) or 0 for s in self._catalog.scan(kind, name)), default=0
             )
-            version_tag = f"v{version}"
-            ops: builtins.list[journal.Op] = []
             for tag, new in checkpoints.items():
                 manifest = self._build_manifest(
-                    kind, name, tag, created, new, self._store_files(new)
+                    kind, name, tag, created, new, self._store_files(change, new)
                 )
-                ops.append(self._write_op(manifest))
+                self._stage(change, manifest)
             result = self._build_manifest(
-                kind, name, version_tag, created, entry, self._store_files(entry)
+                kind, name, f"v{version}", created, entry, self._store_files(change, entry)
             )
-            ops.append(self._write_op(result))
-            ops.append(self._write_op(result.with_tag(LATEST)))
-            fsync_dir(self.blobs_dir)  # the blobs are durable before anything references them
-            journal.commit(self.home, ops)
+            self._stage(change, result)
+            self._stage(change, result.with_tag(LATEST))
         return result
 
     def _build_manifest(
@@ -481,22 +300,24 @@ class Registry:
                 f"invalid manifest for {name}:{tag}: {describe_validation_error(exc)}"
             ) from None
 
-    def _store_files(self, new: NewEntry) -> builtins.list[FileEntry]:
+    def _store_files(self, change: Change, new: NewEntry) -> builtins.list[FileEntry]:
         entries: builtins.list[FileEntry] = []
         for new_file in new.files:
             check_filename(new_file.filename)
             check_media_type(new_file.media_type)
             what = f"file {new_file.filename!r} ({new_file.role})"
             if isinstance(new_file.data, bytes | bytearray | memoryview):
-                digest, size = self._store_blob(
-                    io.BytesIO(bytes(new_file.data)), new_file.media_type, what
+                digest, size = change.put_blob(
+                    bytes(new_file.data), media_type=new_file.media_type, what=what
                 )
             else:
                 source = Path(new_file.data)
                 if not source.is_file():
                     raise NotFoundError(f"no such file: {source}")
                 with source.open("rb") as stream:
-                    digest, size = self._store_blob(stream, new_file.media_type, what)
+                    digest, size = change.put_blob(
+                        stream, media_type=new_file.media_type, what=what
+                    )
             try:
                 entries.append(
                     FileEntry(
@@ -511,43 +332,14 @@ class Registry:
                 raise RegistryError(f"invalid {what}: {describe_validation_error(exc)}") from None
         return entries
 
-    def _store_blob(self, source: IO[bytes], media_type: str | None, what: str) -> tuple[str, int]:
-        """Copy `source` into the blob store (checking it is `media_type`); returns (digest, size).
-
-        The caller holds the write lock and fsyncs the blobs directory once before committing a
-        manifest that references the blob. A blob already stored is kept if it re-hashes to its
-        name; if it was damaged, the new copy replaces it, so storing the content again heals it.
-        """
-        tmp = tmp_path_for(self.blobs_dir, "blob")
-        try:
-            with tmp.open("x+b") as target:
-                digest, size = copy_hashing(source, target)
-                if media_type is not None:
-                    check_stream(target, size, media_type, what)
-                final = self.blobs_dir / f"sha256-{check_digest(digest)}"
-                if final.is_file() and hash_file(final) == (digest, size):
-                    tmp.unlink()
-                    return digest, size
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return digest, size
-
-    def _manifest_relpath(self, kind: str, name: str, tag: str) -> str:
-        return f"manifests/{kind}/{name}/{tag}.json"
-
-    def _write_op(self, manifest: Manifest) -> journal.Op:
-        return journal.Op(
-            "write",
-            self._manifest_relpath(manifest.kind, manifest.name, manifest.tag),
-            encode_manifest(manifest),
-        )
+    @staticmethod
+    def _stage(change: Change, manifest: Manifest, data: bytes | None = None) -> None:
+        """Write the manifest (its canonical bytes unless `data`) when the change commits."""
+        relpath = manifest_relpath(manifest.kind, manifest.name, manifest.tag)
+        change.write(relpath, encode_manifest(manifest) if data is None else data)
 
     def _check_namespace(self, name: str, kind: Kind) -> None:
-        for other in self._kinds_of(name):
+        for other in self._catalog.kinds_of(name):
             if other != kind:
                 raise RegistryError(
                     f"{name!r} is already a {other}; a name is either a subject or a motion",
@@ -563,28 +355,30 @@ class Registry:
         """
         ref_list = [refs] if isinstance(refs, str) else builtins.list(refs)
         parsed_refs = [parse_ref(ref) for ref in ref_list]
-        with self._writing() if not dry_run else self._reading():
-            targets: dict[str, _Stored] = {}
-            for parsed in parsed_refs:
-                for stored in self._removal_targets(parsed):
-                    targets.setdefault(stored.ref, stored)
-            if not dry_run:
-                journal.commit(
-                    self.home,
-                    [
-                        journal.Op("delete", self._manifest_relpath(s.kind, s.name, s.tag))
-                        for s in targets.values()
-                    ],
-                )
+        if dry_run:
+            with self._reading():
+                return builtins.list(self._targets(parsed_refs))
+        with self._writing() as change:
+            targets = self._targets(parsed_refs)
+            for stored in targets.values():
+                change.delete(manifest_relpath(stored.kind, stored.name, stored.tag))
         return builtins.list(targets)
 
-    def _removal_targets(self, parsed: Ref) -> builtins.list[_Stored]:
-        kinds = self._kinds_of(parsed.name)
+    def _targets(self, parsed_refs: builtins.list[Ref]) -> dict[str, StoredManifest]:
+        targets: dict[str, StoredManifest] = {}
+        for parsed in parsed_refs:
+            for stored in self._removal_targets(parsed):
+                targets.setdefault(stored.ref, stored)
+        return targets
+
+    def _removal_targets(self, parsed: Ref) -> builtins.list[StoredManifest]:
+        kinds = self._catalog.kinds_of(parsed.name)
         if not kinds:
             raise NotFoundError(
-                f"no subject or motion named {parsed.name!r}", hint=self._name_hint(parsed.name)
+                f"no subject or motion named {parsed.name!r}",
+                hint=self._catalog.name_hint(parsed.name),
             )
-        stored = [s for kind in kinds for s in self._scan(kind, parsed.name)]
+        stored = [s for kind in kinds for s in self._catalog.scan(kind, parsed.name)]
         if not parsed.explicit:
             return stored
         if parsed.tag is not None:
@@ -598,7 +392,7 @@ class Registry:
             return targets
         assert parsed.digest_prefix is not None
         wanted = self._by_digest(kinds[0], parsed.name, parsed.digest_prefix, stored).digest
-        return [s for s in stored if _file_digest(s.path) == wanted]
+        return [s for s in stored if s.read_digest() == wanted]
 
     def tag(self, src_ref: str, new_ref: str) -> Manifest:
         """Point `new_ref` (`name:tag`; a bare name means name:latest) at the content of `src_ref`.
@@ -615,241 +409,88 @@ class Registry:
                 f"tag {target.tag!r} is reserved: version tags are given by learning",
                 hint="choose another tag",
             )
-        with self._writing():
+        with self._writing() as change:
             source = self.resolve(src_ref)
             self._check_namespace(target.name, source.kind)
             if target.name == source.name:
-                new = source.with_tag(target.tag)
-                data = self._manifest_path(source).read_bytes()
+                data = self.manifest_bytes(source)
             else:
-                new = source.model_copy(update={"name": target.name, "tag": target.tag})
-                data = encode_manifest(new)
-            journal.commit(
-                self.home,
-                [journal.Op("write", self._manifest_relpath(new.kind, new.name, new.tag), data)],
-            )
-            new._stored_digest = sha256_digest(data)
+                data = encode_manifest(source.model_copy(update={"name": target.name}))
+            new = decode_manifest(data, tag=target.tag, where=f"manifest {target.name}")
+            self._stage(change, new, data)
         return new
-
-    def _manifest_path(self, manifest: Manifest) -> Path:
-        return self.home / self._manifest_relpath(manifest.kind, manifest.name, manifest.tag)
 
     def manifest_bytes(self, manifest: Manifest) -> bytes:
         """The stored bytes of a manifest (what its digest is the sha256 of)."""
         with self._reading():
             try:
-                return self._manifest_path(manifest).read_bytes()
+                return self._catalog.path(manifest.kind, manifest.name, manifest.tag).read_bytes()
             except FileNotFoundError:
                 raise NotFoundError(f"{manifest.ref} is not in the registry") from None
+
+    # ------------------------------------------------------------------ .dvpack files
 
     def export(
         self, ref: str, path: Path | str, *, overwrite: bool = False
     ) -> builtins.list[Manifest]:
         """Write `ref` and its blobs to one `.dvpack` file. A bare name exports every tag of it."""
-        from dv_registry.archive import export_pack
-
-        return export_pack(self, ref, Path(path), overwrite=overwrite)
+        parsed = parse_ref(ref)
+        path = Path(path)
+        check_target(path, overwrite=overwrite)
+        with self._reading():
+            if parsed.explicit:
+                manifests = [self.resolve(ref)]
+            else:
+                # A bare name is the whole history of the name, as with `dv rm NAME`.
+                tags = self.tags(parsed.name)
+                if not tags:
+                    self.resolve(ref)  # raises the usual "no subject or motion named ..."
+                manifests = [self.resolve(f"{parsed.name}:{tag}") for tag in tags]
+            write_pack(path, manifests, self.blobs)
+        return manifests
 
     def import_(self, path: Path | str) -> builtins.list[Manifest]:
         """Add the entries of a `.dvpack` file; all are checked before anything is written."""
-        from dv_registry.archive import import_pack
-
-        return import_pack(self, Path(path))
+        with read_pack(Path(path)) as pack, self._writing() as change:
+            for entry in pack.entries:
+                manifest = entry.manifest
+                try:
+                    self._check_namespace(manifest.name, manifest.kind)
+                except RegistryError as exc:
+                    message = f"refusing {pack.path}: {exc.message}"
+                    raise RegistryError(message, hint=exc.hint) from None
+                with contextlib.suppress(NotFoundError):
+                    if self.manifest_bytes(manifest) == entry.data:
+                        continue  # already here, identical
+                    message = f"{manifest.ref} already exists with different content"
+                    raise RegistryError(
+                        f"refusing {pack.path}: {message}",
+                        hint=f"remove it first with `dv rm {manifest.ref}`",
+                    )
+                self._stage(change, manifest, entry.data)
+            # Every check has passed; only now does the registry change.
+            for digest in pack.digests:
+                with pack.open_blob(digest) as stream:
+                    if change.put_blob(stream, what=digest)[0] != digest:
+                        message = f"the copy of blob {digest} changed while importing {pack.path}"
+                        raise RegistryError(message)
+        return [entry.manifest for entry in pack.entries]
 
     # ------------------------------------------------------------------ maintenance
 
     def verify(self) -> builtins.list[Problem]:
         """Re-hash every blob a manifest references and check every manifest; [] means healthy."""
-        problems: builtins.list[Problem] = []
-        blob_state: dict[str, str | None] = {}  # digest -> None if sound, else what is wrong
         with self._reading():
-            names: dict[str, set[str]] = {}
-            for stored in self._scan():
-                relpath = str(stored.path.relative_to(self.home))
-                if stored.kind not in KINDS:
-                    problems.append(Problem(relpath, f"unknown kind directory {stored.kind!r}"))
-                    continue
-                names.setdefault(stored.name, set()).add(stored.kind)
-                try:
-                    check_name(stored.name)
-                    check_tag(stored.tag)
-                    manifest = self._load(stored)
-                except RegistryError as exc:
-                    problems.append(Problem(relpath, str(exc), stored.ref))
-                    continue
-                for entry in manifest.files:
-                    if entry.digest not in blob_state:
-                        blob_state[entry.digest] = self._check_blob(entry.digest, entry.size)
-                    state = blob_state[entry.digest]
-                    if state is not None:
-                        problems.append(
-                            Problem(
-                                f"blobs/sha256-{entry.digest.removeprefix('sha256:')}",
-                                f"file {entry.filename!r} ({entry.role}): {state}",
-                                stored.ref,
-                            )
-                        )
-            for name, kinds in sorted(names.items()):
-                if len(kinds) > 1:
-                    problems.append(
-                        Problem(
-                            f"manifests/*/{name}",
-                            f"{name!r} is both a subject and a motion",
-                            name,
-                        )
-                    )
-        return problems
-
-    def _check_blob(self, digest: str, size: int) -> str | None:
-        path = self.blobs_dir / f"sha256-{check_digest(digest)}"
-        try:
-            actual_digest, actual_size = hash_file(path)
-        except FileNotFoundError:
-            return "its blob is missing"
-        if actual_size != size:
-            return f"its blob is damaged ({actual_size} bytes, expected {size})"
-        if actual_digest != digest:
-            return "its blob is damaged (its sha256 does not match)"
-        return None
+            return maintenance.verify(self._catalog, self.blobs)
 
     def prune(self, dry_run: bool = False) -> PruneReport:
         """Remove blobs no manifest references and the leftovers of interrupted writes."""
         if not self.home.is_dir():
             return PruneReport(dry_run=dry_run, blobs=[], leftovers=[])
         with self._writing():
-            referenced = self._referenced_digests()
-            blobs, leftovers, empty_dirs = self._garbage(referenced)
-            if not dry_run:
-                for item in [*blobs, *leftovers]:
-                    remove_file(self.home / item.path)
-                for directory in empty_dirs:
-                    with contextlib.suppress(OSError):
-                        directory.rmdir()
-                        fsync_dir(directory.parent)
-        return PruneReport(dry_run=dry_run, blobs=blobs, leftovers=leftovers)
-
-    def _referenced_digests(self) -> set[str]:
-        """Digests any manifest file mentions, read leniently so that a manifest this dv cannot
-        fully parse (a newer schema) still keeps its blobs."""
-        referenced: set[str] = set()
-        for stored in self._scan():
-            try:
-                document = json.loads(stored.path.read_bytes().decode("utf-8"))
-                files = document["files"]
-                referenced.update(str(item["digest"]) for item in files)
-            except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-                raise RegistryError(
-                    f"{stored.path.relative_to(self.home)} is unreadable ({exc}); pruning could "
-                    "remove blobs it needs",
-                    hint=f"fix it or remove it with `dv rm {stored.ref}`, then prune",
-                ) from None
-        return referenced
-
-    def _garbage(
-        self, referenced: set[str]
-    ) -> tuple[builtins.list[PrunedItem], builtins.list[PrunedItem], builtins.list[Path]]:
-        blobs: builtins.list[PrunedItem] = []
-        leftovers: builtins.list[PrunedItem] = []
-        for filename in _list_dir(self.blobs_dir):
-            path = self.blobs_dir / filename
-            if is_tmp_name(filename):
-                leftovers.append(self._item(path))
-            elif filename.startswith("sha256-") and "sha256:" + filename[7:] not in referenced:
-                blobs.append(self._item(path, digest="sha256:" + filename[7:]))
-        for filename in _list_dir(self.home):
-            if is_tmp_name(filename):
-                leftovers.append(self._item(self.home / filename))
-        empty_dirs: builtins.list[Path] = []
-        for kind in _list_dir(self.manifests_dir):
-            for name in _list_dir(self.manifests_dir / kind):
-                name_dir = self.manifests_dir / kind / name
-                contents = _list_dir(name_dir)
-                for filename in contents:
-                    if is_tmp_name(filename):
-                        leftovers.append(self._item(name_dir / filename))
-                if all(is_tmp_name(f) for f in contents):
-                    empty_dirs.append(name_dir)
-        return blobs, leftovers, empty_dirs
-
-    def _item(self, path: Path, digest: str | None = None) -> PrunedItem:
-        try:
-            size = path.lstat().st_size
-        except FileNotFoundError:
-            size = 0
-        return PrunedItem(path=str(path.relative_to(self.home)), size=size, digest=digest)
+            return maintenance.prune(self._catalog, self.blobs, dry_run=dry_run)
 
     def du(self) -> Usage:
         """Disk usage: blobs, manifests, per name, and what `prune` would free."""
         with self._reading():
-            blob_sizes: dict[str, int] = {}
-            leftover_bytes = 0
-            for filename in _list_dir(self.blobs_dir):
-                size = _size(self.blobs_dir / filename)
-                if filename.startswith("sha256-"):
-                    blob_sizes["sha256:" + filename[7:]] = size
-                elif is_tmp_name(filename):
-                    leftover_bytes += size
-            manifest_bytes = 0
-            manifest_count = 0
-            per_name: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
-            referenced: set[str] = set()
-            for path in walk_files(self.manifests_dir):
-                if is_tmp_name(path.name):
-                    leftover_bytes += _size(path)
-            for filename in _list_dir(self.home):
-                if is_tmp_name(filename):
-                    leftover_bytes += _size(self.home / filename)
-            for stored in self._scan():
-                manifest_count += 1
-                manifest_bytes += _size(stored.path)
-                tags, digests = per_name.setdefault((stored.kind, stored.name), ([], set()))
-                tags.append(stored.tag)
-                try:
-                    manifest = self._load(stored)
-                except RegistryError:
-                    continue
-                digests.update(entry.digest for entry in manifest.files)
-                referenced.update(digests)
-            unreferenced = {d: s for d, s in blob_sizes.items() if d not in referenced}
-            names = [
-                NameUsage(
-                    kind=check_kind(kind),
-                    name=name,
-                    tags=tags,
-                    bytes=sum(blob_sizes.get(d, 0) for d in digests),
-                )
-                for (kind, name), (tags, digests) in sorted(per_name.items(), key=lambda i: i[0][1])
-                if kind in KINDS
-            ]
-        return Usage(
-            home=self.home,
-            blob_count=len(blob_sizes),
-            blob_bytes=sum(blob_sizes.values()),
-            manifest_count=manifest_count,
-            manifest_bytes=manifest_bytes,
-            unreferenced_blob_count=len(unreferenced),
-            unreferenced_bytes=sum(unreferenced.values()),
-            leftover_bytes=leftover_bytes,
-            names=names,
-        )
-
-
-def _list_dir(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.lstat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _file_digest(path: Path) -> str | None:
-    try:
-        return sha256_digest(path.read_bytes())
-    except FileNotFoundError:
-        return None
+            return maintenance.usage(self._catalog, self.blobs)
