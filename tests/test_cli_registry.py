@@ -330,7 +330,7 @@ def test_du(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert set(usage) == {
         "home", "total_bytes", "blob_count", "blob_bytes", "manifest_count", "manifest_bytes",
-        "unreferenced_blob_count", "unreferenced_bytes", "leftover_bytes", "reclaimable_bytes", "names",
+        "unreferenced_blob_count", "unreferenced_bytes", "leftover_bytes", "reclaimable_bytes", "runs", "names",
     }  # fmt: skip
     assert usage["manifest_count"] == 6 and usage["reclaimable_bytes"] == 0
     assert [(n["name"], n["kind"], n["tags"]) for n in usage["names"]] == [

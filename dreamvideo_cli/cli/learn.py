@@ -80,7 +80,7 @@ def subject_learn(
     description: str = DESCRIPTION,
     json: bool = JSON,
 ) -> None:
-    """Textual inversion, then the identity adapter (paper Sec. 3.2)."""
+    """Textual inversion, then the identity adapter. Paper Section 3.2."""
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
     from dv_registry import Registry
 
@@ -137,7 +137,7 @@ def motion_learn(
     description: str = DESCRIPTION,
     json: bool = JSON,
 ) -> None:
-    """The motion adapter with CLIP appearance guidance (paper Sec. 3.3)."""
+    """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
     from dreamvideo_cli.learn import MotionConfig, learn_motion
     from dv_registry import Registry
 

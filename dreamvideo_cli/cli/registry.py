@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
+    from dreamvideo_cli.runs import RunsUsage
     from dv_registry import Manifest, PruneReport, Registry, Usage
 
 # rich and dv_registry (pydantic) are imported inside the commands so that `dv --help` stays fast.
@@ -60,13 +62,8 @@ def _table(*columns: str) -> Table:
 
 
 def _print_table(table: Table) -> None:
-    if out.is_terminal:
-        out.print(table)
-        return
-    from rich.console import Console
-
-    # Piped output is for grep and friends: never cut a name or a path to fit 80 columns.
-    Console(file=sys.stdout, width=10_000, highlight=False, soft_wrap=True).print(table)
+    # Piped, `out` neither cuts a name or a path to fit 80 columns nor pads lines.
+    out.print(table)
 
 
 def _text(value: object) -> Text:
@@ -83,6 +80,23 @@ def human_size(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+_VERSION_TAG = re.compile(r"v([1-9][0-9]*)")  # the tags `add_version` hands out
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def tag_order(tag: str) -> tuple[int, list[str | int], str]:
+    """latest, then v1, v2, ..., then every other tag in natural order: `step50` before
+    `step100`, `v1-step500` before `v1-step1000`."""
+    if tag == "latest":
+        return (0, [], tag)
+    parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(tag))]
+    return (1 if _VERSION_TAG.fullmatch(tag) else 2, parts, tag)
+
+
+def _in_order(manifests: list[Manifest]) -> list[Manifest]:
+    return sorted(manifests, key=lambda m: (m.name, tag_order(m.tag), m.kind))
 
 
 def _created(manifest: Manifest) -> str:
@@ -132,7 +146,7 @@ def list_command(
     json: bool = JSON,
 ) -> None:
     """List every subject and motion, one row per tag."""
-    manifests = _registry().list(kind.value if kind is not None else None)
+    manifests = _in_order(_registry().list(kind.value if kind is not None else None))
     if json:
         print_json([summary(m) for m in manifests])
         return
@@ -150,7 +164,9 @@ def show_command(
     """Show everything recorded about one subject or motion."""
     registry = _registry()
     manifest = registry.resolve(ref)
-    same_as = [tag for tag in registry.tags_for(manifest) if tag != manifest.tag]
+    same_as = sorted(
+        (tag for tag in registry.tags_for(manifest) if tag != manifest.tag), key=tag_order
+    )
     if json:
         print_json(
             {"ref": manifest.ref, "digest": manifest.digest, "same_as": same_as}
@@ -345,7 +361,8 @@ def prune_command(
     json: bool = JSON,
 ) -> None:
     """Remove files no entry uses any more and leftovers of interrupted writes."""
-    report = _registry().prune(dry_run=dry_run)
+    registry = _registry()
+    report = registry.prune(dry_run=dry_run)
     if json:
         print_json(_prune_json(report))
         return
@@ -359,6 +376,18 @@ def prune_command(
     else:
         freed = "would free" if dry_run else "freed"
         out.print(f"{freed} {human_size(report.bytes_freed)}", markup=False)
+    runs = _runs_usage(registry)
+    if runs.prunable_bytes:
+        info(
+            f"finished training runs keep {human_size(runs.prunable_bytes)} of resumable state "
+            "that `dv runs prune` frees"
+        )
+
+
+def _runs_usage(registry: Registry) -> RunsUsage:
+    from dreamvideo_cli.runs import find_runs, runs_usage
+
+    return runs_usage(find_runs(registry.home, registry.list()), registry.home)
 
 
 def _prune_json(report: PruneReport) -> dict[str, Any]:
@@ -371,10 +400,12 @@ def _prune_json(report: PruneReport) -> dict[str, Any]:
 
 
 def du_command(json: bool = JSON) -> None:
-    """Disk space used by the registry, per name, and what `dv prune` would free."""
-    usage = _registry().du()
+    """Disk space used by the registry, per name, and by training runs, and what pruning frees."""
+    registry = _registry()
+    usage = registry.du()
+    runs = _runs_usage(registry)
     if json:
-        print_json(_du_json(usage))
+        print_json(_du_json(usage) | {"runs": runs.to_json()})
         return
     if usage.names:
         table = _table("name", "kind", "tags", "size")
@@ -385,6 +416,11 @@ def du_command(json: bool = JSON) -> None:
         f"{human_size(usage.total_bytes)} in {usage.home} ({usage.blob_count} files, "
         f"{usage.manifest_count} manifests); `dv prune` would free "
         f"{human_size(usage.reclaimable_bytes)}",
+        markup=False,
+    )
+    out.print(
+        f"{human_size(runs.bytes)} in {runs.count} training run(s) in {runs.folder}; "
+        f"`dv runs prune` would free {human_size(runs.prunable_bytes)}",
         markup=False,
     )
 
@@ -402,6 +438,12 @@ def _du_json(usage: Usage) -> dict[str, Any]:
         "leftover_bytes": usage.leftover_bytes,
         "reclaimable_bytes": usage.reclaimable_bytes,
         "names": [
-            {"kind": n.kind, "name": n.name, "tags": n.tags, "bytes": n.bytes} for n in usage.names
+            {
+                "kind": n.kind,
+                "name": n.name,
+                "tags": sorted(n.tags, key=tag_order),
+                "bytes": n.bytes,
+            }
+            for n in usage.names
         ],
     }

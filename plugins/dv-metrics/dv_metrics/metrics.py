@@ -12,10 +12,17 @@ normalised frame embeddings; by linearity that is the same number.
 
 Every metric takes an `encoder` so tests (and anyone with other weights) can inject one;
 by default it is the process-wide encoder from `dv_metrics.weights`, loaded on first use.
+
+`dv eval` makes every metric it needs and then prepares each; when weights are missing, the
+first `prepare` names what every metric made but not yet loaded lacks (CLIP and DINO), in
+one line, rather than one model per attempt.
 """
 
 from __future__ import annotations
 
+import gc
+import weakref
+from abc import abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -25,14 +32,49 @@ from dreamvideo_cli.metrics import EvalSample, Metric
 
 if TYPE_CHECKING:
     from dv_metrics.encoders import Embeddings, ImageEncoder, ImageTextEncoder
+    from dv_metrics.weights import MetricWeights
+
+# Metrics made without an encoder whose weights are not loaded yet (weak: a metric dropped
+# unprepared is forgotten).
+_unloaded: weakref.WeakSet[_WeightedMetric] = weakref.WeakSet()
 
 
-class _ClipMetric(Metric):
+class _WeightedMetric(Metric):
+    """A metric whose encoder loads from `dv_metrics.weights` unless one is injected."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        _unloaded.add(self)
+
+    @abstractmethod
+    def _weights(self) -> MetricWeights:
+        """The weights this metric's encoder loads."""
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Load the encoder (it raises MetricWeightsMissing when its weights are missing)."""
+
+    def prepare(self) -> None:
+        """Load the weights now, so a missing download fails before any work is done; the
+        error names the weights of the other metrics made so far that are missing too."""
+        from dv_metrics.weights import MetricWeightsMissing
+
+        try:
+            self._load()
+        except MetricWeightsMissing as exc:
+            gc.collect()  # metrics kept only by reference cycles (an old traceback) do not count
+            others = [m._weights() for m in list(_unloaded) if m is not self]
+            raise exc.also(others) from None
+
+
+class _ClipMetric(_WeightedMetric):
     """A metric on CLIP ViT-B/32 embeddings."""
 
     def __init__(self, device: str = "cpu", encoder: ImageTextEncoder | None = None) -> None:
         super().__init__(device)
         self._encoder = encoder
+        if encoder is not None:
+            _unloaded.discard(self)
 
     @property
     def encoder(self) -> ImageTextEncoder:
@@ -40,10 +82,15 @@ class _ClipMetric(Metric):
             from dv_metrics.weights import shared_clip_encoder
 
             self._encoder = shared_clip_encoder(self.device)
+            _unloaded.discard(self)
         return self._encoder
 
-    def prepare(self) -> None:
-        """Load the weights now, so a missing download fails before any work is done."""
+    def _weights(self) -> MetricWeights:
+        from dv_metrics.weights import CLIP_WEIGHTS
+
+        return CLIP_WEIGHTS
+
+    def _load(self) -> None:
         _ = self.encoder
 
     def frame_embeddings(self, sample: EvalSample) -> Embeddings:
@@ -84,7 +131,7 @@ class TemporalConsistency(_ClipMetric):
         return float(np.mean(np.sum(frames[:-1] * frames[1:], axis=1)))
 
 
-class DinoI(Metric):
+class DinoI(_WeightedMetric):
     name = "dino-i"
     description = "subject fidelity: DINO ViT-S/16 cosine of every frame with every reference photo, averaged"
     needs: ClassVar[frozenset[str]] = frozenset({"reference_images"})
@@ -92,6 +139,8 @@ class DinoI(Metric):
     def __init__(self, device: str = "cpu", encoder: ImageEncoder | None = None) -> None:
         super().__init__(device)
         self._encoder = encoder
+        if encoder is not None:
+            _unloaded.discard(self)
 
     @property
     def encoder(self) -> ImageEncoder:
@@ -99,10 +148,15 @@ class DinoI(Metric):
             from dv_metrics.weights import shared_dino_encoder
 
             self._encoder = shared_dino_encoder(self.device)
+            _unloaded.discard(self)
         return self._encoder
 
-    def prepare(self) -> None:
-        """Load the weights now, so a missing download fails before any work is done."""
+    def _weights(self) -> MetricWeights:
+        from dv_metrics.weights import DINO_WEIGHTS
+
+        return DINO_WEIGHTS
+
+    def _load(self) -> None:
         _ = self.encoder
 
     def score(self, sample: EvalSample) -> float:

@@ -15,7 +15,9 @@ The weights are the authors' models, as published on the Hub:
 `DV_METRICS_CLIP_PATH` / `DV_METRICS_DINO_PATH` point at a local copy instead (a folder
 from `hf download ... --local-dir`, an open_clip folder with `open_clip_config.json`, a
 single CLIP weights file, or a transformers folder for DINO). Offline (HF_HUB_OFFLINE=1)
-and not cached is one `MissingWeightsError` line naming the command that fetches them.
+and not cached is one `MissingWeightsError` line naming the command that fetches them; when
+the metrics being prepared need both models and both are missing, that one line names both
+(`MetricWeightsMissing.also`).
 
 Each encoder loads once per process and device; every metric instance shares it.
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +66,64 @@ def hub_offline() -> bool:
 _NOT_CACHED = "not cached"
 
 
-def _missing(what: str, command: str, env: str, reason: str) -> MissingWeightsError:
-    if reason == _NOT_CACHED:
-        message = f"the {what} weights for the metrics are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
-    else:
-        message = f"the {what} weights for the metrics are not on this machine and could not be downloaded: {reason}"
-    return MissingWeightsError(message, f"fetch them with `{command}`, or set {env} to a local copy")
+@dataclass(frozen=True)
+class MetricWeights:
+    """The weights one family of metrics needs: what they are, how to fetch them, and where
+    a local copy may be named instead."""
+
+    what: str  # e.g. "CLIP ViT-B/32"
+    repo: str
+    # Files the cache must hold; each entry lists the names any one of which will do.
+    files: tuple[tuple[str, ...], ...]
+    command: str
+    env: str
+
+    def available(self) -> bool:
+        """A local copy is named, or the cache holds every file (checked without the network)."""
+        if os.environ.get(self.env):
+            return True
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        return all(
+            any(isinstance(try_to_load_from_cache(self.repo, name), str) for name in names)
+            for names in self.files
+        )
+
+
+CLIP_WEIGHTS = MetricWeights("CLIP ViT-B/32", CLIP_REPO, ((CLIP_FILE,),), CLIP_FETCH_COMMAND, CLIP_PATH_ENV)
+# transformers takes model.safetensors when a repository has it, else the pickle.
+DINO_WEIGHTS = MetricWeights(
+    "DINO ViT-S/16", DINO_REPO, (("config.json",), ("model.safetensors", "pytorch_model.bin")), DINO_FETCH_COMMAND, DINO_PATH_ENV
+)
+
+
+class MetricWeightsMissing(MissingWeightsError):
+    """Weights the metrics need are neither here nor downloadable now: one line naming every
+    missing model and the command that fetches each."""
+
+    def __init__(self, missing: list[MetricWeights], reason: str) -> None:
+        self.missing = missing
+        self.reason = reason
+        first, rest = missing[0], missing[1:]
+        if reason == _NOT_CACHED:
+            what = " and ".join(w.what for w in missing)
+            message = f"the {what} weights for the metrics are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+        else:
+            message = f"the {first.what} weights for the metrics are not on this machine and could not be downloaded: {reason}"
+            if rest:
+                others = " and ".join(w.what for w in rest)
+                message += f"; the {others} weights are not in the Hugging Face cache either"
+        commands = " && ".join(w.command for w in missing)
+        envs = " and ".join(w.env for w in missing)
+        copies = "a local copy" if len(missing) == 1 else "local copies"
+        super().__init__(message, f"fetch them with `{commands}`, or set {envs} to {copies}")
+
+    def also(self, others: Iterable[MetricWeights]) -> MetricWeightsMissing:
+        """This error, naming too those of `others` that are missing as well."""
+        extra = [w for w in dict.fromkeys(others) if w not in self.missing and not w.available()]
+        return MetricWeightsMissing([*self.missing, *extra], self.reason) if extra else self
 
 
 def _short(exc: BaseException) -> str:
@@ -75,20 +131,20 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _hub_file(repo_id: str, filename: str, what: str, command: str, env: str) -> Path:
-    """A file from the Hub cache; downloaded only when the Hub is not marked offline."""
+def _hub_file(weights: MetricWeights, filename: str) -> Path:
+    """One of `weights`' files from the Hub cache; downloaded only when the Hub is not marked offline."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+        return Path(hf_hub_download(weights.repo, filename, local_files_only=True))
     except Exception:  # any failure of a cache-only lookup just means "not cached"
         pass
     if hub_offline():
-        raise _missing(what, command, env, _NOT_CACHED)
+        raise MetricWeightsMissing([weights], _NOT_CACHED)
     try:
-        return Path(hf_hub_download(repo_id, filename))
+        return Path(hf_hub_download(weights.repo, filename))
     except Exception as exc:
-        raise _missing(what, command, env, _short(exc)) from None
+        raise MetricWeightsMissing([weights], _short(exc)) from None
 
 
 def _quiet_transformers() -> None:
@@ -107,7 +163,7 @@ def load_clip_encoder(device: str = "cpu", source: str | os.PathLike[str] | None
         # open_clip warns about a QuickGELU mismatch we resolve by forcing QuickGELU.
         warnings.simplefilter("ignore", UserWarning)
         if source is None:
-            weights = _hub_file(CLIP_REPO, CLIP_FILE, "CLIP ViT-B/32", CLIP_FETCH_COMMAND, CLIP_PATH_ENV)
+            weights = _hub_file(CLIP_WEIGHTS, CLIP_FILE)
             model, tokenizer = _open_clip_from_file(weights)
         else:
             path = Path(source).expanduser()
@@ -171,11 +227,11 @@ def load_dino_encoder(device: str = "cpu", source: str | os.PathLike[str] | None
         )
     except OSError:
         if hub_offline():
-            raise _missing("DINO ViT-S/16", DINO_FETCH_COMMAND, DINO_PATH_ENV, _NOT_CACHED) from None
+            raise MetricWeightsMissing([DINO_WEIGHTS], _NOT_CACHED) from None
         try:
             model = ViTModel.from_pretrained(DINO_REPO, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
         except OSError as exc:
-            raise _missing("DINO ViT-S/16", DINO_FETCH_COMMAND, DINO_PATH_ENV, _short(exc)) from None
+            raise MetricWeightsMissing([DINO_WEIGHTS], _short(exc)) from None
     return DINOEncoder(model, device=device)
 
 
@@ -204,10 +260,14 @@ __all__ = [
     "CLIP_FETCH_COMMAND",
     "CLIP_PATH_ENV",
     "CLIP_REPO",
+    "CLIP_WEIGHTS",
     "DINO_FETCH_COMMAND",
     "DINO_LAYER_NORM_EPS",
     "DINO_PATH_ENV",
     "DINO_REPO",
+    "DINO_WEIGHTS",
+    "MetricWeights",
+    "MetricWeightsMissing",
     "hub_offline",
     "load_clip_encoder",
     "load_dino_encoder",

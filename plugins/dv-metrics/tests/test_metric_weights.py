@@ -151,7 +151,7 @@ def test_cached_hub_file_is_used_offline(tmp_path: Path) -> None:
     snapshot = cache / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (snapshot / weights.CLIP_FILE).write_bytes(b"x")
-    found = weights._hub_file(weights.CLIP_REPO, weights.CLIP_FILE, "CLIP", "cmd", "ENV")
+    found = weights._hub_file(weights.CLIP_WEIGHTS, weights.CLIP_FILE)
     assert found == snapshot / weights.CLIP_FILE
 
 
@@ -162,3 +162,33 @@ def test_bad_local_paths_are_user_errors(tmp_path: Path) -> None:
         weights.load_clip_encoder("cpu", tmp_path)
     with pytest.raises(DVError, match="not a transformers model folder"):
         weights.load_dino_encoder("cpu", tmp_path)
+
+
+def test_offline_without_clip_or_dino_names_both_in_one_line() -> None:
+    """`dv eval` makes every metric it needs, then prepares each: the first failure names
+    every missing model with its command, not only its own."""
+    metrics = [ClipT("cpu"), DinoI("cpu"), TemporalConsistency("cpu")]
+    with pytest.raises(MissingWeightsError) as caught:
+        for metric in metrics:
+            metric.prepare()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "CLIP ViT-B/32 and DINO ViT-S/16 weights" in message
+    assert f"`{weights.CLIP_FETCH_COMMAND} && {weights.DINO_FETCH_COMMAND}`" in message
+    assert weights.CLIP_PATH_ENV in message and weights.DINO_PATH_ENV in message
+
+
+def test_only_the_missing_weights_of_the_metrics_made_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip_only = TemporalConsistency("cpu")
+    with pytest.raises(MissingWeightsError) as caught:
+        clip_only.prepare()
+    assert "DINO" not in str(caught.value)  # no DINO metric was asked for
+    del clip_only
+    # DINO given as a local copy: only CLIP is missing, even with a DINO metric made.
+    tiny_dino_model().save_pretrained(tmp_path / "dino")
+    monkeypatch.setenv(weights.DINO_PATH_ENV, str(tmp_path / "dino"))
+    metrics = [DinoI("cpu"), ClipT("cpu")]
+    metrics[0].prepare()
+    with pytest.raises(MissingWeightsError) as caught:
+        metrics[1].prepare()
+    assert "DINO" not in str(caught.value) and weights.CLIP_FETCH_COMMAND in str(caught.value)

@@ -93,7 +93,8 @@ class DiffusersT2VBackbone(Backbone):
         without network access. The hub id is the one the snapshot is cached under: `hub_id`,
         or one of `hub_aliases` when only that one holds it. Raises MissingWeightsError when
         offline with nothing cached, since no revision can be named then and `load` would fail
-        anyway."""
+        anyway; the error names the appearance encoder too when it is missing as well, so one
+        line lists everything to fetch."""
         if self.random_weights:
             return Fingerprint(self.name, self.hub_id, RANDOM_REVISION, random_weights=True)
         if self.path is not None:
@@ -108,7 +109,9 @@ class DiffusersT2VBackbone(Backbone):
         cached = source.cached_identity()
         if cached is None:
             if offline():
-                raise missing_weights_error([(source, ["everything"])])
+                appearance = self._appearance_source()
+                absent = appearance.missing_in(appearance.cached_folder())
+                raise missing_weights_error([(source, ["everything"]), *([(appearance, absent)] if absent else [])])
             # not downloaded yet: `load` resolves the commit
             return Fingerprint(self.name, self.hub_id, self.hub_revision)
         return Fingerprint(self.name, *cached)

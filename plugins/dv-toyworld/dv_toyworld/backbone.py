@@ -58,7 +58,7 @@ class ToyWorldBackbone(Backbone):
     def _missing(self, path: Path) -> MissingWeightsError:
         return MissingWeightsError(
             f"the toyworld weights {path} are missing",
-            f"train them with `{PRETRAIN_COMMAND} --out {path}` (about 30 min on a CPU core)",
+            f"train them with `{PRETRAIN_COMMAND} --out {path}` (about 95 min on a CPU core)",
         )
 
     def load(self, device: Any, dtype: Any = None) -> Components:

@@ -92,7 +92,7 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
     # An evaluation grid composes every cell through the same loaded backbone.
     (tmp_path / "prompts.txt").write_text("in the snow\n")
     with _mean_pixel_metric():
-        code, out, err = run(["eval", "--grid", "--subjects", "rex,-", "--motions", "slide", "--prompts", str(tmp_path / "prompts.txt"), "-o", "grid", "--steps", "1", "--device", "cpu", "--metric", "mean-pixel", "--json"], capsys)
+        code, out, err = run(["eval", "grid", "--subjects", "rex,-", "--motions", "slide", "--prompts", str(tmp_path / "prompts.txt"), "-o", "./grid", "--steps", "1", "--device", "cpu", "--metric", "mean-pixel", "--json"], capsys)
     assert code == 0, err
     cells = json.loads((tmp_path / "grid" / "results.json").read_text())["cells"]
     assert len(cells) == 2 and all("mean-pixel" in json.dumps(c) for c in cells)
