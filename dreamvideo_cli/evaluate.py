@@ -57,8 +57,8 @@ __all__ = [
 ]
 
 _PLACEHOLDER = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_.\-]*)>")
-NEED_WORDS = {"prompt": "a prompt", "reference_images": "a subject's reference photos"}
-_NEED_HINTS = {"prompt": "pass --prompt", "reference_images": "pass --subject"}
+NEED_WORDS = {"prompt": "a prompt", "reference_images": "a subject's reference photos", "motion": "a learnt motion"}
+_NEED_HINTS = {"prompt": "pass --prompt", "reference_images": "pass --subject", "motion": "score a video composed with a motion"}
 
 
 # ---------------------------------------------------------------- prompts and subjects
@@ -254,6 +254,8 @@ def evaluate_videos(
         has = {"prompt"} if text else set()
         if manifest is not None:
             has.add("reference_images")
+        if isinstance(metadata.get("motion"), dict):
+            has.add("motion")
         skipped: dict[str, str] = {}
         for name, cls in classes.items():
             unmet = unmet_needs(cls, has)

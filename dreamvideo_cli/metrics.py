@@ -25,7 +25,7 @@ class Metric(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    needs: ClassVar[frozenset[str]] = frozenset()  # subset of {"prompt", "reference_images"}
+    needs: ClassVar[frozenset[str]] = frozenset()  # subset of {"prompt", "reference_images", "motion"}
     higher_is_better: ClassVar[bool] = True
 
     def __init__(self, device: str = "cpu") -> None:

@@ -467,3 +467,18 @@ def test_grid_two_processes_match_one(grid_once: Path, studio: Path, tmp_path: P
     # Cell i went to process i % 2.
     ranks = [json.loads((out / "cells" / f"{c['id']}.result.json").read_text())["process"] for c in two["cells"]]
     assert ranks == [0, 1, 0, 1]
+
+
+def test_a_cell_without_a_motion_leaves_motion_metrics_blank(studio: Path) -> None:
+    """A motion metric cannot score a video made without a motion: the cell's score is
+    blank with the reason, as subject metrics are in subject-less cells, not a failure."""
+    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.grid import plan_grid
+    from dv_registry import Registry
+
+    spec = GridSpec(["cat"], ["walk", "-"], ["on the beach"], [0], studio / "no-motion-grid",
+                    ComposeConfig(steps=1, frames=4, device="cpu"), metrics=["toy_motion_fidelity"])  # fmt: skip
+    plan = plan_grid(spec, Registry(studio / "home"))
+    with_motion, without = plan.cells
+    assert plan.blank_metrics(with_motion) == {}
+    assert plan.blank_metrics(without) == {"toy_motion_fidelity": "needs a learnt motion (no motion in this cell)"}

@@ -132,9 +132,15 @@ class GridPlan:
 
     def blank_metrics(self, cell: GridCell) -> dict[str, str]:
         """metric -> why it cannot be computed for this cell (a grid cell always has a prompt)."""
-        has = {"prompt", "reference_images"} if self.subjects[cell.subject] is not None else {"prompt"}
+        has = {"prompt"}
+        if self.subjects[cell.subject] is not None:
+            has.add("reference_images")
+        if self.motions[cell.motion] is not None:
+            has.add("motion")
+        missing = {"reference_images": "no subject", "motion": "no motion"}
         return {
-            name: "needs " + " and ".join(NEED_WORDS.get(n, n) for n in unmet) + " (no subject in this cell)"
+            name: "needs " + " and ".join(NEED_WORDS.get(n, n) for n in unmet)
+            + " (" + " and ".join(missing.get(n, n) for n in unmet) + " in this cell)"
             for name, cls in self.metrics.items()
             if (unmet := unmet_needs(cls, has))
         }

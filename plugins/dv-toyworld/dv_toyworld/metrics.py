@@ -282,6 +282,7 @@ class ToySubjectFidelity(Metric):
 class ToyMotionFidelity(Metric):
     name = "toy_motion_fidelity"
     description = "toy world: correlation of the object's path with the reference motion (-1..1)"
+    needs = frozenset({"motion"})  # a video made without a motion has no reference path
 
     def score(self, sample: EvalSample) -> float:
         frames = _toy_frames(sample)
