@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The GPU checklist (issue 19), for a session lent the device. Prepare HERE first:
+#   scripts/fetch-device-wheels.sh
+# then run on the device, carrying the wheels and the data, e.g. with the device tool:
+#   run(command="bash scripts/gpu-checks.sh", carry=[".whl", ".gpu-data"], timeout_s=580)
+# Each check has its own time limit; results come back as $OUT/results.jsonl (one JSON
+# object per check: name, seconds, exit code, and the command's JSON output) and $OUT/log.txt.
+# CHECKS=a,b runs a subset: bench,compile,checkpointing,recipe,wan,toyworld. One device command
+# may run 10 minutes and a session has 15 in all (machine start included), so run it as
+#   CHECKS=bench,checkpointing,wan   (about 8 min at most), then, time permitting,
+#   CHECKS=compile,recipe            (about 9 min at most); toyworld last, if anything is left.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-checks}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+CHECKS=${CHECKS:-bench,compile,checkpointing,wan,recipe,toyworld}
+SITE=${SITE:-/tmp/site}
+if [ -z "${SKIP_INSTALL:-}" ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
+fi
+export PYTHONPATH="$SITE:$PWD:$PWD/registry:$PWD/plugins/dv-modelscope:$PWD/plugins/dv-metrics:$PWD/plugins/dv-toyworld:$PWD/plugins/dv-wan${PYTHONPATH:+:$PYTHONPATH}"
+$PY scripts/device_entry_points.py "$SITE" >> "$OUT/log.txt"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DV_HOME=${DV_HOME:-/tmp/dv-home}
+DEVICE=${DEVICE:-cuda}
+# A dry run on a CPU: BACKBONE=tiny WAN_BACKBONE=tiny-wan WAN_FRAMES=9 DEVICE=cpu SKIP_INSTALL=1 PY=.venv/bin/python
+BACKBONE=${BACKBONE:-modelscope}
+WAN_BACKBONE=${WAN_BACKBONE:-wan}
+WAN_FRAMES=${WAN_FRAMES:-49}
+FRAMES=${FRAMES:-32}
+TOY_STEPS=${TOY_STEPS:-20000}
+
+DV=("$PY" -c "from dreamvideo_cli.cli import run; run()")  # `dv`, from the carried tree
+wanted() { [[ ",$CHECKS," == *",$1,"* ]]; }
+check() {  # check NAME LIMIT_S COMMAND...: time it, keep its stdout (JSON) and stderr
+    local name=$1 limit=$2; shift 2
+    echo "== $name (limit ${limit}s): $*" | tee -a "$OUT/log.txt"
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/.stdout" 2>> "$OUT/log.txt"
+    local rc=$?
+    $PY - "$name" "$((SECONDS - start))" "$rc" "$OUT/.stdout" "$*" >> "$OUT/results.jsonl" <<'PY'
+import json, sys
+name, seconds, rc, path, command = sys.argv[1:]
+text = open(path).read()
+try:
+    output = json.loads(text)
+except ValueError:
+    output = text[-2000:]
+print(json.dumps({"name": name, "seconds": int(seconds), "rc": int(rc), "command": command, "output": output}))
+PY
+    tail -n 1 "$OUT/results.jsonl" | cut -c1-300
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/log.txt" 2>&1
+BENCH=(bench --backbone "$BACKBONE" --random-weights --frames "$FRAMES" --device "$DEVICE" --json)
+wanted bench && check bench-modelscope 170 "${DV[@]}" "${BENCH[@]}"
+wanted compile && check bench-modelscope-compile 240 "${DV[@]}" "${BENCH[@]}" --compile --only subject,motion
+wanted checkpointing && check bench-motion-checkpointing 120 "${DV[@]}" "${BENCH[@]}" --gradient-checkpointing --only motion
+wanted wan && check bench-wan-subject-compose 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --sample-steps 10 --only subject,compose --json
+wanted wan && check bench-wan-motion-49x480x832-checkpointing 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --gradient-checkpointing --only motion --repeats 3 --json
+if wanted recipe; then  # the default recipe, shortened to 300 + 100 subject and 300 motion steps
+    check recipe-subject-300-100 300 "${DV[@]}" subject learn .gpu-data/photos --name gpu-subject --backbone "$BACKBONE" --random-weights \
+        --embedding-steps 300 --adapter-steps 100 --save-every 0 --device "$DEVICE" --json
+    check recipe-motion-300 300 "${DV[@]}" motion learn .gpu-data/clips --name gpu-motion --backbone "$BACKBONE" --random-weights \
+        --steps 300 --save-every 0 --device "$DEVICE" --json
+fi
+if wanted toyworld; then
+    check toyworld-pretrain 240 $PY -m dv_toyworld.pretrain --device "$DEVICE" --seed 0 --steps "$TOY_STEPS" --save-every 1000 --out "$OUT/toyworld.safetensors"
+    check toyworld-probe 120 $PY -m dv_toyworld.probe --weights "$OUT/toyworld.safetensors" --json
+fi
+rm -f "$OUT/.stdout"
+echo "results: $OUT/results.jsonl"
