@@ -74,6 +74,7 @@ class ComposeResult:
     seed: int
     metadata: dict[str, Any] = field(default_factory=dict)
     gif: Path | None = None
+    frames: Any = None  # the video as uint8 [F, H, W, 3], before encoding (sweeps score these)
 
 
 def build_prompt(user_prompt: str, token: str | None, phrase: str | None) -> str:
@@ -256,7 +257,7 @@ def compose(
     gif_path = None
     if config.gif and output.suffix.lower() != ".gif":
         gif_path = media.write_video(output.with_suffix(".gif"), video, fps, metadata)
-    return ComposeResult(video_path, sheet_path, final_prompt, seed, metadata, gif_path)
+    return ComposeResult(video_path, sheet_path, final_prompt, seed, metadata, gif_path, video)
 
 
 def _describe(manifest: Manifest | None) -> dict[str, Any] | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.errors import DVError
 
 
 def install(app: typer.Typer) -> None:
@@ -15,17 +17,18 @@ def install(app: typer.Typer) -> None:
 
 
 def compose(
-    subject: str = typer.Argument(..., help="A subject reference (name, name:tag), or - for none."),
-    motion: str = typer.Argument(..., help="A motion reference, or - for none."),
+    subject: str = typer.Argument(..., help="A subject reference (name, name:tag), or - for none; a comma list sweeps checkpoints."),
+    motion: str = typer.Argument(..., help="A motion reference, or - for none; a comma list sweeps checkpoints."),
     prompt: str = typer.Argument("", help='The scene, e.g. "in the snow"; {subject} and {motion} are substituted.'),
-    output: Path = typer.Option(None, "-o", "--output", help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4."),
+    output: Path = typer.Option(None, "-o", "--output", help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4. A sweep: a folder (default dv-out/SUBJECT-MOTION-SEED-sweep)."),
     steps: int = typer.Option(None, "--steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."),
     guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5)."),
     frames: int = typer.Option(None, "--frames", help="Frames (default: the backbone's)."),
     fps: int = typer.Option(None, "--fps", help="Frame rate of the written video (default: the backbone's)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (recorded in the metadata)."),
-    subject_scale: float = typer.Option(1.0, "--subject-scale", help="Strength of the identity adapter."),
-    motion_scale: float = typer.Option(1.0, "--motion-scale", help="Strength of the motion adapter."),
+    subject_scale: str = typer.Option("1", "--subject-scale", help="Strength of the identity adapter; a comma list (0.5,0.75,1) sweeps it."),
+    motion_scale: str = typer.Option("1", "--motion-scale", help="Strength of the motion adapter; a comma list sweeps it."),
+    metric: list[str] = typer.Option(None, "--metric", "-m", help="Sweeps: score every cell with these metrics and mark the best by the first."),
     appearance_image: Path = typer.Option(None, "--appearance-image", help="Image for appearance guidance (default: a subject photo)."),
     appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."),
     sampler: str = typer.Option(None, "--sampler", help="Sampler name (see `dv samplers`; default: the backbone's, ddim or unipc)."),
@@ -39,13 +42,19 @@ def compose(
     import secrets
 
     from dreamvideo_cli.adapter_refs import check_counts, check_output, resolve_pair
+    from dreamvideo_cli.sweep import is_sweep, parse_scales, split_list, sweep_cells
     from dv_registry import Registry
 
     # What a user can get wrong is checked before torch loads (seconds on a cold start).
     registry = Registry()
-    resolve_pair(registry, subject, motion)
+    subjects, motions = split_list(subject) or ["-"], split_list(motion) or ["-"]
+    subject_scales = parse_scales(subject_scale, "--subject-scale")
+    motion_scales = parse_scales(motion_scale, "--motion-scale")
+    for s_ref, m_ref in ((s, m) for s in subjects for m in motions):
+        resolve_pair(registry, s_ref, m_ref)
     check_counts(steps, frames)
-    if output is not None:
+    sweep = is_sweep(subjects, motions, subject_scales, motion_scales)
+    if output is not None and not sweep:
         check_output(output)
     if seed is None:
         seed = secrets.randbelow(2**31 - 1)
@@ -54,17 +63,18 @@ def compose(
     from dreamvideo_cli.compose import compose as run_compose
 
     if output is None:
-        stem = "-".join(p.replace(":", "_").replace("@", "_") for p in (subject, motion) if p != "-")
-        output = Path("dv-out") / f"{stem}-{seed}.mp4"
-    output.parent.mkdir(parents=True, exist_ok=True)
+        stem = "-".join(p.replace(":", "_").replace("@", "_").replace(",", "+") for p in (subject, motion) if p != "-")
+        output = Path("dv-out") / (f"{stem}-{seed}-sweep" if sweep else f"{stem}-{seed}.mp4")
+    if not sweep:
+        output.parent.mkdir(parents=True, exist_ok=True)
     config = ComposeConfig(
         steps=steps,
         guidance=guidance,
         frames=frames,
         fps=fps,
         seed=seed,
-        subject_scale=subject_scale,
-        motion_scale=motion_scale,
+        subject_scale=subject_scales[0],
+        motion_scale=motion_scales[0],
         appearance_strength=appearance_strength,
         appearance_image=str(appearance_image) if appearance_image else None,
         sampler=sampler,
@@ -75,6 +85,11 @@ def compose(
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
+    if sweep:
+        _sweep(sweep_cells(subjects, motions, subject_scales, motion_scales), prompt, output, config, registry, metric or [], json)
+        return
+    if metric:
+        raise DVError("--metric scores the cells of a sweep", "score a single video with `dv eval VIDEO --metric ...`")
     with ProgressRenderer(quiet=json) as progress:
         result = run_compose(subject, motion, prompt, output, config, registry=registry, on_event=progress)
     if json:
@@ -93,3 +108,17 @@ def compose(
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
         out.print(f"prompt: {result.prompt}")
     out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))
+
+
+def _sweep(cells: list[Any], prompt: str, folder: Path, config: Any, registry: Any, metrics: list[str], json: bool) -> None:
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+    from dreamvideo_cli.sweep import run_sweep
+
+    if folder.suffix.lower() in (".mp4", ".gif"):
+        raise DVError(f"a sweep writes a folder of videos, not {folder.name}", f"use -o {folder.with_suffix('')}")
+    with ProgressRenderer(quiet=json) as progress:
+        result = run_sweep(cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress)
+    if json:
+        print_json({"folder": str(result.folder), "grid": str(result.grid), "index": str(result.index), "best": result.best, "cells": result.cells})
+        return
+    out.print(f"wrote {len(result.cells)} videos, {result.grid} and {result.index}" + (f"; best by {metrics[0]}: {result.best}" if result.best else ""))

@@ -167,9 +167,10 @@ def show_command(
     same_as = sorted(
         (tag for tag in registry.tags_for(manifest) if tag != manifest.tag), key=tag_order
     )
+    checkpoints = _checkpoints(registry, manifest, same_as)
     if json:
         print_json(
-            {"ref": manifest.ref, "digest": manifest.digest, "same_as": same_as}
+            {"ref": manifest.ref, "digest": manifest.digest, "same_as": same_as, "checkpoints": checkpoints}
             | manifest.model_dump(mode="json")
         )
         return
@@ -189,6 +190,11 @@ def show_command(
     for label, value in _detail_rows(manifest):
         fields.add_row(label, _text(value))
     _print_table(fields)
+    if checkpoints:
+        steps = _table("checkpoint", "step", "compose it with")
+        for point in checkpoints:
+            steps.add_row(_text(point["tag"]), str(point["step"]), _text(f"{manifest.name}:{point['tag']}"))
+        _print_table(steps)
     files = _table("role", "file", "size", "type", "digest")
     for entry in manifest.files:
         files.add_row(
@@ -199,6 +205,17 @@ def show_command(
             entry.digest.removeprefix("sha256:")[:12],
         )
     _print_table(files)
+
+
+def _checkpoints(registry: Any, manifest: Manifest, same_as: list[str]) -> list[dict[str, Any]]:
+    """The intermediate checkpoints kept with this version (tags `vN-stepK`), by step: what a
+    user passes to a compose sweep (`dv compose dog:v1-step500,dog:v1 ...`)."""
+    versions = [t for t in (manifest.tag, *same_as) if re.fullmatch(r"v\d+", t)]
+    if not versions:
+        return []
+    pattern = re.compile(rf"{re.escape(versions[0])}-step(\d+)")
+    found = [(int(m.group(1)), tag) for tag in registry.tags(manifest.name) if (m := pattern.fullmatch(tag))]
+    return [{"tag": tag, "step": step} for step, tag in sorted(found)]
 
 
 def _detail_rows(manifest: Manifest) -> list[tuple[str, str]]:

@@ -1,0 +1,99 @@
+"""Strength sweeps at compose (issue 16): every combination of checkpoints and scales with
+one seed and one loaded backbone, a video per cell, a labelled grid PNG, a JSON index; a
+single value is today's compose; `dv show` lists the checkpoints a sweep can take."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamvideo_cli import media
+from dreamvideo_cli.cli import main
+
+CLI = [sys.executable, "-c", "from dreamvideo_cli.cli import run; run()"]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny subject `rex` with a checkpoint at step 2, and a tiny motion `slide`."""
+    root = tmp_path_factory.mktemp("sweep")
+    photos, clips = root / "photos", root / "clips"
+    photos.mkdir()
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    frames = np.zeros((12, 32, 32, 3), np.uint8)
+    for t in range(12):
+        frames[t, 10:20, 2 * t : 2 * t + 8] = 255
+    media.write_video(clips / "slide.mp4", frames, fps=8)
+    env = {**os.environ, "DV_HOME": str(root / "home")}
+    for args in (
+        ["subject", "learn", str(photos), "--name", "rex", "--embedding-steps", "1", "--adapter-steps", "3", "--save-every", "2"],
+        ["motion", "learn", str(clips), "--name", "slide", "--steps", "2", "--frames", "4", "--save-every", "0"],
+    ):
+        done = subprocess.run([*CLI, *args, "--backbone", "tiny", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DV_HOME", str(studio / "home"))
+    folder = tmp_path / "sweep"
+    code = main(["compose", "rex", "slide", "on the beach", "--subject-scale", "0.5,1", "--motion-scale", "0,1",
+                 "--steps", "2", "--frames", "4", "--seed", "3", "--device", "cpu", "-o", str(folder), "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    cells = json.loads((folder / "index.json").read_text())["cells"]
+    assert len(cells) == 4 == len(result["cells"])
+    assert [(c["subject_scale"], c["motion_scale"]) for c in cells] == [(0.5, 0.0), (0.5, 1.0), (1.0, 0.0), (1.0, 1.0)]
+    assert {c["seed"] for c in cells} == {3}
+    videos = [media.read_frames(folder / c["video"], None) for c in cells]
+    assert all(v.shape == (4, 32, 32, 3) for v in videos)
+    assert not np.array_equal(videos[0], videos[3])  # the scales reach the adapters
+    grid = Image.open(folder / "grid.png")
+    assert grid.width > 4 * 100 and grid.height > 2 * 100
+    # A cell is the compose of its settings: the same seed and scales alone give the same video.
+    single = tmp_path / "single.mp4"
+    code = main(["compose", "rex", "slide", "on the beach", "--subject-scale", "1", "--motion-scale", "1",
+                 "--steps", "2", "--frames", "4", "--seed", "3", "--device", "cpu", "-o", str(single)])  # fmt: skip
+    assert code == 0
+    assert np.array_equal(media.read_frames(single, None), videos[3])
+
+
+def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DV_HOME", str(studio / "home"))
+    code = main(["show", "rex", "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert code == 0 and shown["checkpoints"] == [{"tag": "v1-step2", "step": 2}]
+    folder = tmp_path / "points"
+    code = main(["compose", "rex:v1-step2,rex:v1", "-", "on snow", "--steps", "1", "--frames", "2", "--seed", "1",
+                 "--device", "cpu", "-o", str(folder), "--metric", "toy_text_alignment", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    index = json.loads((folder / "index.json").read_text())
+    assert [c["subject"] for c in index["cells"]] == ["rex:v1-step2", "rex:v1"]
+    assert all(isinstance(c["scores"]["toy_text_alignment"], float) for c in index["cells"])
+    assert index["best"] in {c["id"] for c in index["cells"]}
+
+
+def test_sweep_mistakes_are_one_line(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DV_HOME", str(studio / "home"))
+    for args, expected in (
+        (["--subject-scale", "0.5,x"], "--subject-scale takes numbers"),
+        (["--subject-scale", "0.5,1", "-o", str(tmp_path / "a.mp4")], "a sweep writes a folder"),
+        (["--metric", "toy_text_alignment"], "--metric scores the cells of a sweep"),
+    ):
+        code = main(["compose", "rex", "-", "x", "--device", "cpu", "--steps", "1", *args])
+        err = capsys.readouterr().err
+        assert code == 1 and expected in err and "Traceback" not in err, err
+    code = main(["compose", "rex,nope", "-", "x"])
+    assert code != 0 and "nope" in capsys.readouterr().err
