@@ -97,3 +97,31 @@ def test_sweep_mistakes_are_one_line(studio: Path, tmp_path: Path, monkeypatch: 
         assert code == 1 and expected in err and "Traceback" not in err, err
     code = main(["compose", "rex,nope", "-", "x"])
     assert code != 0 and "nope" in capsys.readouterr().err
+
+
+def test_previews_while_learning_leave_the_result_unchanged(tmp_path: Path) -> None:
+    """`--preview-every 2`: a contact sheet every 2 steps of each stage in the run folder,
+    and the very same token and adapter as the run without previews."""
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dv_registry import Registry
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    registry = Registry(tmp_path / "home")
+
+    def learn(name: str, every: int) -> object:
+        config = SubjectConfig(backbone="tiny", init_word="dog", embedding_steps=4, adapter_steps=4, save_every=0, seed=5, device="cpu", preview_every=every)
+        return learn_subject(photos, name, config, registry=registry)
+
+    plain, previewed = learn("plain", 0), learn("previewed", 2)
+    run = tmp_path / "home" / "runs" / previewed.training["run"]  # type: ignore[attr-defined]
+    assert sorted(p.name for p in (run / "previews").iterdir()) == [
+        "embedding-step2.png", "embedding-step4.png", "identity-step2.png", "identity-step4.png",
+    ]  # fmt: skip
+    for role in ("adapter", "token_embedding"):
+        a, b = load_adapter_tensors(registry, plain, role), load_adapter_tensors(registry, previewed, role)  # type: ignore[arg-type]
+        assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), role

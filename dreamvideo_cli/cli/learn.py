@@ -36,6 +36,10 @@ CHECKPOINTING = typer.Option(
 COMPILE = typer.Option(
     False, "--compile", help="torch.compile the denoiser (CUDA graphs on a GPU): faster steps after a slow start; same math."
 )
+PREVIEW_EVERY = typer.Option(
+    0, "--preview-every", min=0, help="Every K steps (and at the end) compose a short preview into the run folder's previews/ (0: none)."
+)
+PREVIEW_PROMPT = typer.Option(None, "--preview-prompt", help="The previews' prompt (default: the run's own caption).")
 ADAPTER_WIDTH = typer.Option(
     None, "--adapter-width", help="The adapters' bottleneck width (default: the backbone's; ModelScope d/2 as in the paper, Wan 128)."
 )
@@ -76,6 +80,8 @@ def subject_learn(
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
     adapter_width: int = ADAPTER_WIDTH,
+    preview_every: int = PREVIEW_EVERY,
+    preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -103,6 +109,8 @@ def subject_learn(
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
         adapter_width=adapter_width,
+        preview_every=preview_every,
+        preview_prompt=preview_prompt,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

@@ -380,7 +380,9 @@ def maybe_save_checkpoint(
 
 
 # Settings a resumed run may change: how it runs, not what it learns.
-RESUMABLE_SETTINGS = frozenset({"device", "log_every", "save_every", "compile", "gradient_checkpointing", "description"})
+RESUMABLE_SETTINGS = frozenset(
+    {"device", "log_every", "save_every", "compile", "gradient_checkpointing", "description", "preview_every", "preview_prompt"}
+)
 # Step totals per stage: a resumed run may lengthen or shorten a stage it has not passed.
 STAGE_TOTALS = {"embedding_steps": "embedding", "adapter_steps": "identity", "steps": "motion"}
 
@@ -453,6 +455,7 @@ def run_stage(
     checkpoints: list[int] | None = None,
     save_every: int = 0,
     adapters: Any = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> int:
     """One training stage from `step` to `total`: a loss, an optimizer step, progress; the
     adapter kept every `save_every` steps; on Ctrl-C or SIGTERM the state is saved and the
@@ -469,4 +472,36 @@ def run_stage(
         report_progress(on_event, run, stage, step, total, pending, log_every, optimizer.lr)
         if adapters is not None and checkpoints is not None:
             maybe_save_checkpoint(run, stage, step, total, save_every, adapters, checkpoints, on_event)
+        if after_step is not None:
+            after_step(step)
     return step
+
+
+PREVIEW_STEPS = 10  # sampling steps of a preview: enough to see what is being learnt
+PREVIEW_SEED = 0
+
+
+def write_preview(
+    parts: Components, backbone: Backbone, run: Run, name: str, prompt: str, frames: int, on_event: EventHandler
+) -> Path:
+    """Compose a short video with the adapters as they stand (attached by the caller) and
+    keep its contact sheet as `previews/<name>.png` in the run folder. It draws its noise
+    from its own generator and runs without gradients, so training is unchanged by it."""
+    from dreamvideo_cli import media
+    from dreamvideo_cli.compose import sample_video
+    from dreamvideo_cli.plugins import get_sampler
+
+    fmt, defaults = backbone.video_format, backbone.sampling
+    sampler = get_sampler(defaults.sampler)
+    training = parts.denoiser.training
+    video = sample_video(parts, prompt, "", frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, sampler, PREVIEW_SEED)
+    parts.denoiser.train(training)
+    path = run.folder / "previews" / f"{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    media.save_png(media.contact_sheet(video, columns=8, max_frames=16, label=f"{name}: {prompt}"), path)
+    on_event(Note(f"preview: {path}"))
+    return path
+
+
+def preview_due(every: int, step: int, total: int) -> bool:
+    return bool(every) and (step % every == 0 or step == total)

@@ -33,8 +33,10 @@ from dreamvideo_cli.learn.common import (
     generator_for,
     load_for_training,
     open_backbone,
+    preview_due,
     resumed_config,
     run_stage,
+    write_preview,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.runtime import (
@@ -70,6 +72,8 @@ class SubjectConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the identity adapter's bottleneck; None: the backbone's default
+    preview_every: int = 0  # compose a preview every K steps of each stage (and at its end); 0: none
+    preview_prompt: str | None = None  # None: the run's own caption, "a <token>"
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -159,6 +163,11 @@ def learn_subject(
         return latents[idx], (mask_latents[idx] if mask_latents is not None else None)
 
     checkpoints: list[int] = list(state_meta.get("checkpoints", []))
+    preview_prompt = (config.preview_prompt or "a {subject}").replace("{subject}", token)
+
+    def preview(stage: str, step: int, total: int) -> None:
+        if preview_due(config.preview_every, step, total):
+            write_preview(parts, backbone, run, f"{stage}-step{step}", preview_prompt, fmt.frames, on_event)
 
     model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
     with stop.installed(), gradient_checkpointing(parts.denoiser, config.gradient_checkpointing, parts.family):
@@ -179,7 +188,7 @@ def learn_subject(
             step = run_stage(
                 run=run, stage="embedding", step=step, total=config.embedding_steps, optimizer=optimizer,
                 loss_fn=embedding_loss, stop=stop, save_state=lambda s: save_state("embedding", s, optimizer),
-                on_event=on_event, log_every=config.log_every,
+                on_event=on_event, log_every=config.log_every, after_step=lambda s: preview("embedding", s, config.embedding_steps),
             )  # fmt: skip
             on_event(StageFinished("embedding"))
             stage, step = "identity", 0
@@ -205,7 +214,7 @@ def learn_subject(
             run=run, stage="identity", step=step, total=config.adapter_steps, optimizer=optimizer,
             loss_fn=identity_loss, stop=stop, save_state=lambda s: save_state("identity", s, optimizer),
             on_event=on_event, log_every=config.log_every, checkpoints=checkpoints,
-            save_every=config.save_every, adapters=identity,
+            save_every=config.save_every, adapters=identity, after_step=lambda s: preview("identity", s, config.adapter_steps),
         )  # fmt: skip
         on_event(StageFinished("identity"))
         save_state("done", step, optimizer)
