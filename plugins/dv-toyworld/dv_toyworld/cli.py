@@ -61,7 +61,8 @@ def demo(
     stdout.print(f"backbone alone: {result.backbone_only_prompt}", markup=False)
     stdout.print(metrics_table(result.metrics), markup=False)
     stdout.print(f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s", markup=False)
-    stdout.print(f"the subject and motion are in your registry: dv compose {result.subject} {result.motion} \"on grass\"", markup=False)
+    hint = config.compose_command(result.subject, result.motion, "on grass")
+    stdout.print(f"the subject and motion are in your registry: {hint}", markup=False)
 
 
 def _use_half_the_cores() -> None:

@@ -70,6 +70,14 @@ class DemoConfig:
     backbone_path: str | None = None  # another toyworld weights file
     random_weights: bool = False  # for tests of the plumbing only
 
+    def compose_command(self, subject: str, motion: str, prompt: str) -> str:
+        """The `dv compose` command that makes what the demo made: its sampling settings,
+        not compose's defaults (guidance 9 and appearance guidance wreck the toy world)."""
+        flags = f"--steps {self.sample_steps} --guidance {self.guidance:g} --appearance-strength {self.appearance_strength:g}"
+        if self.motion_scale != 1.0:
+            flags += f" --motion-scale {self.motion_scale:g}"
+        return f'dv compose {subject} {motion} "{prompt}" {flags} --seed {self.seed}'
+
     def quick(self) -> DemoConfig:
         """A few steps of everything: for tests of the plumbing, not of quality."""
         return replace(self, embedding_steps=3, adapter_steps=3, motion_steps=3, sample_steps=3, seeds=1)

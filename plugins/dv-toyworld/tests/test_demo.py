@@ -110,3 +110,24 @@ def test_an_interrupted_demo_says_to_run_it_again_not_to_resume(monkeypatch: pyt
     code = main(["demo", "--json"])
     err = capsys.readouterr().err
     assert code == 130 and "run `dv demo` again" in err and "--resume" not in err
+
+
+def test_the_closing_hint_composes_with_the_demos_settings() -> None:
+    """`dv compose`'s defaults (guidance 9, appearance guidance 1) wreck the toy world; the
+    hint the demo prints must make what the demo made."""
+    import shlex
+
+    from dreamvideo_cli.cli.compose import compose as compose_command
+    from dv_toyworld.demo import DemoConfig
+
+    config = DemoConfig()
+    hint = config.compose_command("toy-pink-star:v1", "toy-circles-fast:v1", "on grass")
+    args = shlex.split(hint)
+    assert args[:5] == ["dv", "compose", "toy-pink-star:v1", "toy-circles-fast:v1", "on grass"]
+    flags = dict(zip(args[5::2], args[6::2], strict=True))
+    assert float(flags["--guidance"]) == config.guidance and int(flags["--steps"]) == config.sample_steps
+    assert float(flags["--appearance-strength"]) == config.appearance_strength and int(flags["--seed"]) == config.seed
+    import inspect
+
+    known = {d for p in inspect.signature(compose_command).parameters.values() for d in (getattr(p.default, "param_decls", None) or ())}
+    assert set(flags) <= known
