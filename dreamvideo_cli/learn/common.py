@@ -34,6 +34,7 @@ from dreamvideo_cli.runtime import (  # noqa: F401
     to_tensor_images,
     tokenize,
 )
+from dv_registry.fsutil import atomic_write_bytes  # the one atomic write: temp file, fsync, rename
 
 
 def open_backbone(config: Any) -> tuple[Backbone, Fingerprint]:
@@ -160,15 +161,6 @@ class StopRequested:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
