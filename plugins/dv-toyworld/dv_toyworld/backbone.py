@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
+from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, VideoFormat
 from dreamvideo_cli.errors import MissingWeightsError
 from dv_toyworld import world
+from dv_toyworld.schedule import TOY_SCHEDULE
 
 PRETRAIN_COMMAND = "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000"
 WEIGHTS_ENV = "DV_TOYWORLD_WEIGHTS"  # another weights file, e.g. one being trained
@@ -24,11 +25,7 @@ class ToyWorldBackbone(Backbone):
     description = "tiny text-to-video model of a synthetic world of moving shapes (embedded, offline)"
     video_format = VideoFormat(height=world.SIZE, width=world.SIZE, frames=world.FRAMES, fps=world.FPS)
     appearance_dim = 64
-    # Pixel-space data has large flat areas: DDPM's linear schedule ends at almost zero
-    # signal, so sampling from pure noise matches what training saw at t = T. A model this
-    # small predicts epsilon badly at high noise, and DDIM divides that error by the tiny
-    # signal level; v-prediction (~ the image at high noise) keeps early steps stable.
-    schedule = NoiseSchedule(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", prediction_type="v_prediction")
+    schedule = TOY_SCHEDULE  # dv_toyworld.schedule says why v-prediction
 
     def weights_path(self) -> Path:
         from dv_toyworld import model

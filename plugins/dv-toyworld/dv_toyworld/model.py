@@ -263,9 +263,7 @@ class ToyUNet(nn.Module):
 
 def alphas_cumprod() -> torch.Tensor:
     """The toy backbone's training noise levels (DDPM's linear betas 1e-4 .. 0.02)."""
-    from dv_toyworld.backbone import ToyWorldBackbone
-
-    s = ToyWorldBackbone.schedule
+    from dv_toyworld.schedule import TOY_SCHEDULE as s
     betas = torch.linspace(s.beta_start, s.beta_end, s.num_train_timesteps, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0)
 
