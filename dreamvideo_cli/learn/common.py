@@ -4,15 +4,12 @@ the training stage loop, stopping cleanly, and saving/restoring training state
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import secrets
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +21,17 @@ from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerpri
 from dreamvideo_cli.errors import DVError, Interrupted
 from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StepDone
 
+# These moved to learn/optim.py and learn/run_folder.py; they stay importable from here.
+from dreamvideo_cli.learn.optim import AdamWWithWarmup as AdamWWithWarmup
+from dreamvideo_cli.learn.optim import optimizer_state as optimizer_state
+from dreamvideo_cli.learn.optim import restore_optimizer as restore_optimizer
+from dreamvideo_cli.learn.run_folder import Run as Run
+from dreamvideo_cli.learn.run_folder import atomic_write_json as atomic_write_json
+from dreamvideo_cli.learn.run_folder import load_tensors as load_tensors
+from dreamvideo_cli.learn.run_folder import runs_home as runs_home
+from dreamvideo_cli.learn.run_folder import save_tensors as save_tensors
+from dreamvideo_cli.learn.run_folder import tensors_to_bytes as tensors_to_bytes
+
 # The runtime moved to a public module; these names stay importable from here.
 from dreamvideo_cli.runtime import (  # noqa: F401
     autocast,
@@ -34,7 +42,6 @@ from dreamvideo_cli.runtime import (  # noqa: F401
     to_tensor_images,
     tokenize,
 )
-from dv_registry.fsutil import atomic_write_bytes  # the one atomic write: temp file, fsync, rename
 
 
 def open_backbone(config: Any) -> tuple[Backbone, Fingerprint]:
@@ -103,38 +110,6 @@ def diffusion_loss(
     return se.mean()
 
 
-def warmup_then_constant(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
-    )
-
-
-class AdamWWithWarmup:
-    """AdamW with a linear warm-up then a constant rate (the authors' recipe), whose state
-    can be saved as tensors plus JSON and restored for `--resume`."""
-
-    def __init__(self, params: Any, lr: float, weight_decay: float, warmup_steps: int) -> None:
-        self.optimizer = torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
-        self.schedule = warmup_then_constant(self.optimizer, warmup_steps)
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def step(self, loss: torch.Tensor) -> None:
-        loss.backward()
-        self.optimizer.step()
-        self.schedule.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return optimizer_state(self.optimizer, "optim")
-
-    def restore(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any], step: int) -> None:
-        restore_optimizer(self.optimizer, "optim", tensors, scalars)
-        self.schedule.last_epoch = step
-
-
 class StopRequested:
     """Turns Ctrl-C and SIGTERM into a flag the training loop checks between steps, so it
     can save its state and exit cleanly instead of dying mid-write."""
@@ -161,152 +136,6 @@ class StopRequested:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(cpu, metadata=metadata))
-
-
-def load_tensors(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    return load(data)
-
-
-def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
-
-
-def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state as flat tensors plus JSON, so it can be stored as safetensors."""
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
-    for idx, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if torch.is_tensor(value) and value.dim() > 0:
-                tensors[f"{prefix}.{idx}.{key}"] = value
-            else:
-                scalars["state"].setdefault(str(idx), {})[key] = float(value)
-    return tensors, scalars
-
-
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in scalars["state"].items():
-        for name, value in values.items():
-            state.setdefault(int(idx), {})[name] = torch.tensor(value)
-    optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-
-
-def runs_home(registry_home: Path) -> Path:
-    return registry_home / "runs"
-
-
-@dataclass
-class Run:
-    """A training run's folder: config.json, loss.csv, loss.png, checkpoints/."""
-
-    folder: Path
-
-    @property
-    def id(self) -> str:
-        return self.folder.name
-
-    @classmethod
-    def create(cls, registry_home: Path, kind: str, name: str, config: Any, inputs: str | Path) -> Run:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = runs_home(registry_home) / f"{stamp}-{kind}-{name}-{secrets.token_hex(2)}"
-        (folder / "checkpoints").mkdir(parents=True)
-        atomic_write_json(
-            folder / "config.json",
-            {"kind": kind, "name": name, "inputs": str(Path(inputs).resolve()), "config": asdict(config)},
-        )
-        return cls(folder)
-
-    @classmethod
-    def open(cls, registry_home: Path, run: str) -> Run:
-        folder = Path(run) if os.sep in run else runs_home(registry_home) / run
-        if not (folder / "config.json").is_file():
-            raise DVError(f"no training run {run!r}", f"runs live in {runs_home(registry_home)}")
-        if not (folder / "checkpoints" / "state.json").is_file():
-            raise DVError(f"run {run!r} has no saved state to resume from", "start a new run")
-        return cls(folder)
-
-    def config(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.folder / "config.json").read_text())
-        return data
-
-    def log_losses(self, stage: str, first_step: int, losses: list[float]) -> None:
-        path = self.folder / "loss.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["stage", "step", "loss"])
-            for i, loss in enumerate(losses):
-                writer.writerow([stage, first_step + i, f"{loss:.6g}"])
-
-    def read_losses(self) -> list[tuple[str, int, float]]:
-        path = self.folder / "loss.csv"
-        if not path.exists():
-            return []
-        with open(path) as f:
-            return [(r["stage"], int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
-
-    def truncate_losses(self, stage: str, step: int) -> None:
-        """On resume, forget losses logged after the saved state (they will be redone)."""
-        rows = [r for r in self.read_losses() if not (r[0] == stage and r[1] > step)]
-        path = self.folder / "loss.csv"
-        path.unlink(missing_ok=True)
-        by_stage: dict[str, list[tuple[int, float]]] = {}
-        for s, i, loss in rows:
-            by_stage.setdefault(s, []).append((i, loss))
-        for s, items in by_stage.items():
-            if items:
-                self.log_losses(s, items[0][0], [loss for _, loss in items])
-
-    def save_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        # Tensors first, then the JSON that points at them: a crash between the two leaves
-        # the previous JSON, whose tensors file name differs, still consistent.
-        name = f"state-{meta['stage']}-{meta['step']}.safetensors"
-        save_tensors(self.folder / "checkpoints" / name, tensors)
-        meta = {**meta, "tensors": name}
-        atomic_write_json(self.folder / "checkpoints" / "state.json", meta)
-        for old in (self.folder / "checkpoints").glob("state-*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from safetensors.torch import load_file
-
-        meta: dict[str, Any] = json.loads((self.folder / "checkpoints" / "state.json").read_text())
-        return load_file(self.folder / "checkpoints" / meta["tensors"]), meta
-
-    def save_loss_plot(self) -> Path | None:
-        from dreamvideo_cli.plots import loss_curve_png
-
-        rows = self.read_losses()
-        if not rows:
-            return None
-        path = self.folder / "loss.png"
-        atomic_write_bytes(path, loss_curve_png(rows))
-        return path
 
 
 def seed_everything(seed: int | None) -> int:
