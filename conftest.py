@@ -3,7 +3,7 @@
 - No network: the Hugging Face libraries stay offline.
 - One thread per process: with two cores shared by pytest and the subprocesses some
   tests start, PyTorch's default of one thread per core makes threads wait on each other
-  (a tiny compose took 12 s with two threads against 0.3 s with one).
+  (tiny models gain nothing from threads; docs/toyworld.md has the measurements).
 """
 
 import os

@@ -67,9 +67,8 @@ def demo(
 
 def _use_half_the_cores() -> None:
     """The toy model's ops are too small to gain much from threads, and threads that share
-    cores with other work thrash: on the 2-core machine `dv demo` took 104 s with 2 threads
-    and 123 s with 1 when idle, but 378 s with 2 and 125 s with 1 while one other process
-    ran. Half the cores (at most 4) keeps most of the speed and all of the robustness."""
+    cores with other work thrash (docs/toyworld.md has the measurements). Half
+    the cores (at most 4) keeps most of the speed and all of the robustness."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)

@@ -48,9 +48,9 @@ class DemoConfig:
     motion_steps: int = 500
     sample_steps: int = 25
     # Twice the paper's textual-inversion rate for a tenth of its steps. A much faster one
-    # (1e-3 here until 2026-11-24) drives the token to 2.5x a word's norm within 200 steps:
-    # it still draws the subject alone, but "a <token> on snow" then draws neither the
-    # subject nor the snow; at 1e-4 the token hardly leaves its init word (docs/toyworld.md).
+    # (1e-3) drives the token far beyond a word's norm: it still draws the subject alone,
+    # but "a <token> on snow" then draws neither the subject nor the snow; at 1e-4 the
+    # token hardly leaves its init word (docs/toyworld.md has the measurements).
     lr_embedding: float = 2e-4
     lr_adapter: float = 3e-4
     lr_motion: float = 3e-3
