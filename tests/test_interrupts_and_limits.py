@@ -57,7 +57,13 @@ def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Pa
     env = {**os.environ, "DV_HOME": str(studio / "home"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "never.mp4"
     args = ["compose", "rex", "-", "on the beach", "--steps", "900", "--frames", "8", "--device", "cpu", "-o", str(out), "--seed", "1"]
-    proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A process started in the background by a shell without job control inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: restore the default, as a
+    # terminal would have it.
+    proc = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # stderr is not a terminal: stages are announced as lines
