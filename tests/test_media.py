@@ -558,7 +558,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         tmp.write_bytes(b"half a video")
         raise OSError("disk full")
 
-    monkeypatch.setattr(media, "_write_mp4", half_then_fail)
+    monkeypatch.setattr(media.writing, "_write_mp4", half_then_fail)
     with pytest.raises(DVError, match=r"keep\.mp4.*disk full"):
         write_video(target, frames, fps=8, metadata={"v": 2})
     monkeypatch.undo()

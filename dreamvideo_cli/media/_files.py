@@ -1,0 +1,84 @@
+"""Helpers every media module shares: listing folders, short error reasons, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dreamvideo_cli.errors import DVError
+
+UInt8Array = npt.NDArray[np.uint8]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def natural_key(path: Path) -> tuple[Any, ...]:
+    """Sort key that puts clip2 before clip10."""
+    parts = re.split(r"(\d+)", path.name.lower())
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def visible_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """Non-hidden regular files directly in `folder` whose suffix is listed."""
+    wanted = set(suffixes)
+    try:
+        files = [
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in wanted and p.is_file()
+        ]
+    except OSError as exc:
+        raise DVError(f"cannot list {folder}: {reason(exc)}", "check its permissions") from None
+    return sorted(files, key=natural_key)
+
+
+def check_folder(folder: Path, what: str, hint: str) -> None:
+    """Raise a DVError when `folder` is missing or not a directory."""
+    if not folder.exists():
+        raise DVError(f"{what} folder {folder} does not exist", hint)
+    if not folder.is_dir():
+        raise DVError(f"{folder} is not a folder", hint)
+
+
+def reason(exc: BaseException) -> str:
+    """A short human reason from an exception (decoders raise terse ones)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def atomic_target(path: Path) -> Path:
+    """A fresh temp file next to `path` (same filesystem, so rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    # mkstemp creates 0600; a video or PNG for the user gets the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """fsync then rename `tmp` onto `path`, so readers see the old or the new file."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path; on success it replaces `path`, on error it is removed."""
+    tmp = atomic_target(path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
