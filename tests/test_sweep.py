@@ -125,3 +125,26 @@ def test_previews_while_learning_leave_the_result_unchanged(tmp_path: Path) -> N
     for role in ("adapter", "token_embedding"):
         a, b = load_adapter_tensors(registry, plain, role), load_adapter_tensors(registry, previewed, role)  # type: ignore[arg-type]
         assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), role
+
+
+def test_motion_previews_every_2_of_4_steps_and_the_same_adapter(studio: Path, tmp_path: Path) -> None:
+    """`dv motion learn --preview-every 2 --steps 4`: two preview PNGs in the run folder and
+    the same adapter as the run without previews (each run in a fresh process)."""
+    env = {**os.environ, "DV_HOME": str(tmp_path / "home")}
+    digests = []
+    for name, extra in (("plain", []), ("previewed", ["--preview-every", "2"])):
+        args = ["motion", "learn", str(studio / "clips"), "--name", name, "--phrase", "sliding", "--backbone", "tiny",
+                "--steps", "4", "--frames", "4", "--save-every", "0", "--seed", "4", "--device", "cpu", "--json", *extra]  # fmt: skip
+        done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads(done.stdout)
+        digests.append(manifest["ref"])
+        if extra:
+            previews = tmp_path / "home" / "runs" / manifest["training"]["run"] / "previews"
+            assert sorted(p.name for p in previews.iterdir()) == ["step2.png", "step4.png"]
+    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dv_registry import Registry
+
+    registry = Registry(tmp_path / "home")
+    plain, previewed = (load_adapter_tensors(registry, registry.resolve(ref)) for ref in digests)
+    assert plain.keys() == previewed.keys() and all(np.array_equal(plain[k].numpy(), previewed[k].numpy()) for k in plain)

@@ -141,6 +141,8 @@ def motion_learn(
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
     adapter_width: int = ADAPTER_WIDTH,
+    preview_every: int = PREVIEW_EVERY,
+    preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
     json: bool = JSON,
@@ -170,6 +172,8 @@ def motion_learn(
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
         adapter_width=adapter_width,
+        preview_every=preview_every,
+        preview_prompt=preview_prompt,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

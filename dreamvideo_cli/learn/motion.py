@@ -55,8 +55,10 @@ from dreamvideo_cli.learn.common import (
     generator_for,
     load_for_training,
     open_backbone,
+    preview_due,
     resumed_config,
     run_stage,
+    write_preview,
 )
 from dreamvideo_cli.learn.store import check_new_name, store_adapter
 from dreamvideo_cli.runtime import (
@@ -92,6 +94,8 @@ class MotionConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the motion adapter's bottleneck; None: the backbone's default
+    preview_every: int = 0  # compose a preview every K steps (and at the end); 0: none
+    preview_prompt: str | None = None  # None: the run's own caption (the motion phrase)
     save_every: int = 500
     log_every: int = 10
     seed: int | None = None
@@ -225,7 +229,7 @@ def learn_motion(
     started = time.monotonic()
     resumed = None
     if resume is not None:
-        resumed, config, name, clips_dir = resumed_config(registry.home, resume, "motion", MotionConfig, config.device)
+        resumed, config, name, clips_dir = resumed_config(registry.home, resume, "motion", MotionConfig, config, on_event)
     check_new_name(registry, "motion", name)
 
     # --- data: validate everything before touching the model ---------------------------
@@ -344,6 +348,14 @@ def learn_motion(
         with autocast(device):
             return diffusion_loss(parts, x0, context.to(parts.dtype), gen, config.offset_noise, model=model)
 
+    preview_prompt = config.preview_prompt or phrase
+
+    def preview(step: int) -> None:
+        if preview_due(config.preview_every, step, config.steps):
+            # Composed as `dv compose - MOTION` does: no subject, a zero appearance embedding.
+            motion.set_appearance(torch.zeros(2, parts.appearance_dim, device=device))
+            write_preview(parts, backbone, run, f"step{step}", preview_prompt, n_frames, on_event)
+
     stop = StopRequested()
     on_event(StageStarted("motion", config.steps, f"motion adapter ({motion.parameter_count():,} parameters)"))
     model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
@@ -351,7 +363,7 @@ def learn_motion(
         step = run_stage(
             run=run, stage="motion", step=step, total=config.steps, optimizer=optimizer, loss_fn=motion_loss,
             stop=stop, save_state=save_state, on_event=on_event, log_every=config.log_every,
-            checkpoints=checkpoints, save_every=config.save_every, adapters=motion,
+            checkpoints=checkpoints, save_every=config.save_every, adapters=motion, after_step=preview,
         )  # fmt: skip
         save_state(step)
     on_event(StageFinished("motion"))
