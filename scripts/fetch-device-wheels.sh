@@ -2,15 +2,16 @@
 # Run HERE (not on the device) before scripts/gpu-checks.sh: fills .whl/ with the wheels the
 # device image lacks (Python 3.12 there) and .gpu-data/ with a few photos and a clip to
 # learn from. Both folders are git-ignored; pass them in the device run's `carry`.
-# Sizes: about 38 MB of wheels (PyAV, 35 MB, is left out to stay under the 64 MiB a run
-# may carry: clips are read with decord there, and no video is written).
+# Sizes: about 46 MB of wheels. decord2 (27 MB) is left out to stay under the 64 MiB a run
+# may carry: dreamvideo_cli.media needs PyAV (writing, in-order reads) and falls back to it
+# for every read when decord is not installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl .gpu-data
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl diffusers==0.42.1 open-clip-torch==3.3.0 platformdirs pydantic pydantic-core \
-    annotated-types typing-inspection ftfy wcwidth decord2==3.4.0
+    annotated-types typing-inspection ftfy wcwidth av==19.0.2
 uv run python - <<'PY'
 from pathlib import Path
 import numpy as np
