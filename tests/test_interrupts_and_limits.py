@@ -175,3 +175,19 @@ def test_resume_refuses_what_the_saved_state_cannot_follow(studio: Path, tmp_pat
     run_id = _interrupted_subject_run(home, studio / "photos")
     with pytest.raises(DVError, match=expected):
         learn_subject(studio / "photos", "x", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id)  # type: ignore[arg-type]
+
+
+def test_a_caption_longer_than_the_text_encoder_reads_is_cut_with_a_warning(tmp_path: Path) -> None:
+    from dreamvideo_cli import media
+    from dreamvideo_cli.events import EventLog, Note
+    from dreamvideo_cli.learn import MotionConfig, learn_motion
+    from dv_registry import Registry
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    media.write_video(clips / "a.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=8)
+    (clips / "captions.txt").write_text("a.mp4: a dog walking on the beach in the snow in the park on the street in the forest\n")
+    log = EventLog()
+    learn_motion(clips, "long", MotionConfig(backbone="tiny", steps=1, frames=4, save_every=0, device="cpu"), registry=Registry(tmp_path / "home"), on_event=log)
+    warnings = [e.message for e in log.events if isinstance(e, Note) and e.level == "warning"]
+    assert any("a caption is longer than tiny's text encoder reads (16 tokens)" in w and "forest" in w for w in warnings), warnings

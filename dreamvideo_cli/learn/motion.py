@@ -254,6 +254,10 @@ def learn_motion(
 
     # --- frozen work, once, streamed: latents and appearance embeddings ------------------
     caption_texts = sorted({captions.get(p) or phrase for p in paths})
+    for text in caption_texts:  # a caption longer than the text encoder reads is cut: say so
+        if dropped := parts.text.overflow(text):
+            words = parts.tokenizer.decode(dropped).strip()
+            on_event(Note(f"a caption is longer than {backbone.name}'s text encoder reads ({parts.text.max_length} tokens); it is cut before: {words!r}", "warning"))
     temporal = parts.codec.temporal_factor != 1
     strides = [media.frame_stride(info.fps, fps) for info in infos]
     plans = [clip_windows(info.frames, n_frames, s) if temporal else None for info, s in zip(infos, strides, strict=True)]
