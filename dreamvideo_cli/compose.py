@@ -77,16 +77,27 @@ class ComposeResult:
     frames: Any = None  # the video as uint8 [F, H, W, 3], before encoding (sweeps score these)
 
 
+# Words that start a scene ("on snow", "in the park"): a motion-only prompt's motion phrase
+# goes before the first of them, after the user's own subject ("a bear walking in the snow").
+SCENE_WORDS = frozenset(
+    ["on", "in", "at", "under", "over", "through", "across", "along", "by", "near", "with", "into", "onto", "inside", "around", "beside", "behind", "above", "below"]
+)
+
+
 def build_prompt(user_prompt: str, token: str | None, phrase: str | None) -> str:
     """DESIGN.md: `{subject}` (and `{motion}`) in the prompt are substituted; otherwise
-    the prompt becomes `a {subject} {motion phrase} {prompt}`."""
+    the prompt becomes `a {subject} {motion phrase} {prompt}`. Without a subject, the
+    motion phrase goes after the prompt's own subject, before its scene: `a big pink star`
+    + `circles quickly` + `on snow`, not `circles quickly a big pink star on snow`."""
     subject = token or ""
     if "{subject}" in user_prompt or "{motion}" in user_prompt:
         text = user_prompt.replace("{subject}", subject).replace("{motion}", phrase or "")
     elif token:
         text = " ".join(w for w in ("a", token, phrase or "", user_prompt) if w)
     else:
-        text = " ".join(w for w in (phrase or "", user_prompt) if w)
+        words = user_prompt.split()
+        cut = next((i for i, word in enumerate(words) if word.lower() in SCENE_WORDS), len(words))
+        text = " ".join([*words[:cut], phrase or "", *words[cut:]])
     return " ".join(text.split())
 
 

@@ -191,3 +191,19 @@ def test_a_caption_longer_than_the_text_encoder_reads_is_cut_with_a_warning(tmp_
     learn_motion(clips, "long", MotionConfig(backbone="tiny", steps=1, frames=4, save_every=0, device="cpu"), registry=Registry(tmp_path / "home"), on_event=log)
     warnings = [e.message for e in log.events if isinstance(e, Note) and e.level == "warning"]
     assert any("a caption is longer than tiny's text encoder reads (16 tokens)" in w and "forest" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("prompt", "token", "phrase", "expected"),
+    [
+        ("a big pink star on snow", None, "circles quickly", "a big pink star circles quickly on snow"),
+        ("on the beach", None, "walking", "walking on the beach"),
+        ("a bear", None, "walking", "a bear walking"),
+        ("in the snow", "<dog>", "walking", "a <dog> walking in the snow"),
+        ("a {subject} that is {motion} in a park", "<dog>", "running", "a <dog> that is running in a park"),
+    ],
+)
+def test_prompt_building(prompt: str, token: str | None, phrase: str, expected: str) -> None:
+    from dreamvideo_cli.compose import build_prompt
+
+    assert build_prompt(prompt, token, phrase) == expected
