@@ -228,7 +228,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 def _bench_compose(
     parts: Components, sampler_name: str, frames: int, height: int, width: int, guidance: float, config: BenchConfig, device: torch.device, on_event: EventHandler
 ) -> list[BenchResult]:
-    from dreamvideo_cli.compose import initial_noise
+    from dreamvideo_cli.compose import initial_noise, sample_latents
     from dreamvideo_cli.plugins import get_sampler
 
     sampler = get_sampler(sampler_name)  # the backbone's own (ModelScope: DDIM)
@@ -237,18 +237,19 @@ def _bench_compose(
 
     @torch.no_grad()
     def sample(batched: bool) -> None:
+        with autocast(device):
+            context = encode_text(parts, ids).to(parts.dtype)
+        if batched:  # dv: compose's own sampling loop, both guidance branches in one batch
+            sample_latents(parts, context, latents0, config.sample_steps, guidance, sampler)
+            return
+        # eager: what a plain diffusers script does, one call per guidance branch
         scheduler = sampler.make_scheduler(parts.objective)
         scheduler.set_timesteps(config.sample_steps, device=device)
         latents = latents0 * getattr(scheduler, "init_noise_sigma", 1.0)
         with autocast(device):
-            context = encode_text(parts, ids).to(parts.dtype)
             for t in scheduler.timesteps:
-                if batched:
-                    both = parts.denoise(torch.cat([latents, latents]).to(parts.dtype), t.expand(2), context)
-                    pred_c, pred_u = both.float().chunk(2)
-                else:
-                    pred_c = parts.denoise(latents.to(parts.dtype), t.expand(1), context[:1]).float()
-                    pred_u = parts.denoise(latents.to(parts.dtype), t.expand(1), context[1:]).float()
+                pred_c = parts.denoise(latents.to(parts.dtype), t.expand(1), context[:1]).float()
+                pred_u = parts.denoise(latents.to(parts.dtype), t.expand(1), context[1:]).float()
                 latents = scheduler.step(pred_u + guidance * (pred_c - pred_u), t, latents).prev_sample
 
     measured = []

@@ -25,16 +25,11 @@ class Sampler:
     make_scheduler: Callable[[Objective], Any]
 
 
-def _flow_class() -> type[FlowMatchObjective]:
+def _flow(objective: Objective) -> FlowMatchObjective | None:
+    """The objective when it is rectified flow, else None."""
     from dreamvideo_cli.objectives import FlowMatchObjective
 
-    return FlowMatchObjective
-
-
-def _is_flow(objective: Objective) -> bool:
-    from dreamvideo_cli.objectives import FlowMatchObjective
-
-    return isinstance(objective, FlowMatchObjective)
+    return objective if isinstance(objective, FlowMatchObjective) else None
 
 
 def _ddpm(objective: Objective, sampler: str) -> DDPMObjective:
@@ -45,9 +40,8 @@ def _ddpm(objective: Objective, sampler: str) -> DDPMObjective:
     return objective
 
 
-def _flow_sigmas(objective: Objective) -> dict[str, Any]:
-    assert isinstance(objective, _flow_class())
-    return {"num_train_timesteps": objective.num_train_timesteps, "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": objective.shift}
+def _flow_sigmas(flow: FlowMatchObjective) -> dict[str, Any]:
+    return {"num_train_timesteps": flow.num_train_timesteps, "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": flow.shift}
 
 
 def ddim_scheduler(objective: Objective) -> Any:
@@ -66,8 +60,8 @@ def ddim_scheduler(objective: Objective) -> Any:
 def dpmsolver_scheduler(objective: Objective) -> Any:
     from diffusers import DPMSolverMultistepScheduler
 
-    if _is_flow(objective):
-        return DPMSolverMultistepScheduler(**_flow_sigmas(objective), algorithm_type="dpmsolver++", solver_order=2)
+    if (flow := _flow(objective)) is not None:
+        return DPMSolverMultistepScheduler(**_flow_sigmas(flow), algorithm_type="dpmsolver++", solver_order=2)
     return DPMSolverMultistepScheduler(
         **_ddpm(objective, "dpmsolver++").schedule.as_config(),
         algorithm_type="dpmsolver++",
@@ -80,10 +74,10 @@ def dpmsolver_scheduler(objective: Objective) -> Any:
 def unipc_scheduler(objective: Objective) -> Any:
     from diffusers import UniPCMultistepScheduler
 
-    if _is_flow(objective):
+    if (flow := _flow(objective)) is not None:
         # WanPipeline's own scheduler (the hub's scheduler_config.json of Wan 2.1 T2V).
         return UniPCMultistepScheduler(
-            **_flow_sigmas(objective),
+            **_flow_sigmas(flow),
             solver_order=2,
             solver_type="bh2",
             predict_x0=True,
@@ -98,9 +92,10 @@ def unipc_scheduler(objective: Objective) -> Any:
 def euler_scheduler(objective: Objective) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    if not _is_flow(objective):
+    flow = _flow(objective)
+    if flow is None:
         raise DVError("the euler sampler is for rectified-flow backbones (wan)", "use --sampler ddim, dpmsolver++ or unipc")
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=objective.num_train_timesteps, shift=_flow_sigmas(objective)["flow_shift"])
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=flow.num_train_timesteps, shift=flow.shift)
 
 
 DDIM = Sampler("ddim", "DDIM, eta 0 (the paper's sampler; DDPM backbones)", 50, ddim_scheduler)
