@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import secrets
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dreamvideo_cli.errors import DVError
+from dv_registry.fsutil import read_json_object
 
 __all__ = [
     "PrunedRun",
@@ -175,14 +175,6 @@ def _file_sizes(folder: Path) -> _Sizes:
     return sizes
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _last_logged(folder: Path) -> tuple[str, int] | None:
     """The stage and step of the loss log's last row."""
     last: tuple[str, int] | None = None
@@ -212,7 +204,7 @@ def _is_last_stage(kind: str | None, stage: str | None) -> bool:
 
 def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
     sizes = _file_sizes(folder)
-    saved = _read_json(folder / "config.json")
+    saved = read_json_object(folder / "config.json")
     kind = name = None
     config: dict[str, Any] = {}
     if saved is not None:
@@ -221,7 +213,7 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         if isinstance(saved.get("config"), dict):
             config = saved["config"]
     checkpoints = folder / "checkpoints"
-    state = _read_json(checkpoints / STATE_JSON)
+    state = read_json_object(checkpoints / STATE_JSON)
     stage: str | None = None
     step: int | None = None
     status: Status

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.evaluate import NEED_WORDS, metric_classes, unmet_needs
 from dreamvideo_cli.metrics import Metric
+from dv_registry.fsutil import atomic_write_bytes, read_json_object
 
 if TYPE_CHECKING:
     from dreamvideo_cli.compose import ComposeConfig
@@ -123,7 +124,7 @@ class GridPlan:
 
     def read_result(self, cell: GridCell) -> dict[str, Any] | None:
         """The cell's result file; None if it is missing or unreadable."""
-        return _read_json(self.result_file(cell))
+        return read_json_object(self.result_file(cell))
 
     def write_result(self, cell: GridCell, result: dict[str, Any]) -> None:
         """Write the cell's result file so that other processes and re-runs see all of it or none."""
@@ -243,16 +244,5 @@ def _digest(data: Any) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `path` so that readers (other processes, a re-run) see all of it or none."""
-    from dv_registry.fsutil import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None if it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
