@@ -44,6 +44,7 @@ __all__ = [
     "has_tokenizer",
     "hub_cache",
     "list_files",
+    "local_identity",
     "missing_weights_error",
     "offline",
     "repo_folder",
@@ -410,3 +411,13 @@ def folder_digest(root: Path, parts: Iterable[str]) -> str:
                 f.seek(max(0, size - _TAIL_BYTES))
                 digest.update(f.read())
     return digest.hexdigest()
+
+
+def local_identity(root: Path, parts: Iterable[str]) -> tuple[str, str]:
+    """(model id, revision) naming a local model folder: its hub id and commit when it is a
+    snapshot folder of a Hugging Face cache, else "local" and a digest of its content (never
+    its place, so a copied folder keeps its name)."""
+    snapshot = snapshot_identity(root)
+    if snapshot is not None:
+        return snapshot
+    return "local", f"local-sha256:{folder_digest(root, parts)[:12]}"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.hub import local_identity
 from dv_modelscope import configs
 from dv_modelscope.hub import (
     FP16_SAFETENSORS,
@@ -29,7 +30,6 @@ from dv_modelscope.hub import (
     PipelineLayout,
     WeightsFormat,
     find_weights,
-    folder_digest,
     list_files,
     missing_weights_error,
     offline,
@@ -98,11 +98,7 @@ class DiffusersT2VBackbone(Backbone):
         if self.random_weights:
             return Fingerprint(self.name, self.hub_id, RANDOM_REVISION, random_weights=True)
         if self.path is not None:
-            root = self._local_root()
-            snapshot = snapshot_identity(root)
-            if snapshot is not None:  # a snapshot folder of a Hugging Face cache
-                return Fingerprint(self.name, snapshot[0], snapshot[1])
-            return Fingerprint(self.name, "local", f"local-sha256:{folder_digest(root, _FINGERPRINTED_PARTS)[:12]}")
+            return Fingerprint(self.name, *local_identity(self._local_root(), _FINGERPRINTED_PARTS))
         if self._loaded is not None:
             return Fingerprint(self.name, *self._loaded)
         source = self._pipeline_source()

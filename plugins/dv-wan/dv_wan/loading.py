@@ -38,12 +38,11 @@ from dreamvideo_cli.hub import (
     OpenCLIPLayout,
     PipelineLayout,
     find_weights,
-    folder_digest,
     list_files,
+    local_identity,
     missing_weights_error,
     offline,
     resolve,
-    snapshot_identity,
 )
 from dv_wan import configs
 from dv_wan.configs import WanSize
@@ -170,11 +169,7 @@ def fingerprint(name: str, hub_id: str, revision: str, path: str | None, random_
     if random_weights:
         return Fingerprint(name, hub_id, RANDOM_REVISION, random_weights=True)
     if path is not None:
-        root = _local_root(path)
-        snapshot = snapshot_identity(root)
-        if snapshot is not None:
-            return Fingerprint(name, snapshot[0], snapshot[1])
-        return Fingerprint(name, "local", f"local-sha256:{folder_digest(root, _FINGERPRINTED_PARTS)[:12]}")
+        return Fingerprint(name, *local_identity(_local_root(path), _FINGERPRINTED_PARTS))
     source = wan_sources(hub_id, revision)[0]
     cached = source.cached_revision()
     if cached is not None:
