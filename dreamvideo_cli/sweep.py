@@ -104,7 +104,7 @@ def run_sweep(
 ) -> SweepResult:
     """Compose every cell into `folder` with one loaded backbone, then the grid and index."""
     from dreamvideo_cli.compose import LoadedBackbone, compose
-    from dreamvideo_cli.grid.plan import write_text_atomic
+    from dv_registry.fsutil import atomic_write_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     scorers = _scorers(metrics or [], config.device)
@@ -125,7 +125,7 @@ def run_sweep(
 
     media.save_png(sweep_grid(cells, videos, best, prompt), grid)
     index = folder / "index.json"
-    write_text_atomic(index, json.dumps({"prompt": prompt, "settings": asdict(config), "best": best, "cells": rows}, indent=2, default=str) + "\n")
+    atomic_write_bytes(index, (json.dumps({"prompt": prompt, "settings": asdict(config), "best": best, "cells": rows}, indent=2, default=str) + "\n").encode())
     return SweepResult(folder, grid, index, rows, best)
 
 

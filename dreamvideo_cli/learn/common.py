@@ -314,9 +314,7 @@ def write_preview(
 
     fmt, defaults = backbone.video_format, backbone.sampling
     sampler = get_sampler(defaults.sampler)
-    training = parts.denoiser.training
     video = sample_video(parts, prompt, "", frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, sampler, PREVIEW_SEED)
-    parts.denoiser.train(training)
     path = run.folder / "previews" / f"{name}.png"
     path.parent.mkdir(exist_ok=True)
     media.save_png(media.contact_sheet(video, columns=8, max_frames=16, label=f"{name}: {prompt}"), path)
