@@ -358,11 +358,15 @@ def sample_video(
     seed: int,
     eta: float = 0.0,
     on_event: EventHandler = ignore_events,
+    release_text: bool = True,
 ) -> np.ndarray:
-    """Sample and decode one video; returns uint8 [F, H, W, 3]."""
+    """Sample and decode one video; returns uint8 [F, H, W, 3]. `release_text=False` keeps
+    an offloadable text encoder where it is (a preview in the middle of textual inversion,
+    which needs it again at the next step)."""
     with autocast(parts.device):
         context = encode_text(parts, tokenize(parts, [prompt, negative_prompt])).to(parts.dtype)  # [2, T, D]
-    parts.text.release()
+    if release_text:
+        parts.text.release()
     latents = initial_noise(parts, frames, height, width, seed)
     latents = sample_latents(parts, context, latents, steps, guidance, sampler, eta, on_event)
     on_event(StageStarted("decoding", 1, "VAE decode"))

@@ -303,7 +303,7 @@ PREVIEW_SEED = 0
 
 
 def write_preview(
-    parts: Components, backbone: Backbone, run: Run, name: str, prompt: str, frames: int, on_event: EventHandler
+    parts: Components, backbone: Backbone, run: Run, name: str, prompt: str, frames: int, on_event: EventHandler, release_text: bool = True
 ) -> Path:
     """Compose a short video with the adapters as they stand (attached by the caller) and
     keep its contact sheet as `previews/<name>.png` in the run folder. It draws its noise
@@ -314,7 +314,9 @@ def write_preview(
 
     fmt, defaults = backbone.video_format, backbone.sampling
     sampler = get_sampler(defaults.sampler)
-    video = sample_video(parts, prompt, "", frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, sampler, PREVIEW_SEED)
+    video = sample_video(
+        parts, prompt, "", frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, sampler, PREVIEW_SEED, release_text=release_text
+    )
     path = run.folder / "previews" / f"{name}.png"
     path.parent.mkdir(exist_ok=True)
     media.save_png(media.contact_sheet(video, columns=8, max_frames=16, label=f"{name}: {prompt}"), path)

@@ -167,7 +167,8 @@ def learn_subject(
 
     def preview(stage: str, step: int, total: int) -> None:
         if preview_due(config.preview_every, step, total):
-            write_preview(parts, backbone, run, f"{stage}-step{step}", preview_prompt, fmt.frames, on_event)
+            # Textual inversion needs the text encoder at its next step: keep it where it is.
+            write_preview(parts, backbone, run, f"{stage}-step{step}", preview_prompt, fmt.frames, on_event, release_text=stage != "embedding")
 
     model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
     with stop.installed(), gradient_checkpointing(parts.denoiser, config.gradient_checkpointing, parts.family):
