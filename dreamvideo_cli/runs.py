@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dreamvideo_cli.errors import DVError
-from dv_registry.fsutil import read_json_object
+from dv_registry.fsutil import is_tmp_name, read_json_object
 
 __all__ = [
     "PrunedRun",
@@ -267,11 +267,12 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
 
 
 def _is_state_tensors(filename: str) -> bool:
-    """The state's tensors, and temporaries of interrupted atomic writes of any checkpoint file
-    (`.state-....tmp`, `.adapter-....tmp`, `.state.json.<hex>.tmp`)."""
+    """The state's tensors, and temporaries of interrupted atomic writes of any checkpoint file:
+    dv_registry.fsutil's (`.tmp-<name>-<pid>-<hex>`), and older versions' (`.state-....tmp`,
+    `.adapter-....tmp`, `.state.json.<hex>.tmp`)."""
     if filename.startswith("state-") and filename.endswith(".safetensors"):
         return True
-    return filename.startswith(".") and filename.endswith(".tmp")
+    return is_tmp_name(filename) or (filename.startswith(".") and filename.endswith(".tmp"))
 
 
 def _run_folders(home: Path) -> Iterator[Path]:

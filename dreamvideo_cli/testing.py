@@ -9,10 +9,14 @@ in tests without downloads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 TINY_SEED = 0
 TINY_REVISION = "tiny-v1-seed0"
@@ -24,11 +28,20 @@ TINY_WORDS = (
 )  # fmt: skip
 
 
-def tiny_tokenizer(max_length: int = 16) -> Any:
-    """A CLIP BPE tokenizer made on the fly: the 256 byte symbols plus a few merged words."""
+def word_tokenizer(words: Iterable[str], max_length: int) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer made on the fly: the 256 byte symbols, each also with the
+    end-of-word mark, plus merges that make each of `words` one token, then the two
+    special tokens. For test doubles and toy models whose prompts should read as words.
+
+    A word can still come out in pieces when another word's merge outranks its own
+    ("dancing" after "an"); merges for the pieces it does come out as are then added
+    until every word is one token. Merges added later rank lower, so they never change how
+    an earlier word is split, and the same words always give the same vocabulary and ids.
+    """
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
+    words = tuple(words)
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {}
     for s in symbols:
@@ -36,19 +49,37 @@ def tiny_tokenizer(max_length: int = 16) -> Any:
     for s in symbols:
         vocab[s + "</w>"] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in TINY_WORDS:
-        if len(word) < 2:
-            continue
-        current = word[0]
-        for i, ch in enumerate(word[1:]):
-            piece = ch + ("</w>" if i == len(word) - 2 else "")
+
+    def merge_into_one_token(pieces: list[str]) -> None:
+        current = pieces[0]
+        for piece in pieces[1:]:
             if (current, piece) not in merges:
                 merges.append((current, piece))
             current += piece
             vocab.setdefault(current, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
+
+    for word in words:
+        merge_into_one_token([*word[:-1], word[-1] + "</w>"])
+
+    def make() -> CLIPTokenizer:
+        # The special tokens come last, so their ids follow every word piece.
+        specials = {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+        pairs: Any = list(merges)
+        return CLIPTokenizer(vocab={**vocab, **specials}, merges=pairs, model_max_length=max_length)
+
+    for _ in range(10):
+        tok = make()
+        split = [w for w in words if len(tok.tokenize(w)) != 1]
+        if not split:
+            return tok
+        for word in split:
+            merge_into_one_token(tok.tokenize(word))
+    raise RuntimeError(f"could not make every word one token: {split}")
+
+
+def tiny_tokenizer(max_length: int = 16) -> CLIPTokenizer:
+    """The tiny backbone's tokenizer: TINY_WORDS are one token each."""
+    return word_tokenizer(TINY_WORDS, max_length)
 
 
 def tiny_unet_config() -> dict[str, Any]:

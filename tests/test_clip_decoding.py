@@ -171,7 +171,7 @@ def test_importing_decord_leaves_the_nvidia_namespace_alone() -> None:
     import sys
 
     before = sys.modules.get("nvidia")
-    decoders._decord()
+    decoders._decord.load()
     assert sys.modules.get("nvidia") is before
 
 
@@ -187,7 +187,7 @@ def test_without_decord_every_clip_still_reads(tmp_path: Path, monkeypatch: pyte
     def missing() -> Any:
         raise decoders.DecordUnavailable("decord is not installed")
 
-    monkeypatch.setattr(decoders, "_decord", missing)
+    monkeypatch.setattr(decoders._decord, "load", missing)
     shutil.copy(write_clip(tmp_path / "a.mp4", frames=9, fps=30), tmp_path / "b.mp4")
     with media.open_clip(tmp_path / "b.mp4") as reader:
         assert reader.backend == "pyav" and frame_ids(reader.read([8, 1])) == [8, 1]

@@ -1,8 +1,8 @@
 """Existing users see no change: the engine reproduces numbers recorded from older code.
 
 tests/fixtures/compat/ was written by tests/fixtures/compat/make_compat.py run against
-commit 15d0c68 (before the backbone-contract refactor); see that file for how to
-regenerate it. These tests call the same functions of that file with today's code: same
+commit 15d0c68 (before the backbone-contract refactor) with today's tiny tokenizer, a test
+double, put in its place; see that file for why and how to regenerate it. These tests call the same functions of that file with today's code: same
 inputs, same configs, same seeds, one CPU thread. They require
 
 - every training loss (each step of each stage) within 1e-6 relative of the recorded one,

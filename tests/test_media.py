@@ -575,7 +575,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         write_video(tmp_path / "y.mp4", frames.astype(np.float32), fps=8)
     nested = write_video(tmp_path / "new" / "dir" / "z.gif", frames, fps=8)
     assert nested.is_file()
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temporaries left
 
 
 def test_contact_sheet_and_save_png(tmp_path: Path) -> None:

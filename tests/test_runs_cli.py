@@ -225,6 +225,18 @@ def test_prune_keeps_everything_that_could_still_be_resumed(home: Path, capsys: 
     assert f"dv motion learn --resume {unstored_done.name}" in err
 
 
+def test_prune_removes_the_temporaries_of_interrupted_checkpoint_writes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dv_registry.fsutil import tmp_path_for
+
+    done = make_run(home, "motion", "walk", step=10, total=10)
+    store(home, "walk", done)
+    leftover = tmp_path_for(done / "checkpoints", "state-motion-12.safetensors")  # as a kill mid-save leaves it
+    leftover.write_bytes(b"half a checkpoint")
+    code, out, _ = dv(capsys, "runs", "prune", "--json")
+    assert code == 0 and f"checkpoints/{leftover.name}" in json.loads(out)["runs"][0]["files"]
+    assert not leftover.exists()
+
+
 def test_the_table_shows_progress_status_and_sizes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     done = make_run(home, "motion", "walk", step=10, total=10, state_size=2_000_000)
     store(home, "walk", done)

@@ -14,8 +14,8 @@ from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.learn.common import png_bytes, tensors_to_bytes
+from dv_registry import PNG, SAFETENSORS
 
-SAFETENSORS = "application/vnd.dv.safetensors"
 REFERENCE_SIDE = 512  # reference images are kept at most this size on their short side
 
 if TYPE_CHECKING:
@@ -75,14 +75,14 @@ def store_adapter(
 
     fingerprint = backbone.fingerprint().as_dict()
     metadata = {"dv_kind": kind, "dv_name": name, "backbone": backbone.name}
-    shared: list[Any] = [NewFile("preview", "preview.png", png_bytes(preview), "image/png")]
+    shared: list[Any] = [NewFile("preview", "preview.png", png_bytes(preview), PNG)]
     used: set[str] = set()
     for i, (path, image) in enumerate(reference_images):
         filename = f"{i:02d}-{Path(path).stem}.png"
         if filename in used:
             filename = f"{i:02d}-{i}.png"
         used.add(filename)
-        shared.append(NewFile("reference_image", filename, _reference_png(image), "image/png"))
+        shared.append(NewFile("reference_image", filename, _reference_png(image), PNG))
     if extra_tensors:
         shared.append(NewFile("token_embedding", "token_embedding.safetensors", tensors_to_bytes(extra_tensors, metadata), SAFETENSORS))
 

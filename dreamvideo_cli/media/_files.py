@@ -1,12 +1,10 @@
-"""Helpers every media module shares: listing folders, short error reasons, atomic writes."""
+"""Helpers every media module shares: listing folders, short error reasons. (Atomic writes
+are dv_registry.fsutil's: `atomic_path` and `replace_durably`.)"""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,34 +49,3 @@ def reason(exc: BaseException) -> str:
     """A short human reason from an exception (decoders raise terse ones)."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def atomic_target(path: Path) -> Path:
-    """A fresh temp file next to `path` (same filesystem, so rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    # mkstemp creates 0600; a video or PNG for the user gets the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
-def commit(tmp: Path, path: Path) -> None:
-    """fsync then rename `tmp` onto `path`, so readers see the old or the new file."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temp path; on success it replaces `path`, on error it is removed."""
-    tmp = atomic_target(path)
-    try:
-        yield tmp
-        commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -32,25 +32,23 @@ padding is cut off, which gives the exact pixels.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import math
 import os
-import re
-import sys
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import IO, Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar
 
 import av
 import av.error
 import numpy as np
 
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.media import _decord
+from dreamvideo_cli.media._decord import DecordUnavailable
 from dreamvideo_cli.media._files import UInt8Array, reason
 from dreamvideo_cli.media.photos import resize_center_crop_array
 
@@ -302,98 +300,7 @@ class PyAVReader(ClipReader):
         self._container, self._frames_iter = None, None
 
 
-# ---------------------------------------------------------------- decord
-
-
-class DecordUnavailable(Exception):
-    """decord is not installed, or cannot open this file."""
-
-
-_decord_module: ModuleType | None = None
-_ABSENT = object()
-
-
-def _decord() -> ModuleType:
-    """Import decord once (lazily: it costs ~0.4 s, and `dv --help` must stay instant)."""
-    global _decord_module
-    if _decord_module is None:
-        # decord2's import dlopens every library under site-packages/nvidia/ for its CUDA
-        # builds: with torch installed that is the whole CUDA stack, +370 MB resident for
-        # nothing, since dv decodes on the CPU and this wheel's libdecord links no CUDA.
-        # While sys.modules says "nvidia" is None, find_spec("nvidia") finds nothing.
-        hidden = sys.modules.get("nvidia", _ABSENT)
-        sys.modules["nvidia"] = None  # type: ignore[assignment]
-        try:
-            import decord
-        except ImportError as exc:  # a platform without a decord2 wheel
-            raise DecordUnavailable(f"decord is not installed ({exc})") from None
-        finally:
-            if hidden is _ABSENT:
-                del sys.modules["nvidia"]
-            else:
-                sys.modules["nvidia"] = hidden  # type: ignore[assignment]
-        # FFmpeg's own log lines (decord bundles its own copy of FFmpeg) stay off stderr.
-        decord.logging.set_level(decord.logging.QUIET)
-        _decord_module = decord
-    return _decord_module
-
-
-def _give_back_freed_memory() -> None:
-    """Return the pages of decord's dropped read-ahead frames to the system: they were
-    allocated by its decoder thread, whose malloc arena glibc would otherwise keep, so a
-    few hundred MB of freed frames would stay resident for the rest of the run."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
-
-
-class _Sink:
-    def __init__(self, handle: IO[bytes] | None) -> None:
-        self.handle = handle
-
-    def text(self) -> str:
-        if self.handle is None:
-            return ""
-        self.handle.flush()
-        self.handle.seek(0)
-        return self.handle.read().decode("utf-8", errors="replace")
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[_Sink]:
-    """decord's C++ logger writes straight to file descriptor 2 when it cannot open a file;
-    send that to a temp file instead, so the user sees one error line, not decord's."""
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as sink:
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all: nothing to protect
-            yield _Sink(None)
-            return
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield _Sink(sink)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _decord_reason(exc: BaseException, said: str = "") -> str:
-    """decord's message, without its `[12:00:00] /project/src/...cc:85: ` prefix; when the
-    exception only says "Error reading <file>...", the line decord logged says why."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    logged = [line for line in said.splitlines() if line.strip()]
-    if text.startswith("Error reading") and logged:
-        text = logged[-1]
-    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text).strip() or type(exc).__name__
+# ---------------------------------------------------------------- decord (loaded by _decord)
 
 
 class DecordReader(ClipReader):
@@ -402,15 +309,15 @@ class DecordReader(ClipReader):
     backend = "decord"
 
     def __init__(self, path: Path) -> None:
-        decord = _decord()
-        with _stderr_captured() as said:
+        decord = _decord.load()
+        with _decord.stderr_captured() as said:
             try:
                 reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
                 first = reader.next().asnumpy()
                 reader.seek(0)  # empties the read-ahead queue (see _decode)
             except Exception as exc:  # decord raises RuntimeError, AssertionError, DECORDError
-                raise DecordUnavailable(_decord_reason(exc, said.text())) from None
-        _give_back_freed_memory()
+                raise DecordUnavailable(_decord.reason(exc, said.text())) from None
+        _decord.give_back_freed_memory()
         frames = len(reader)
         fps = float(reader.get_avg_fps())
         if not (math.isfinite(fps) and fps > 0) and frames > 1:
@@ -449,7 +356,7 @@ class DecordReader(ClipReader):
             if self._reader is not None:
                 with contextlib.suppress(Exception):
                     self._reader.seek(0)
-                _give_back_freed_memory()
+                _decord.give_back_freed_memory()
 
     def _decode_batches(self, indices: list[int]) -> Iterator[tuple[int, UInt8Array]]:
         batch = self.batch_size()
@@ -461,7 +368,7 @@ class DecordReader(ClipReader):
                 except Exception as exc:
                     if "from_size == to_size" not in str(exc):
                         raise DVError(
-                            f"cannot decode clip {self.path}: {_decord_reason(exc)}", CLIP_HINT
+                            f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT
                         ) from None
                     self._padded = True  # rows padded from this frame on: one at a time below
                 else:
@@ -473,7 +380,7 @@ class DecordReader(ClipReader):
                     frame = self._unpad(self._reader.next().asnumpy())
                 except Exception as exc:
                     raise DVError(
-                        f"cannot decode clip {self.path}: {_decord_reason(exc)}", CLIP_HINT
+                        f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT
                     ) from None
                 yield index, frame
 

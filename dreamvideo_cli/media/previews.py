@@ -15,8 +15,9 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.media._files import atomic_file, reason
+from dreamvideo_cli.media._files import reason
 from dreamvideo_cli.media.writing import check_frames
+from dv_registry.fsutil import atomic_path
 
 
 def _wrap(
@@ -85,7 +86,8 @@ def save_png(image: Image.Image, path: str | os.PathLike[str]) -> Path:
     """Save an image as PNG atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     try:
-        with atomic_file(path) as tmp:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
     except OSError as exc:
         raise DVError(

@@ -18,7 +18,8 @@ from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image
 
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.media._files import UInt8Array, atomic_target, commit, reason
+from dreamvideo_cli.media._files import UInt8Array, reason
+from dv_registry.fsutil import replace_durably, tmp_path_for
 
 
 def check_frames(frames: npt.NDArray[Any]) -> UInt8Array:
@@ -104,21 +105,22 @@ def write_video(
     sidecar = _sidecar(path)
     temps: list[Path] = []
     try:
-        video_tmp = atomic_target(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        video_tmp = tmp_path_for(path.parent, path.name)
         temps.append(video_tmp)
         writers[suffix](video_tmp, arr, fps, comment)
         sidecar_tmp: Path | None = None
         if metadata is not None:
-            sidecar_tmp = atomic_target(sidecar)
+            sidecar_tmp = tmp_path_for(sidecar.parent, sidecar.name)
             temps.append(sidecar_tmp)
             text = json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n"
             sidecar_tmp.write_text(text, encoding="utf-8")
         # Old sidecar out first: a crash at any point then leaves a video whose
         # metadata (sidecar, or else its own comment) describes that very video.
         sidecar.unlink(missing_ok=True)
-        commit(video_tmp, path)
+        replace_durably(video_tmp, path)
         if sidecar_tmp is not None:
-            commit(sidecar_tmp, sidecar)
+            replace_durably(sidecar_tmp, sidecar)
     except (av.error.FFmpegError, OSError) as exc:
         hint = "check the disk and the path"
         raise DVError(f"cannot write video {path}: {reason(exc)}", hint) from None

@@ -68,6 +68,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Rename the fully written file `tmp` onto `path`, fsyncing it first and the directory
+    after, so that a crash leaves either the old file or the new one."""
+    with tmp.open("rb") as stream:
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, for a writer that opens the file itself (an image or
+    video encoder given a file name). Nothing exists there until the writer creates it, so
+    the file gets the usual umask-based mode. When the block ends without error the file
+    replaces `path` (see `replace_durably`); when it raises, the file is removed. `path`'s
+    folder must exist."""
+    tmp = tmp_path_for(path.parent, path.name)
+    try:
+        yield tmp
+        replace_durably(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def copy_hashing(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
     """Copy `source` into `target`; returns (`sha256:<hex>`, size) of what was copied."""
     digest = hashlib.sha256()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamvideo_cli.testing import word_tokenizer
 from dv_toyworld import world
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -44,50 +45,16 @@ APPEARANCE_DIM = 64
 def toy_tokenizer() -> Any:
     """A CLIP BPE tokenizer over bytes plus merges that make each world word one token.
 
-    Merges are added until every word encodes to a single token; merges added later rank
-    lower, so they never change how an earlier word is split."""
-    from tokenizers import pre_tokenizers
+    One difference from `word_tokenizer`: <|startoftext|> has <|endoftext|>'s id (the last).
+    The copy of the builder this module used to have gave it that id, and the committed
+    weights were trained with it, so prompts must keep reading that way."""
     from transformers import CLIPTokenizer
 
-    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab: dict[str, int] = {}
-    for s in symbols:
-        vocab[s] = len(vocab)
-    for s in symbols:
-        vocab[s + "</w>"] = len(vocab)
-    merges: list[tuple[str, str]] = []
-
-    def merge_into_one_token(pieces: list[str]) -> None:
-        current = pieces[0]
-        for piece in pieces[1:]:
-            if (current, piece) not in merges:
-                merges.append((current, piece))
-            current += piece
-            vocab.setdefault(current, len(vocab))
-
-    for word in world.VOCABULARY:
-        merge_into_one_token([*word[:-1], word[-1] + "</w>"])
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-
-    def make() -> Any:
-        pairs: Any = list(merges)
-        return CLIPTokenizer(vocab=dict(vocab), merges=pairs, model_max_length=MAX_TOKENS)
-
-    # A word can come out in pieces when another word's merge outranks its own; add merges
-    # for the pieces it does come out as until every word is one token.
-    for _ in range(10):
-        tok = make()
-        split = [w for w in world.VOCABULARY if len(tok.tokenize(w)) != 1]
-        if not split:
-            return tok
-        for word in split:
-            merge_into_one_token(tok.tokenize(word))
-        # Special tokens stay last so their ids follow the word pieces.
-        for special in ("<|startoftext|>", "<|endoftext|>"):
-            vocab.pop(special)
-            vocab[special] = len(vocab)
-    raise RuntimeError(f"could not make every world word one token: {split}")
+    built = word_tokenizer(world.VOCABULARY, MAX_TOKENS)
+    vocab = built.get_vocab()
+    vocab["<|startoftext|>"] = vocab["<|endoftext|>"]
+    merges: Any = [tuple(pair) for pair in json.loads(built.backend_tokenizer.to_str())["model"]["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
 
 
 # -------------------------------------------------------------------- configs
