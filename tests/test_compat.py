@@ -61,7 +61,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     home = tmp_path / "dvhome"
     monkeypatch.setenv("DV_HOME", str(home))
-    monkeypatch.delenv("DV_TOYWORLD_WEIGHTS", raising=False)
+    # The old code ran on the first toyworld weights (step 8,000, vocabulary colours only),
+    # kept beside the fixtures when the plugin's weights moved on.
+    monkeypatch.setenv("DV_TOYWORLD_WEIGHTS", str(Path(__file__).parent / "fixtures" / "toyworld-8000" / "toyworld.safetensors"))
     threads = torch.get_num_threads()
     maker.pin_threads()
     yield home

@@ -1,9 +1,11 @@
-"""`dv demo`: DreamVideo end to end on the toy world, offline, in under three minutes on a 2-core CPU.
+"""`dv demo`: DreamVideo end to end on the toy world, offline, in about two minutes on a 2-core CPU.
 
-1. Render 4 photos of a held-out object (a shape the backbone never saw) and 3 clips of a
-   held-out motion performed by *other* objects.
-2. `learn_subject` and `learn_motion` on them through the engine, into the user's registry
-   (`$DV_HOME`) as `toy-<object>` and `toy-<motion>`, like any other subject and motion.
+1. Render 4 photos of a held-out object (in a colour the backbone can draw but no word
+   names, never shown in pretraining) and 3 clips of a held-out motion performed by
+   *other* objects.
+2. `learn_subject` and `learn_motion` on them through the engine, side by side (a process
+   each on a CPU with two cores or more), into the user's registry (`$DV_HOME`) as
+   `toy-<object>` and `toy-<motion>`, like any other subject and motion.
 3. `compose` them on a scene; sample the backbone alone (no adapters) with the best plain
    text description of the same video, same seed and sampler.
 4. Score both with the toy world's exact metrics; write videos, a contact sheet and a
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class DemoConfig:
-    subject: world.Obj = field(default_factory=lambda: world.Obj("star", "pink", "big", "plain"))
+    subject: world.Obj = field(default_factory=lambda: world.Obj("circle", "teal", "big", "plain"))
     motion: world.Motion = field(default_factory=lambda: world.Motion("circles", "quickly"))
     performers: tuple[world.Obj, ...] = (
         world.Obj("square", "blue", "big"),
@@ -65,7 +67,9 @@ class DemoConfig:
     # extrapolation paints stripes and the clips' colours over the subject (docs/toyworld.md).
     appearance_strength: float = 0.0
     seed: int = 0
-    seeds: int = 2  # videos per row, scored and averaged (one sample is a noisy measurement)
+    seeds: int = 4  # videos per row, scored and averaged (one sample is a noisy measurement)
+    # Learn the motion in a second process while the subject learns (CPU, two cores or more).
+    side_by_side: bool = True
     device: str = "cpu"
     backbone_path: str | None = None  # another toyworld weights file
     random_weights: bool = False  # for tests of the plumbing only
@@ -80,7 +84,7 @@ class DemoConfig:
 
     def quick(self) -> DemoConfig:
         """A few steps of everything: for tests of the plumbing, not of quality."""
-        return replace(self, embedding_steps=3, adapter_steps=3, motion_steps=3, sample_steps=3, seeds=1)
+        return replace(self, embedding_steps=3, adapter_steps=3, motion_steps=3, sample_steps=3, seeds=2)
 
     def subject_config(self, masks: Path | None, **changes: Any) -> SubjectConfig:
         """How the demo (and the ablation) learns a subject; `changes` override fields."""
@@ -124,7 +128,8 @@ class DemoResult:
     table: Path
     prompt: str
     backbone_only_prompt: str
-    metrics: dict[str, dict[str, float]]
+    metrics: dict[str, dict[str, float]]  # row -> metric -> mean over the seeds
+    errors: dict[str, dict[str, float | None]]  # row -> metric -> its standard error (None for one seed)
     seconds: float
     subject: str
     motion: str
@@ -140,13 +145,16 @@ class DemoResult:
             "subject": self.subject,
             "motion": self.motion,
             "seconds": round(self.seconds, 1),
-            "metrics": self.metrics,
+            "metrics": {
+                row: {**means, **{f"{k}_se": self.errors[row][k] for k in means}} for row, means in self.metrics.items()
+            },
         }
 
 
 def describe(obj: world.Obj, motion: world.Motion, scene: str) -> str:
-    """The best a user can do with words alone (the words for held-out things exist, but
-    the backbone never learnt what they look like)."""
+    """The best a user can do with words alone: the vocabulary's nearest colour word, and
+    the words for held-out shapes and motions (which exist, but the backbone never learnt
+    what they look like)."""
     return world.Clip(obj, motion, scene, (0.0, 0.0)).caption()
 
 
@@ -204,6 +212,12 @@ def metrics_table(
     return "\n".join(lines) + "\n"
 
 
+def standard_error(values: list[float]) -> float | None:
+    """Of the mean (None for one value): single videos differ a lot (motion fidelity from
+    -0.7 to 0.9), so a mean is only worth reading with it."""
+    return round(float(np.std(values, ddof=1) / np.sqrt(len(values))), 4) if len(values) > 1 else None
+
+
 def evaluate(video: np.ndarray, prompt: str, config: DemoConfig, photos: list[np.ndarray]) -> dict[str, float]:
     from dreamvideo_cli.metrics import EvalSample
     from dv_toyworld.metrics import score_all
@@ -232,29 +246,41 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     on_event(Note(f"wrote {len(photo_paths)} photos of a {config.subject.words()} and {len(clips)} clips of "
                   f"{config.motion.words()!r} by other objects under {out}"))
 
-    subject = learn_subject(
-        out / "photos",
-        config.subject_name,
-        config.subject_config(
-            masks, log_every=25, description=f"dv demo: photos of a {config.subject.words()} (a held-out shape)"
-        ),
-        registry=registry, on_event=on_event,
+    subject_config = config.subject_config(
+        masks, log_every=25, description=f"dv demo: photos of a {config.subject.colour} {config.subject.shape} (a colour no word names)"
     )
-    motion = learn_motion(
-        out / "clips",
-        config.motion_name,
-        config.motion_config(
-            config.motion, log_every=25,
-            description=f"dv demo: {config.motion.words()} (a held-out motion) by other objects",
-        ),
-        registry=registry, on_event=on_event,
+    motion_config = config.motion_config(
+        config.motion, log_every=25, description=f"dv demo: {config.motion.words()} (a held-out motion) by other objects"
     )
-    subject_ref, motion_ref = f"{subject.name}:{subject.tag}", f"{motion.name}:{motion.tag}"
     plain_prompt = describe(config.subject, config.motion, config.scene)
+    seeds = range(config.seed, config.seed + config.seeds)
+
+    def sample_backbone_alone(handler: EventHandler) -> list[world.UInt8Array]:
+        handler(Note(f"backbone alone: {plain_prompt}"))
+        return [backbone_only(plain_prompt, world.FRAMES, replace(config, seed=seed), handler) for seed in seeds]
+
+    if config.side_by_side and config.device == "cpu" and _cores() >= 2:
+        import torch
+
+        from dv_toyworld.alongside import MotionAlongside
+
+        threads = torch.get_num_threads()
+        with MotionAlongside(out / "clips", config.motion_name, motion_config, registry.home, threads) as motion_run:
+            handler = motion_run.forward(on_event)
+            subject = learn_subject(out / "photos", config.subject_name, subject_config, registry=registry, on_event=handler)
+            # The backbone alone needs no adapters: sample it while the motion is still learning.
+            alone_videos = sample_backbone_alone(handler)
+            motion_ref = motion_run.result(on_event)
+    else:
+        subject = learn_subject(out / "photos", config.subject_name, subject_config, registry=registry, on_event=on_event)
+        motion = learn_motion(out / "clips", config.motion_name, motion_config, registry=registry, on_event=on_event)
+        motion_ref = f"{motion.name}:{motion.tag}"
+        alone_videos = sample_backbone_alone(on_event)
+    subject_ref = f"{subject.name}:{subject.tag}"
     photos = [np.asarray(media.load_photo(p)) for p in photo_paths]
     scores: dict[str, list[dict[str, float]]] = {"dreamvideo": [], "backbone_only": []}
     made = []  # per seed: (compose result, its frames, backbone-alone frames, their file)
-    for i, seed in enumerate(range(config.seed, config.seed + config.seeds)):
+    for i, (seed, alone) in enumerate(zip(seeds, alone_videos, strict=True)):
         folder = out if i == 0 else out / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         composed = compose(
@@ -265,8 +291,6 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
                           backbone_path=config.backbone_path),
             registry=registry, on_event=on_event,
         )
-        on_event(Note(f"backbone alone: {plain_prompt}"))
-        alone = backbone_only(plain_prompt, world.FRAMES, replace(config, seed=seed), on_event)
         alone_path = media.write_video(folder / "backbone_only.mp4", alone, world.FPS, {"prompt": plain_prompt, "seed": seed})
         # Score what compose made from its GIF: the mp4's 4:2:0 chroma would blur 32x32 colours.
         assert composed.gif is not None
@@ -275,24 +299,31 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         scores["backbone_only"].append(evaluate(alone, plain_prompt, config, photos))
         made.append((composed, frames, alone, alone_path))
     metrics = {row: {k: round(float(np.mean([s[k] for s in runs])), 4) for k in runs[0]} for row, runs in scores.items()}
+    errors = {row: {k: standard_error([s[k] for s in runs]) for k in runs[0]} for row, runs in scores.items()}
     composed, dreamvideo_frames, alone, alone_path = made[0]  # the first seed's videos are the ones shown
     sheet = contact_sheet([
-        (f"subject photos: a {config.subject.words()} (never seen in pretraining)", np.stack(photos)),
+        (f"subject photos: a {config.subject.colour} {config.subject.shape} (a colour no word names; never seen in pretraining)", np.stack(photos)),
         (f"motion clip: {clips[0].caption()}", clips[0].render()),
         (f"dreamvideo: {composed.prompt}", dreamvideo_frames),
         (f"backbone alone: {plain_prompt}", alone),
     ])
     sheet_path = media.save_png(sheet, out / "demo.png")
-    table = metrics_table(metrics)
+    table = metrics_table(metrics, errors)
     table_path = out / "metrics.md"
     table_path.write_text(
         f"# dv demo\n\nprompt: `{composed.prompt}`  \nbackbone alone: `{plain_prompt}`  \n"
-        f"mean over seeds {config.seed}..{config.seed + config.seeds - 1}\n\n{table}"
+        f"mean ± standard error over seeds {config.seed}..{config.seed + config.seeds - 1}\n\n{table}"
     )
     result = DemoResult(
         video=composed.video, backbone_only_video=alone_path, contact_sheet=sheet_path, table=table_path,
-        prompt=composed.prompt, backbone_only_prompt=plain_prompt, metrics=metrics,
+        prompt=composed.prompt, backbone_only_prompt=plain_prompt, metrics=metrics, errors=errors,
         seconds=time.monotonic() - started, subject=subject_ref, motion=motion_ref,
     )
     (out / "metrics.json").write_text(json.dumps(result.as_json(), indent=2) + "\n")
     return result
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

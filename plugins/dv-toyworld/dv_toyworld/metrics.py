@@ -138,7 +138,10 @@ def _obj(extras: dict[str, Any]) -> world.Obj | None:
     data = extras.get("toy_object")
     if data is None:
         return None
-    return data if isinstance(data, world.Obj) else world.Obj(**data)
+    if isinstance(data, world.Obj):
+        return data
+    rgb = data.get("rgb")  # a list once it has been through JSON
+    return world.Obj(**{**data, "rgb": None if rgb is None else (int(rgb[0]), int(rgb[1]), int(rgb[2]))})
 
 
 def _motion(extras: dict[str, Any]) -> world.Motion | None:

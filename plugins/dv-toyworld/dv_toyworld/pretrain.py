@@ -28,11 +28,11 @@ from dv_toyworld import model, world
 
 
 def render_batch(
-    rng: np.random.Generator, count: int, frames: int, p_empty: float
+    rng: np.random.Generator, count: int, frames: int, p_empty: float, gamut: bool = True
 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """`count` random clips of the seen world: pixels [B, 3, F, H, W] in [-1, 1], captions,
     and object masks [B, 1, F, H, W]."""
-    clips = [world.random_clip(rng, frames=frames) for _ in range(count)]
+    clips = [world.random_clip(rng, frames=frames, gamut=gamut) for _ in range(count)]
     video = np.stack([c.render() for c in clips])  # [B, F, H, W, 3] uint8
     x = torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     # An empty caption now and then teaches the unconditional model classifier-free guidance needs.
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda; noise and data are drawn on the CPU either way, so a seed gives the same run")
     p.add_argument("--resume", action="store_true", help="continue from <out>.train.safetensors")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this weights file (its EMA weights; a fresh optimizer) instead of random weights")
+    p.add_argument("--palette", action="store_true",
+                   help="objects only in the seven vocabulary colours (the first weights' world), not the whole gamut")
     args = p.parse_args(argv)
     command = "python -m dv_toyworld.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     parts = model.build(args.seed)
+    init = None
+    if args.init is not None:
+        model.load_into(args.init, parts)
+        init = {"file": args.init.name, "sha256": model.file_digest(args.init)}
     unet, text_encoder, tokenizer = parts["unet"], parts["text_encoder"], parts["tokenizer"]
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -123,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        videos, video_captions, video_masks = render_batch(rng, args.videos, world.FRAMES, args.p_empty)  # [Bv, 3, 8, 32, 32]
-        images, image_captions, image_masks = render_batch(rng, args.images, 1, args.p_empty)  # [Bi, 3, 1, 32, 32]
+        gamut = not args.palette
+        videos, video_captions, video_masks = render_batch(rng, args.videos, world.FRAMES, args.p_empty, gamut)  # [Bv, 3, 8, 32, 32]
+        images, image_captions, image_masks = render_batch(rng, args.images, 1, args.p_empty, gamut)  # [Bi, 3, 1, 32, 32]
         k = args.object_weight if step >= args.object_weight_from else 0.0
         loss_video = loss_on(to_latents(videos).to(device), video_captions, (1 + k * cells(video_masks)).to(device))
         loss_image = loss_on(to_latents(images).to(device), image_captions, (1 + k * cells(image_masks)).to(device))
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if step % args.save_every == 0 or step == args.steps:
-            save_ema(args.out, parts, trainable, ema, step, args, command, time.time() - started)
+            save_ema(args.out, parts, trainable, ema, step, args, command, time.time() - started, init)
             save_state(state_path, trainable, ema, optimizer, rng, gen, step)
             print(f"saved {args.out} at step {step}", flush=True)
     return 0
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def save_ema(
     out: Path, parts: dict[str, Any], trainable: list[torch.Tensor], ema: list[torch.Tensor],
-    step: int, args: argparse.Namespace, command: str, seconds: float,
+    step: int, args: argparse.Namespace, command: str, seconds: float, init: dict[str, str] | None = None,
 ) -> None:
     """Swap the EMA weights in, write the file (and its JSON), swap the raw weights back."""
     with torch.no_grad():
@@ -177,7 +186,9 @@ def save_ema(
             q.copy_(r)
     info = {**meta, "file": out.name, "sha256": model.file_digest(out), "bytes": out.stat().st_size,
             "unet_config": model.unet_config(), "held_out_shapes": list(world.HELD_OUT_SHAPES),
-            "held_out_motions": list(world.HELD_OUT_MOTIONS)}
+            "held_out_motions": list(world.HELD_OUT_MOTIONS),
+            "held_out_colours": {} if args.palette else world.HELD_OUT_COLOURS,
+            "init": init}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
 
 

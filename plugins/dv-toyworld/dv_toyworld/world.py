@@ -8,6 +8,11 @@ coordinates are (x, y) in pixels with y pointing down.
 Pretraining sees only the `SEEN_*` shapes and motions. `HELD_OUT_SHAPES` and
 `HELD_OUT_MOTIONS` exist only for customisation: the words are in the vocabulary (a user
 may type them) but the backbone never saw what they mean.
+
+Object colours come from the whole gamut; a caption names the nearest of the seven
+vocabulary colours. `HELD_OUT_COLOURS` lie between those, far from every one of them, and
+pretraining never draws a colour near them: the backbone can draw colours all around
+them but no word names them, as no word names the exact coat of a user's dog.
 """
 
 from __future__ import annotations
@@ -49,6 +54,18 @@ PATTERN_SCENES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 }
 SCENES = (*SOLID_SCENES, *PATTERN_SCENES)
 
+RGB = tuple[int, int, int]
+# Between the vocabulary's colours: 79-95 RGB from the nearest (green, red, yellow), which
+# leaves the best words at most a 0.34 colour match (metrics.COLOUR_SCALE is 120).
+HELD_OUT_COLOURS: dict[str, RGB] = {
+    "teal": (30, 170, 160),
+    "crimson": (190, 20, 110),
+    "lime": (160, 230, 40),
+}
+HELD_OUT_MARGIN = 30.0  # pretraining draws no colour this close (RGB distance) to a held-out one
+SCENE_MARGIN = 70.0  # nor this close to a scene colour, so objects stand out (metrics segment at 40)
+PALETTE_SHARE = 0.25  # of pretraining objects in a vocabulary colour exactly, so a word's own colour stays its likeliest
+
 SEEN_SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 HELD_OUT_SHAPES = ("star", "ring")
 SHAPES = SEEN_SHAPES + HELD_OUT_SHAPES
@@ -82,14 +99,29 @@ VOCABULARY: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Obj:
+    """An object. `colour` is a vocabulary colour or a `HELD_OUT_COLOURS` name; `rgb`, when
+    set, is its exact colour (pretraining's gamut objects, captioned with `colour`)."""
+
     shape: str
     colour: str
     size: str = "big"
     texture: str = "plain"
+    rgb: RGB | None = None
+
+    @property
+    def colour_rgb(self) -> RGB:
+        if self.rgb is not None:
+            return self.rgb
+        return COLOURS[self.colour] if self.colour in COLOURS else HELD_OUT_COLOURS[self.colour]
+
+    @property
+    def colour_word(self) -> str:
+        """The vocabulary's nearest word for the colour: all a caption can say of it."""
+        return self.colour if self.colour in COLOURS else nearest_colour_word(self.colour_rgb)
 
     def words(self) -> str:
         texture = "" if self.texture == "plain" else f" {self.texture}"
-        return f"{self.size} {self.colour}{texture} {self.shape}"
+        return f"{self.size} {self.colour_word}{texture} {self.shape}"
 
     @property
     def slug(self) -> str:
@@ -107,6 +139,11 @@ class Motion:
     @property
     def slug(self) -> str:
         return f"{self.kind}-{'fast' if self.speed == 'quickly' else 'slow'}"
+
+
+def nearest_colour_word(rgb: RGB) -> str:
+    target = np.array(rgb, np.float64)
+    return min(COLOURS, key=lambda name: float(np.linalg.norm(np.array(COLOURS[name], np.float64) - target)))
 
 
 # -------------------------------------------------------------------- drawing
@@ -154,7 +191,7 @@ def scene_image(scene: str, size: int = SIZE) -> UInt8Array:
 
 def object_colours(obj: Obj) -> tuple[UInt8Array, UInt8Array]:
     """(main colour, stripe colour) of an object."""
-    main = np.array(COLOURS[obj.colour], np.float64)
+    main = np.array(obj.colour_rgb, np.float64)
     stripe = main * 0.5 if obj.texture == "striped" else main
     return main.astype(np.uint8), stripe.astype(np.uint8)
 
@@ -267,13 +304,29 @@ def photo_and_mask(obj: Obj, scene: str, rng: np.random.Generator) -> tuple[UInt
 # -------------------------------------------------------------------- sampling
 
 
-def random_obj(rng: np.random.Generator, shapes: tuple[str, ...] = SEEN_SHAPES) -> Obj:
-    return Obj(
-        shape=str(rng.choice(shapes)),
-        colour=str(rng.choice(list(COLOURS))),
-        size=str(rng.choice(list(SIZES))),
-        texture=str(rng.choice(TEXTURES)),
-    )
+def random_obj(rng: np.random.Generator, shapes: tuple[str, ...] = SEEN_SHAPES, gamut: bool = True) -> Obj:
+    """A random seen object; `gamut=False` keeps to the seven vocabulary colours (the
+    world of the first toyworld weights)."""
+    shape = str(rng.choice(shapes))
+    colour = str(rng.choice(list(COLOURS)))
+    size, texture = str(rng.choice(list(SIZES))), str(rng.choice(TEXTURES))
+    if not gamut or rng.random() < PALETTE_SHARE:
+        return Obj(shape, colour, size, texture)
+    rgb = random_gamut_colour(rng)
+    return Obj(shape, nearest_colour_word(rgb), size, texture, rgb)
+
+
+def random_gamut_colour(rng: np.random.Generator) -> RGB:
+    """A colour from the whole RGB cube, except near a scene's or a held-out colour."""
+    avoid = np.array([*SOLID_SCENES.values(), *(c for pair in PATTERN_SCENES.values() for c in pair)], np.float64)
+    held_out = np.array(list(HELD_OUT_COLOURS.values()), np.float64)
+    while True:
+        rgb = rng.integers(0, 256, 3).astype(np.float64)
+        if np.linalg.norm(avoid - rgb, axis=1).min() < SCENE_MARGIN:
+            continue
+        if np.linalg.norm(held_out - rgb, axis=1).min() < HELD_OUT_MARGIN:
+            continue
+        return int(rgb[0]), int(rgb[1]), int(rgb[2])
 
 
 def random_clip(
@@ -282,8 +335,9 @@ def random_clip(
     motions: tuple[str, ...] = SEEN_MOTIONS,
     scenes: tuple[str, ...] = SCENES,
     frames: int = FRAMES,
+    gamut: bool = True,
 ) -> Clip:
-    obj = random_obj(rng, shapes)
+    obj = random_obj(rng, shapes, gamut)
     motion = Motion(str(rng.choice(motions)), str(rng.choice(list(SPEEDS))))
     d = displacements(motion, frames)
     return Clip(obj, motion, str(rng.choice(scenes)), random_start(rng, obj, d), frames)
@@ -299,7 +353,7 @@ def partial_caption(clip: Clip, rng: np.random.Generator, p_drop: float = 0.2) -
     if keep():
         words.append(obj.size)
     if keep():
-        words.append(obj.colour)
+        words.append(obj.colour_word)
     if obj.texture != "plain" and keep():
         words.append(obj.texture)
     words.append(obj.shape if keep() else GENERIC_SHAPE)

@@ -22,13 +22,15 @@ def test_demo_json_end_to_end(tmp_path: Path, weights_file: Path, monkeypatch: p
     keys = {"subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency"}
     assert set(result["metrics"]) == {"dreamvideo", "backbone_only"}
     for row in result["metrics"].values():
-        assert set(row) == keys and all(isinstance(v, float) for v in row.values())
+        # Each metric's mean over the seeds (two in quick mode) and its standard error.
+        assert set(row) == keys | {f"{k}_se" for k in keys} and all(isinstance(v, float) for v in row.values())
+    assert result["backbone_only_prompt"].startswith("a big green circle")  # the nearest words for teal
     assert (out / "metrics.md").read_text().count("|") > 10
     # The subject and motion went to the registry like any other.
     from dv_registry import Registry
 
     names = {m.name for m in Registry(tmp_path / "home").list()}
-    assert {"toy-pink-star", "toy-circles-fast"} <= names
+    assert {"toy-teal-circle", "toy-circles-fast"} <= names
 
 
 @pytest.mark.slow
@@ -131,3 +133,23 @@ def test_the_closing_hint_composes_with_the_demos_settings() -> None:
 
     known = {d for p in inspect.signature(compose_command).parameters.values() for d in (getattr(p.default, "param_decls", None) or ())}
     assert set(flags) <= known
+
+
+@pytest.mark.slow
+def test_motion_learnt_alongside_returns_its_error_to_the_parent(tmp_path: Path) -> None:
+    """A user error in the child process (here: no clips) reaches the parent as the same
+    DVError, so `dv demo` prints its one line."""
+    from dreamvideo_cli.errors import DVError
+    from dreamvideo_cli.events import EventLog, Note
+    from dv_toyworld import world
+    from dv_toyworld.alongside import MotionAlongside
+    from dv_toyworld.demo import DemoConfig
+
+    config = DemoConfig(random_weights=True).quick().motion_config(world.Motion("circles"))
+    log = EventLog()
+    with MotionAlongside(tmp_path / "no-clips", "m", config, tmp_path / "home", 1) as run:
+        run.forward(log)(Note("the parent's own event"))
+        with pytest.raises(DVError) as raised:
+            run.result(log)
+    assert "no-clips" in str(raised.value)
+    assert Note("the parent's own event") in log.events

@@ -118,3 +118,17 @@ def test_motion_known_from_a_demo_motion_name() -> None:
     clip = CLIPS[0]
     s = EvalSample(frames=clip.render(), prompt=clip.caption(), extras={"metadata": {"motion": {"ref": "toy-circles-fast:v1"}}})
     assert metrics.ToyMotionFidelity().score(s) > 0.99
+
+
+def test_a_held_out_colour_scores_its_own_video_high_and_the_nearest_words_colour_low() -> None:
+    teal = world.Clip(world.Obj("circle", "teal"), world.Motion("circles", "quickly"), "snow", (16.0, 9.0))
+    words = world.Clip(world.Obj("circle", "green"), teal.motion, teal.scene, teal.start)
+    extras = {"toy_object": {**asdict(teal.obj), "rgb": None}}  # a held-out colour by its name
+    own = metrics.score_all(sample(teal, **extras))["subject_fidelity"]
+    nearest = metrics.score_all(sample(teal, words.render(), **extras))["subject_fidelity"]
+    assert own > 0.95 and nearest < own - 0.35
+    # A gamut object's exact colour survives JSON (a list there, a tuple in Obj).
+    gamut = world.Obj("circle", "green", rgb=(60, 210, 120))
+    clip = world.Clip(gamut, teal.motion, teal.scene, teal.start)
+    as_json = {"toy_object": {**asdict(gamut), "rgb": [60, 210, 120]}}
+    assert metrics.score_all(sample(clip, **as_json))["subject_fidelity"] > 0.95

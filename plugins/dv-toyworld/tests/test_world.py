@@ -91,3 +91,38 @@ def test_photos_are_plain_backgrounds_with_the_object(tmp_path: Path) -> None:
 def test_scene_of_prompt() -> None:
     assert world.scene_of("a <toy-pink-star> circles quickly on snow") == "snow"
     assert world.scene_of("a red circle") is None
+
+
+def test_gamut_colours_avoid_scenes_and_held_out_colours_and_are_captioned_by_the_nearest_word() -> None:
+    rng = np.random.default_rng(3)
+    objs = [world.random_obj(rng) for _ in range(400)]
+    gamut = [o for o in objs if o.rgb is not None]
+    assert 0.6 < len(gamut) / len(objs) < 0.9  # the rest keep a vocabulary colour exactly
+    scenes = [*world.SOLID_SCENES.values(), *(c for pair in world.PATTERN_SCENES.values() for c in pair)]
+    for obj in gamut:
+        rgb = np.array(obj.rgb, float)
+        assert min(np.linalg.norm(rgb - np.array(c, float)) for c in scenes) >= world.SCENE_MARGIN
+        assert min(np.linalg.norm(rgb - np.array(c, float)) for c in world.HELD_OUT_COLOURS.values()) >= world.HELD_OUT_MARGIN
+        assert obj.colour == world.nearest_colour_word(obj.rgb) and obj.colour in world.COLOURS
+        assert obj.colour in world.partial_caption(world.Clip(obj, world.Motion("left"), "snow", (16.0, 16.0)), np.random.default_rng(0), p_drop=0.0)
+
+
+def test_held_out_colours_are_drawn_exactly_but_described_by_the_nearest_vocabulary_word() -> None:
+    teal = world.Obj("circle", "teal")
+    assert teal.words() == "big green circle" and teal.slug == "teal-circle"
+    image, mask = world.object_image(teal)
+    assert tuple(image[mask][0]) == world.HELD_OUT_COLOURS["teal"]
+    assert "teal" not in world.VOCABULARY and all(name not in world.VOCABULARY for name in world.HELD_OUT_COLOURS)
+    for rgb in world.HELD_OUT_COLOURS.values():  # far enough that the best words miss by a lot
+        assert min(np.linalg.norm(np.array(rgb, float) - np.array(c, float)) for c in world.COLOURS.values()) > 75
+
+
+def test_palette_pretraining_draws_as_the_first_weights_did() -> None:
+    """`pretrain --palette` must be the world the step-8,000 weights learnt: no gamut
+    colours, and the same random draws as before gamut colours existed."""
+    rng = np.random.default_rng(11)
+    objs = [world.random_obj(rng, gamut=False) for _ in range(50)]
+    assert all(o.rgb is None and o.colour in world.COLOURS for o in objs)
+    rng = np.random.default_rng(11)
+    old = [(str(rng.choice(world.SEEN_SHAPES)), str(rng.choice(list(world.COLOURS))), str(rng.choice(list(world.SIZES))), str(rng.choice(world.TEXTURES))) for _ in range(50)]
+    assert [(o.shape, o.colour, o.size, o.texture) for o in objs] == old
