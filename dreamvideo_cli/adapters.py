@@ -125,7 +125,9 @@ class ParallelAdapter(nn.Module):
     with a norm: the block's own norm is an Identity while attached) or
     sublayer(x) + adapter(x) (a slot without). `detach` puts the modules back."""
 
-    def __init__(self, norm: nn.Module | None, sublayer: nn.Module, adapter: nn.Module, norm_in_fp32: bool = False) -> None:
+    def __init__(
+        self, norm: nn.Module | None, sublayer: nn.Module, adapter: nn.Module, norm_in_fp32: bool = False
+    ) -> None:
         super().__init__()
         self.norm = norm
         self.sublayer = sublayer
@@ -235,7 +237,9 @@ class AdapterSet(nn.Module):
         self._attached: list[nn.Module] = []
 
     @classmethod
-    def for_backbone(cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, design: Any) -> AdapterSet:
+    def for_backbone(
+        cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, design: Any
+    ) -> AdapterSet:
         """New adapters shaped by a backbone's `AdapterDesign`."""
         return cls(
             kind,
@@ -246,7 +250,9 @@ class AdapterSet(nn.Module):
         )
 
     @classmethod
-    def for_state(cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, state: dict[str, torch.Tensor]) -> AdapterSet:
+    def for_state(
+        cls, kind: AdapterKind, sites: Iterable[AdapterSite], condition_dim: int | None, state: dict[str, torch.Tensor]
+    ) -> AdapterSet:
         """Adapters shaped like stored weights (their bottleneck and where the condition is
         added are read off the tensors), with the weights loaded."""
         bottleneck = None
@@ -257,7 +263,13 @@ class AdapterSet(nn.Module):
             bottleneck = None if hidden == width // 2 else int(hidden)
             cond = state.get(downs[0].removesuffix("down.weight") + "cond.weight")
             in_bottleneck = cond is not None and cond.shape[0] == hidden and hidden != width
-        adapters = cls(kind, sites, condition_dim if kind == "motion" else None, bottleneck=bottleneck, condition_in_bottleneck=in_bottleneck)
+        adapters = cls(
+            kind,
+            sites,
+            condition_dim if kind == "motion" else None,
+            bottleneck=bottleneck,
+            condition_in_bottleneck=in_bottleneck,
+        )
         adapters.load_adapter_state_dict(state)
         return adapters
 
@@ -341,7 +353,9 @@ class AdapterSet(nn.Module):
             for pname, param in module.state_dict(keep_vars=True).items():
                 value = state[f"{prefix}.{pname}"]
                 if value.shape != param.shape:
-                    raise ValueError(f"adapter weight {prefix}.{pname} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
+                    raise ValueError(
+                        f"adapter weight {prefix}.{pname} has shape {tuple(value.shape)}, expected {tuple(param.shape)}"
+                    )
                 with torch.no_grad():
                     param.copy_(value.to(param.dtype))
 
@@ -377,9 +391,7 @@ class PlaceholderEmbedding(nn.Module):
         return torch.where(is_new.unsqueeze(-1), new_out.to(base_out.dtype), base_out)
 
 
-def add_placeholder_token(
-    tokenizer: Any, text_encoder: Any, token: str, init_word: str
-) -> PlaceholderEmbedding:
+def add_placeholder_token(tokenizer: Any, text_encoder: Any, token: str, init_word: str) -> PlaceholderEmbedding:
     """Add `token` to the tokenizer and give the text encoder a learnable row for it,
     initialised from the embedding of `init_word` (the mean of its pieces)."""
     from dreamvideo_cli.errors import DVError

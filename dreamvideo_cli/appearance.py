@@ -140,7 +140,9 @@ def _visual_tower(model_cfg: dict[str, Any]) -> nn.Module:
     return visual
 
 
-def random_open_clip_encoder(model_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype) -> OpenCLIPImageEncoder:
+def random_open_clip_encoder(
+    model_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype
+) -> OpenCLIPImageEncoder:
     """The architecture of `model_cfg` (e.g. `open_clip.get_model_config("ViT-H-14")`) with
     OpenCLIP's own random initialisation."""
     with torch.device(device):

@@ -155,7 +155,9 @@ class DenoiserFamily(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def denoise(self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         """One prediction: latents [B, C, F', h, w], timestep [B] (the objective's model
         timestep), text context [B, T, D] -> prediction [B, C, F', h, w]. `model` is the
         denoiser or a compiled wrapper of it."""
@@ -204,7 +206,9 @@ class Components:
     def text_encoder(self) -> Any:
         return self.text.model
 
-    def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    def denoise(
+        self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, model: nn.Module | None = None
+    ) -> torch.Tensor:
         """The family's call on this backbone's denoiser (or `model`, a compiled wrapper)."""
         return self.family.denoise(model if model is not None else self.denoiser, latents, timestep, context)
 

@@ -177,7 +177,9 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
     if "motion" in config.only:
         clip = rand(frames, 3, fmt.height, fmt.width)
-        motion = AdapterSet.for_backbone("motion", sites, parts.appearance_dim, design).to(device).attach(parts.denoiser)
+        motion = (
+            AdapterSet.for_backbone("motion", sites, parts.appearance_dim, design).to(device).attach(parts.denoiser)
+        )
         optimizer = torch.optim.AdamW(motion.parameters(), lr=1e-5)
         ids = tokenize(parts, ["a bear walking"])
         latents = parts.codec.encode_video(clip).unsqueeze(0)  # [1, C, F', h, w]
@@ -207,7 +209,11 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
     if "compose" in config.only:
         guidance = backbone.sampling.guidance if config.guidance is None else config.guidance
-        results.extend(_bench_compose(parts, backbone.sampling.sampler, frames, fmt.height, fmt.width, guidance, config, device, on_event))
+        results.extend(
+            _bench_compose(
+                parts, backbone.sampling.sampler, frames, fmt.height, fmt.width, guidance, config, device, on_event
+            )
+        )
 
     speedups = {}
     for name in dict.fromkeys(r.name for r in results):
@@ -226,7 +232,15 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
 
 def _bench_compose(
-    parts: Components, sampler_name: str, frames: int, height: int, width: int, guidance: float, config: BenchConfig, device: torch.device, on_event: EventHandler
+    parts: Components,
+    sampler_name: str,
+    frames: int,
+    height: int,
+    width: int,
+    guidance: float,
+    config: BenchConfig,
+    device: torch.device,
+    on_event: EventHandler,
 ) -> list[BenchResult]:
     from dreamvideo_cli.compose import initial_noise, sample_latents
     from dreamvideo_cli.plugins import get_sampler

@@ -80,7 +80,27 @@ class ComposeResult:
 # Words that start a scene ("on snow", "in the park"): a motion-only prompt's motion phrase
 # goes before the first of them, after the user's own subject ("a bear walking in the snow").
 SCENE_WORDS = frozenset(
-    ["on", "in", "at", "under", "over", "through", "across", "along", "by", "near", "with", "into", "onto", "inside", "around", "beside", "behind", "above", "below"]
+    [
+        "on",
+        "in",
+        "at",
+        "under",
+        "over",
+        "through",
+        "across",
+        "along",
+        "by",
+        "near",
+        "with",
+        "into",
+        "onto",
+        "inside",
+        "around",
+        "beside",
+        "behind",
+        "above",
+        "below",
+    ]
 )
 
 
@@ -175,7 +195,10 @@ def compose(
     steps = config.steps or (defaults.steps if sampler.name == defaults.sampler else sampler.default_steps)
     trained_levels = backbone.training_objective().num_train_timesteps
     if steps > trained_levels:
-        raise DVError(f"--steps {steps} is more than the {trained_levels} noise levels {backbone.name} was trained with", f"use at most --steps {trained_levels}")
+        raise DVError(
+            f"--steps {steps} is more than the {trained_levels} noise levels {backbone.name} was trained with",
+            f"use at most --steps {trained_levels}",
+        )
     guidance = defaults.guidance if config.guidance is None else config.guidance
     fmt = backbone.video_format
     frames, fps = config.frames or fmt.frames, config.fps or fmt.fps
@@ -195,8 +218,12 @@ def compose(
         if subject is not None:
             token = subject.token
             if token is None:
-                raise DVError(f"{subject.ref} records no token", f"learn it again, or remove it with `dv rm {subject.ref}`")
-            placeholder = add_placeholder_token(parts.tokenizer, parts.text_encoder, token, subject.init_word or "object")
+                raise DVError(
+                    f"{subject.ref} records no token", f"learn it again, or remove it with `dv rm {subject.ref}`"
+                )
+            placeholder = add_placeholder_token(
+                parts.tokenizer, parts.text_encoder, token, subject.init_word or "object"
+            )
             undo.callback(remove_placeholder_tokens, parts.tokenizer, parts.text_encoder)
             with torch.no_grad():
                 vector = load_adapter_tensors(registry, subject, "token_embedding")["token"]
@@ -208,7 +235,9 @@ def compose(
         motion_set = None
         if motion is not None:
             phrase = motion.phrase
-            motion_set = AdapterSet.for_state("motion", sites, parts.appearance_dim, load_adapter_tensors(registry, motion)).to(device)
+            motion_set = AdapterSet.for_state(
+                "motion", sites, parts.appearance_dim, load_adapter_tensors(registry, motion)
+            ).to(device)
             motion_set.set_scale(config.motion_scale)
             motion_set.set_strength(config.appearance_strength)
             motion_set.attach(parts.denoiser)
@@ -236,7 +265,20 @@ def compose(
                 guide = encode_appearance(parts, to_tensor_images([np.asarray(guide_image)], device))
             motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))
 
-        video = sample_video(parts, final_prompt, config.negative_prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.eta, on_event)
+        video = sample_video(
+            parts,
+            final_prompt,
+            config.negative_prompt,
+            frames,
+            fmt.height,
+            fmt.width,
+            steps,
+            guidance,
+            sampler,
+            seed,
+            config.eta,
+            on_event,
+        )
 
     metadata = {
         "dv_version": __version__,
@@ -298,7 +340,12 @@ def check_prompt_length(
             f"the {what} is longer than {backbone}'s text encoder reads ({limit} tokens), and the cut drops the subject's token {token}",
             "shorten it, or put {subject} earlier in it",
         )
-    on_event(Note(f"the {what} is longer than {backbone}'s text encoder reads ({limit} tokens); it is cut before: {words!r}", "warning"))
+    on_event(
+        Note(
+            f"the {what} is longer than {backbone}'s text encoder reads ({limit} tokens); it is cut before: {words!r}",
+            "warning",
+        )
+    )
 
 
 def initial_noise(parts: Components, frames: int, height: int, width: int, seed: int) -> torch.Tensor:

@@ -58,7 +58,11 @@ __all__ = [
 
 _PLACEHOLDER = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_.\-]*)>")
 NEED_WORDS = {"prompt": "a prompt", "reference_images": "a subject's reference photos", "motion": "a learnt motion"}
-_NEED_HINTS = {"prompt": "pass --prompt", "reference_images": "pass --subject", "motion": "score a video composed with a motion"}
+_NEED_HINTS = {
+    "prompt": "pass --prompt",
+    "reference_images": "pass --subject",
+    "motion": "score a video composed with a motion",
+}
 
 
 # ---------------------------------------------------------------- prompts and subjects
@@ -187,7 +191,11 @@ def expand_videos(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in media.VIDEO_SUFFIXES and p.is_file() and not p.name.startswith("."))
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in media.VIDEO_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            )
             if not found:
                 raise DVError(f"no videos in {path}", "pass video files, or a folder that holds some")
             videos.extend(found)
@@ -262,7 +270,9 @@ def evaluate_videos(
             if not unmet:
                 continue
             what = " and ".join(NEED_WORDS.get(n, n) for n in unmet)
-            reason = f"needs {what}" + (f" ({why_no_subject})" if why_no_subject and "reference_images" in unmet else "")
+            reason = f"needs {what}" + (
+                f" ({why_no_subject})" if why_no_subject and "reference_images" in unmet else ""
+            )
             if explicit:
                 hints = ", ".join(_NEED_HINTS.get(n, f"give it {n}") for n in unmet)
                 raise DVError(f"metric {name} {reason}, which {path} does not have", hints)
@@ -285,7 +295,12 @@ def evaluate_videos(
             if plan.subject.digest not in references:
                 references[plan.subject.digest] = reference_arrays(registry, plan.subject)
             refs = references[plan.subject.digest]
-        sample = EvalSample(media.read_frames(plan.video, None), plan.prompt, refs, {"metadata": plan.metadata, "video": str(plan.video)})
+        sample = EvalSample(
+            media.read_frames(plan.video, None),
+            plan.prompt,
+            refs,
+            {"metadata": plan.metadata, "video": str(plan.video)},
+        )
         scores: dict[str, float] = {}
         for name, metric in instances.items():
             if name in plan.skipped:

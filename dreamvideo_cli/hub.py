@@ -63,10 +63,7 @@ _TAIL_BYTES = 1 << 20
 
 def offline() -> bool:
     """True when huggingface_hub must not touch the network (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in _TRUE:
-            return True
-    return False
+    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def hub_cache() -> Path:

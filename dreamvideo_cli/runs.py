@@ -103,11 +103,7 @@ class RunInfo:
             return "done"
         if self.stage is None or self.step is None:
             return "-"
-        return (
-            f"{self.stage} {self.step}/{self.total}"
-            if self.total is not None
-            else f"{self.stage} {self.step}"
-        )
+        return f"{self.stage} {self.step}/{self.total}" if self.total is not None else f"{self.stage} {self.step}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,9 +229,7 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         step = raw_step if isinstance(raw_step, int) else None
         tensors = state.get("tensors")
         total = _stage_total(kind, stage, config)
-        done = stage == "done" or (
-            kind == "motion" and step is not None and total is not None and step >= total
-        )
+        done = stage == "done" or (kind == "motion" and step is not None and total is not None and step >= total)
         if not isinstance(tensors, str) or not (checkpoints / tensors).is_file():
             status = "unreadable"  # state.json without the tensors it names: not resumable
         else:
@@ -245,9 +239,7 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         if logged is not None:
             stage, step = logged
         total = _stage_total(kind, stage, config)
-        done = (
-            _is_last_stage(kind, stage) and step is not None and total is not None and step >= total
-        )
+        done = _is_last_stage(kind, stage) and step is not None and total is not None and step >= total
         status = "finished" if done else "incomplete"
     state_files = tuple(folder / rel for rel in state_names)
     return RunInfo(
@@ -286,9 +278,7 @@ def _run_folders(home: Path) -> Iterator[Path]:
 def _leftovers(home: Path) -> list[Path]:
     folder = runs_folder(home)
     with contextlib.suppress(OSError):
-        return sorted(
-            e for e in folder.iterdir() if e.name.startswith(_TRASH_PREFIX) and e.is_dir()
-        )
+        return sorted(e for e in folder.iterdir() if e.name.startswith(_TRASH_PREFIX) and e.is_dir())
     return []
 
 

@@ -79,5 +79,8 @@ def encode_text(parts: Components, tokens: Tokens) -> torch.Tensor:
 def encode_appearance(parts: Components, pixels: torch.Tensor, chunk: int = 32) -> torch.Tensor:
     """Images [N, 3, H, W] in [0, 1] -> appearance embeddings [N, C'], fp32."""
     return torch.cat(
-        [parts.appearance_encoder(pixels[s : s + chunk].to(parts.device, parts.dtype)).float() for s in range(0, len(pixels), chunk)]
+        [
+            parts.appearance_encoder(pixels[s : s + chunk].to(parts.device, parts.dtype)).float()
+            for s in range(0, len(pixels), chunk)
+        ]
     )

@@ -36,12 +36,20 @@ def _ddpm(objective: Objective, sampler: str) -> DDPMObjective:
     from dreamvideo_cli.objectives import DDPMObjective
 
     if not isinstance(objective, DDPMObjective):
-        raise DVError(f"the {sampler} sampler needs a DDPM backbone, and this one is trained on rectified flow", "use --sampler unipc or euler")
+        raise DVError(
+            f"the {sampler} sampler needs a DDPM backbone, and this one is trained on rectified flow",
+            "use --sampler unipc or euler",
+        )
     return objective
 
 
 def _flow_sigmas(flow: FlowMatchObjective) -> dict[str, Any]:
-    return {"num_train_timesteps": flow.num_train_timesteps, "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": flow.shift}
+    return {
+        "num_train_timesteps": flow.num_train_timesteps,
+        "prediction_type": "flow_prediction",
+        "use_flow_sigmas": True,
+        "flow_shift": flow.shift,
+    }
 
 
 def ddim_scheduler(objective: Objective) -> Any:
@@ -86,7 +94,9 @@ def unipc_scheduler(objective: Objective) -> Any:
             timestep_spacing="linspace",
             steps_offset=0,
         )
-    return UniPCMultistepScheduler(**_ddpm(objective, "unipc").schedule.as_config(), timestep_spacing="leading", steps_offset=1)
+    return UniPCMultistepScheduler(
+        **_ddpm(objective, "unipc").schedule.as_config(), timestep_spacing="leading", steps_offset=1
+    )
 
 
 def euler_scheduler(objective: Objective) -> Any:
@@ -94,7 +104,9 @@ def euler_scheduler(objective: Objective) -> Any:
 
     flow = _flow(objective)
     if flow is None:
-        raise DVError("the euler sampler is for rectified-flow backbones (wan)", "use --sampler ddim, dpmsolver++ or unipc")
+        raise DVError(
+            "the euler sampler is for rectified-flow backbones (wan)", "use --sampler ddim, dpmsolver++ or unipc"
+        )
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=flow.num_train_timesteps, shift=flow.shift)
 
 

@@ -42,7 +42,9 @@ class Checkpointed(nn.Module):
 
 
 @contextmanager
-def gradient_checkpointing(denoiser: nn.Module, enabled: bool = True, family: DenoiserFamily | None = None) -> Iterator[None]:
+def gradient_checkpointing(
+    denoiser: nn.Module, enabled: bool = True, family: DenoiserFamily | None = None
+) -> Iterator[None]:
     """Wrap the layers the denoiser's family names (`checkpoint_targets`) in `Checkpointed`
     for the duration of the block (default family: UNet3D).
 

@@ -43,7 +43,9 @@ def parse_scales(value: str, option: str) -> list[float]:
     try:
         scales = [float(part) for part in split_list(value)]
     except ValueError:
-        raise DVError(f"{option} takes numbers separated by commas, got {value!r}", f"e.g. {option} 0.5,0.75,1") from None
+        raise DVError(
+            f"{option} takes numbers separated by commas, got {value!r}", f"e.g. {option} 0.5,0.75,1"
+        ) from None
     if not scales:
         raise DVError(f"{option} is empty", f"e.g. {option} 1")
     return scales
@@ -72,7 +74,9 @@ class SweepCell:
         return f"{safe(self.subject)}-s{self.subject_scale:g}--{safe(self.motion)}-m{self.motion_scale:g}"
 
 
-def sweep_cells(subjects: list[str], motions: list[str], subject_scales: list[float], motion_scales: list[float]) -> list[SweepCell]:
+def sweep_cells(
+    subjects: list[str], motions: list[str], subject_scales: list[float], motion_scales: list[float]
+) -> list[SweepCell]:
     """Every combination, row by row (subject settings) then column (motion settings)."""
     rows = list(itertools.product(subjects, subject_scales if subjects != ["-"] else [1.0]))
     columns = list(itertools.product(motions, motion_scales if motions != ["-"] else [1.0]))
@@ -114,7 +118,16 @@ def run_sweep(
     for i, cell in enumerate(cells):
         on_event(Note(f"cell {i + 1}/{len(cells)}: {cell.row} | {cell.column}"))
         cell_config = replace(config, subject_scale=cell.subject_scale, motion_scale=cell.motion_scale)
-        result = compose(cell.subject, cell.motion, prompt, folder / f"{cell.id}.mp4", cell_config, registry=registry, on_event=on_event, loaded=loaded)
+        result = compose(
+            cell.subject,
+            cell.motion,
+            prompt,
+            folder / f"{cell.id}.mp4",
+            cell_config,
+            registry=registry,
+            on_event=on_event,
+            loaded=loaded,
+        )
         videos[cell.id] = result.frames
         scores = {name: _score(metric, result, registry) for name, metric in scorers.items()}
         rows.append({**asdict(cell), "id": cell.id, "video": result.video.name, "contact_sheet": result.contact_sheet.name,
@@ -125,7 +138,15 @@ def run_sweep(
 
     media.save_png(sweep_grid(cells, videos, best, prompt), grid)
     index = folder / "index.json"
-    atomic_write_bytes(index, (json.dumps({"prompt": prompt, "settings": asdict(config), "best": best, "cells": rows}, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(
+        index,
+        (
+            json.dumps(
+                {"prompt": prompt, "settings": asdict(config), "best": best, "cells": rows}, indent=2, default=str
+            )
+            + "\n"
+        ).encode(),
+    )
     return SweepResult(folder, grid, index, rows, best)
 
 

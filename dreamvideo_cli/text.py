@@ -84,7 +84,11 @@ class CLIPTextEncoding(TextEncoding):
 
     def tokenize(self, prompts: list[str], device: torch.device) -> Tokens:
         ids = self.tokenizer(
-            [self.prepare(p) for p in prompts], padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+            [self.prepare(p) for p in prompts],
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids
         return Tokens(ids.to(device))  # [B, T]
 

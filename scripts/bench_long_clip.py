@@ -81,7 +81,12 @@ def cmd_learn(args: argparse.Namespace) -> None:
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         sys.exit(f"dv motion learn failed ({child.returncode}):\n{err}")
-    result = {"clips": str(args.clips), "python": python, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 1)}
+    result = {
+        "clips": str(args.clips),
+        "python": python,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "wall_s": round(wall, 1),
+    }
     print(json.dumps(result))
 
 

@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(site: Path) -> None:
     site.mkdir(parents=True, exist_ok=True)
-    for pyproject in [ROOT / "pyproject.toml", *sorted(ROOT.glob("registry/pyproject.toml")), *sorted(ROOT.glob("plugins/*/pyproject.toml"))]:
+    for pyproject in [
+        ROOT / "pyproject.toml",
+        *sorted(ROOT.glob("registry/pyproject.toml")),
+        *sorted(ROOT.glob("plugins/*/pyproject.toml")),
+    ]:
         project = tomllib.loads(pyproject.read_text())["project"]
         name, version = project["name"], project["version"]
         info = site / f"{name.replace('-', '_')}-{version}.dist-info"

@@ -10,7 +10,20 @@ from dreamvideo_cli.cli import main
 
 
 def test_bench_reports_both_paths_for_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["bench", "--backbone", "tiny", "--device", "cpu", "--frames", "2", "--repeats", "1", "--sample-steps", "2", "--json"]
+    args = [
+        "bench",
+        "--backbone",
+        "tiny",
+        "--device",
+        "cpu",
+        "--frames",
+        "2",
+        "--repeats",
+        "1",
+        "--sample-steps",
+        "2",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "cpu" and report["frames"] == 2

@@ -18,7 +18,11 @@ from dreamvideo_cli.learn import MotionConfig, SubjectConfig
 
 @pytest.mark.parametrize(
     ("command", "config"),
-    [(learn_cli.subject_learn, SubjectConfig), (learn_cli.motion_learn, MotionConfig), (compose_cli.compose, ComposeConfig)],
+    [
+        (learn_cli.subject_learn, SubjectConfig),
+        (learn_cli.motion_learn, MotionConfig),
+        (compose_cli.compose, ComposeConfig),
+    ],
 )
 def test_cli_defaults_are_the_config_defaults(command: Callable[..., Any], config: type[Any]) -> None:
     fields = {f.name: f.default for f in dataclasses.fields(config)}
@@ -30,5 +34,7 @@ def test_cli_defaults_are_the_config_defaults(command: Callable[..., Any], confi
         default = getattr(parameter.default, "default", parameter.default)
         if isinstance(default, str) and isinstance(fields[name], float):  # a comma list: "1" is [1.0]
             default = float(default)
-        assert default == fields[name], f"{command.__name__} --{name.replace('_', '-')}: {default!r} vs {config.__name__} {fields[name]!r}"
+        assert default == fields[name], (
+            f"{command.__name__} --{name.replace('_', '-')}: {default!r} vs {config.__name__} {fields[name]!r}"
+        )
     assert shared >= 10

@@ -39,9 +39,7 @@ def safetensors_bytes(value: int) -> bytes:
 def entry(seed: int, **fields: Any) -> NewEntry:
     return NewEntry(
         files=[
-            NewFile(
-                "adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS
-            ),
+            NewFile("adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS),
             NewFile("preview", "preview.png", b"\x89PNG\r\n\x1a\n" + bytes([seed]), PNG),
             NewFile("config", "config.json", json.dumps({"seed": seed}).encode(), JSON),
         ],
@@ -160,9 +158,7 @@ def test_errors_on_an_empty_home(home: Path, capsys: pytest.CaptureFixture[str])
 # ---------------------------------------------------------------- rm and tag
 
 
-def test_rm_without_yes_and_without_a_tty_refuses(
-    populated: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rm_without_yes_and_without_a_tty_refuses(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     line = assert_one_error_line(*dv(capsys, "rm", "dog"))
     assert "without confirmation" in line and "--yes" in line
     assert populated.tags("dog") == ["latest", "v1", "v2", "step5"]
@@ -178,9 +174,7 @@ def test_rm_dry_run(populated: Registry, capsys: pytest.CaptureFixture[str]) -> 
     assert populated.tags("dog") == ["latest", "v1", "v2", "step5"]
 
 
-def test_rm_one_tag_then_everything(
-    populated: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rm_one_tag_then_everything(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = dv(capsys, "rm", "dog:step5", "--yes")
     assert code == 0 and "removed dog:step5" in err and "dv prune" in err
     assert populated.tags("dog") == ["latest", "v1", "v2"]
@@ -280,9 +274,7 @@ def test_verify_on_an_empty_home(home: Path, capsys: pytest.CaptureFixture[str])
     }
 
 
-def test_verify_names_damaged_entries(
-    populated: Registry, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_verify_names_damaged_entries(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = dv(capsys, "verify")
     assert code == 0 and out.startswith("ok: 6 manifests")
     blob = populated.blob_path(populated.resolve("walk:v1").file("adapter").digest)

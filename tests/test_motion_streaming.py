@@ -84,7 +84,9 @@ def test_a_long_clip_is_never_resident_and_every_frame_is_decoded_once(
     assert steps == [(k, total) for k in range(1, total + 1)]  # the bar moves, chunk by chunk
 
 
-def test_streamed_latents_are_the_whole_clip_latents_to_the_bit(long_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_latents_are_the_whole_clip_latents_to_the_bit(
+    long_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dreamvideo_cli.learn.common import load_for_training, open_backbone
     from dreamvideo_cli.runtime import encode_appearance, to_tensor_images
 

@@ -41,7 +41,12 @@ def narrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.setattr(_output.out, "_piped", None, raising=False)
     registry = Registry()
     checkpoints = {tag: entry(i) for i, tag in enumerate(["step1000", "step100", "step50", "v1-step100", "v1-step50"])}
-    registry.add_version("subject", LONG_NAME, entry(9, token="<sks>", init_word="toy", description=LONG_DESCRIPTION), checkpoints=checkpoints)
+    registry.add_version(
+        "subject",
+        LONG_NAME,
+        entry(9, token="<sks>", init_word="toy", description=LONG_DESCRIPTION),
+        checkpoints=checkpoints,
+    )
     return registry
 
 
@@ -70,7 +75,9 @@ def test_piped_tables_are_whole_and_unpadded(narrow: Registry, capsys: pytest.Ca
     assert_unpadded(usage)
 
 
-def test_piped_tables_of_every_command_group_are_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_piped_tables_of_every_command_group_are_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Tables printed by modules that only use `out` (discovery here) are whole too."""
     monkeypatch.setenv("COLUMNS", "40")
     monkeypatch.setattr(_output.out, "_console", None)

@@ -138,9 +138,13 @@ class _BrokenEntryPoint:
         raise ImportError("no module named 'missing_dependency'")
 
 
-def test_a_broken_plugin_warns_and_the_rest_works(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_plugin_warns_and_the_rest_works(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = plugins.importlib.metadata.entry_points
-    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: [*real(group=group), _BrokenEntryPoint()])
+    monkeypatch.setattr(
+        plugins.importlib.metadata, "entry_points", lambda group: [*real(group=group), _BrokenEntryPoint()]
+    )
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.setattr(plugins, "_load_failures", [])
     assert main(["samplers", "--json"]) == 0

@@ -43,7 +43,9 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             if node.module == "dreamvideo_cli":
-                found.update(f"dreamvideo_cli.{a.name}" for a in node.names if f"dreamvideo_cli.{a.name}" in PUBLIC_MODULES)
+                found.update(
+                    f"dreamvideo_cli.{a.name}" for a in node.names if f"dreamvideo_cli.{a.name}" in PUBLIC_MODULES
+                )
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
     return {m for m in found if m == "dreamvideo_cli" or m.startswith("dreamvideo_cli.")}

@@ -24,12 +24,23 @@ def _pipeline_latents(parts: Any, scheduler: Any, latents: torch.Tensor, steps: 
     from diffusers import TextToVideoSDPipeline
 
     pipe = TextToVideoSDPipeline(
-        vae=parts.codec.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.denoiser, scheduler=scheduler
+        vae=parts.codec.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.denoiser,
+        scheduler=scheduler,
     )
     with torch.no_grad():
         out = pipe(
-            prompt=PROMPT, negative_prompt="", num_frames=8, height=32, width=32, num_inference_steps=steps,
-            guidance_scale=guidance, latents=latents.clone(), output_type="latent",
+            prompt=PROMPT,
+            negative_prompt="",
+            num_frames=8,
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            latents=latents.clone(),
+            output_type="latent",
         ).frames
     return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
 
@@ -42,7 +53,10 @@ def test_sampling_equals_text_to_video_sd_pipeline(sampler: Any, zero_adapters: 
     attached = []
     if zero_adapters:
         sites = backbone.adapter_sites(parts.denoiser)
-        attached = [AdapterSet("identity", sites).attach(parts.denoiser), AdapterSet("motion", sites, parts.appearance_dim).attach(parts.denoiser)]
+        attached = [
+            AdapterSet("identity", sites).attach(parts.denoiser),
+            AdapterSet("motion", sites, parts.appearance_dim).attach(parts.denoiser),
+        ]
         attached[1].set_appearance(torch.randn(2, parts.appearance_dim))
     with torch.no_grad():
         context = encode_text(parts, tokenize(parts, [PROMPT, ""]))

@@ -185,7 +185,9 @@ def make_run(
     (folder / "checkpoints").mkdir(parents=True)
     config = {"steps": total} if kind == "motion" else {"embedding_steps": total, "adapter_steps": total}
     (folder / "config.json").write_text(json.dumps({"kind": kind, "name": name, "inputs": "/data", "config": config}))
-    (folder / "loss.csv").write_text("stage,step,loss\n" + "".join(f"{stage},{i},0.5\n" for i in range(1, (step or 2) + 1)))
+    (folder / "loss.csv").write_text(
+        "stage,step,loss\n" + "".join(f"{stage},{i},0.5\n" for i in range(1, (step or 2) + 1))
+    )
     if step is not None:
         tensors = f"state-{stage}-{step}.safetensors"
         (folder / "checkpoints" / tensors).write_bytes(safetensors_bytes(state_size))
@@ -225,7 +227,9 @@ def test_prune_keeps_everything_that_could_still_be_resumed(home: Path, capsys: 
     assert f"dv motion learn --resume {unstored_done.name}" in err
 
 
-def test_prune_removes_the_temporaries_of_interrupted_checkpoint_writes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_removes_the_temporaries_of_interrupted_checkpoint_writes(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dv_registry.fsutil import tmp_path_for
 
     done = make_run(home, "motion", "walk", step=10, total=10)
@@ -243,7 +247,17 @@ def test_the_table_shows_progress_status_and_sizes(home: Path, capsys: pytest.Ca
     make_run(home, "motion", "run", step=4, total=1000)
     code, out, err = dv(capsys, "runs", "list")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["id", "kind", "name", "progress", "status", "stored", "as", "size", "state"]
+    assert code == 0 and lines[0].split() == [
+        "id",
+        "kind",
+        "name",
+        "progress",
+        "status",
+        "stored",
+        "as",
+        "size",
+        "state",
+    ]
     assert lines[1].split()[:5] == [done.name, "motion", "walk", "done", "finished"]
     assert "walk:v1" in lines[1] and "2.0 MB" in lines[1]
     assert "motion 4/1000" in lines[2] and "resumable" in lines[2]

@@ -82,7 +82,9 @@ def test_learning_with_checkpointing_gives_the_same_adapter(tmp_path: object) ->
     registry = Registry(root / "home")
     results = []
     for flag in (False, True):
-        config = MotionConfig(backbone="tiny", steps=3, frames=4, save_every=0, seed=3, device="cpu", gradient_checkpointing=flag)
+        config = MotionConfig(
+            backbone="tiny", steps=3, frames=4, save_every=0, seed=3, device="cpu", gradient_checkpointing=flag
+        )
         manifest = learn_motion(clips, "wave", config, registry=registry)
         results.append(load_adapter_tensors(registry, manifest))
     plain, checkpointed = results
@@ -111,10 +113,21 @@ def test_compiled_learning_gives_the_same_subject(tmp_path: Path, monkeypatch: p
     registry = Registry(tmp_path / "home")
     learnt = []
     for flag in (False, True):
-        config = SubjectConfig(backbone="tiny", init_word="dog", embedding_steps=2, adapter_steps=2, batch_size=2,
-                               save_every=0, seed=3, device="cpu", compile=flag)
+        config = SubjectConfig(
+            backbone="tiny",
+            init_word="dog",
+            embedding_steps=2,
+            adapter_steps=2,
+            batch_size=2,
+            save_every=0,
+            seed=3,
+            device="cpu",
+            compile=flag,
+        )
         manifest = learn_subject(photos, f"cat-{int(flag)}", config, registry=registry)
-        learnt.append({**load_adapter_tensors(registry, manifest), **load_adapter_tensors(registry, manifest, "token_embedding")})
+        learnt.append(
+            {**load_adapter_tensors(registry, manifest), **load_adapter_tensors(registry, manifest, "token_embedding")}
+        )
     eager, compiled = learnt
     assert eager.keys() == compiled.keys()
     for key in eager:

@@ -36,15 +36,31 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     media.write_video(clips / "slide.mp4", frames, fps=8)
     env = {**os.environ, "DV_HOME": str(root / "home")}
     for args in (
-        ["subject", "learn", str(photos), "--name", "rex", "--embedding-steps", "1", "--adapter-steps", "3", "--save-every", "2"],
+        [
+            "subject",
+            "learn",
+            str(photos),
+            "--name",
+            "rex",
+            "--embedding-steps",
+            "1",
+            "--adapter-steps",
+            "3",
+            "--save-every",
+            "2",
+        ],
         ["motion", "learn", str(clips), "--name", "slide", "--steps", "2", "--frames", "4", "--save-every", "0"],
     ):
-        done = subprocess.run([*CLI, *args, "--backbone", "tiny", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [*CLI, *args, "--backbone", "tiny", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
     return root
 
 
-def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
+    studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     folder = tmp_path / "sweep"
     code = main(["compose", "rex", "slide", "on the beach", "--subject-scale", "0.5,1", "--motion-scale", "0,1",
@@ -69,7 +85,9 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(studio: Path, tmp_p
     assert np.array_equal(media.read_frames(single, None), videos[3])
 
 
-def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(
+    studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     code = main(["show", "rex", "--json"])
     shown = json.loads(capsys.readouterr().out)
@@ -85,7 +103,9 @@ def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(studio: Path, tm
     assert index["best"] in {c["id"] for c in index["cells"]}
 
 
-def test_sweep_mistakes_are_one_line(studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sweep_mistakes_are_one_line(
+    studio: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     for args, expected in (
         (["--subject-scale", "0.5,x"], "--subject-scale takes numbers"),
@@ -114,7 +134,16 @@ def test_previews_while_learning_leave_the_result_unchanged(tmp_path: Path) -> N
     registry = Registry(tmp_path / "home")
 
     def learn(name: str, every: int) -> object:
-        config = SubjectConfig(backbone="tiny", init_word="dog", embedding_steps=4, adapter_steps=4, save_every=0, seed=5, device="cpu", preview_every=every)
+        config = SubjectConfig(
+            backbone="tiny",
+            init_word="dog",
+            embedding_steps=4,
+            adapter_steps=4,
+            save_every=0,
+            seed=5,
+            device="cpu",
+            preview_every=every,
+        )
         return learn_subject(photos, name, config, registry=registry)
 
     plain, previewed = learn("plain", 0), learn("previewed", 2)
@@ -147,4 +176,6 @@ def test_motion_previews_every_2_of_4_steps_and_the_same_adapter(studio: Path, t
 
     registry = Registry(tmp_path / "home")
     plain, previewed = (load_adapter_tensors(registry, registry.resolve(ref)) for ref in digests)
-    assert plain.keys() == previewed.keys() and all(np.array_equal(plain[k].numpy(), previewed[k].numpy()) for k in plain)
+    assert plain.keys() == previewed.keys() and all(
+        np.array_equal(plain[k].numpy(), previewed[k].numpy()) for k in plain
+    )

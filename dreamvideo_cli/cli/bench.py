@@ -14,13 +14,27 @@ def install(app: typer.Typer) -> None:
 def bench(
     backbone: str = typer.Option("modelscope", "--backbone", "-b", help="Backbone name (see `dv backbones`)."),
     backbone_path: str = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Full-size architecture with random weights (no download)."),
-    frames: int = typer.Option(None, "--frames", help="Frames for the motion step and compose (default: the backbone's)."),
-    sample_steps: int = typer.Option(50, "--sample-steps", help="Sampling steps of the compose measurement (the backbone's sampler: DDIM for ModelScope, UniPC for Wan)."),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="Full-size architecture with random weights (no download)."
+    ),
+    frames: int = typer.Option(
+        None, "--frames", help="Frames for the motion step and compose (default: the backbone's)."
+    ),
+    sample_steps: int = typer.Option(
+        50,
+        "--sample-steps",
+        help="Sampling steps of the compose measurement (the backbone's sampler: DDIM for ModelScope, UniPC for Wan).",
+    ),
     repeats: int = typer.Option(5, "--repeats", help="Timed repetitions of each training step."),
-    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Measure the motion step with checkpointing."),
-    compile: bool = typer.Option(False, "--compile", help="Measure the dv training steps with the denoiser compiled (CUDA graphs on a GPU)."),
-    only: str = typer.Option("subject,motion,compose", "--only", help="Comma-separated subset of subject, motion, compose."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Measure the motion step with checkpointing."
+    ),
+    compile: bool = typer.Option(
+        False, "--compile", help="Measure the dv training steps with the denoiser compiled (CUDA graphs on a GPU)."
+    ),
+    only: str = typer.Option(
+        "subject,motion,compose", "--only", help="Comma-separated subset of subject, motion, compose."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:

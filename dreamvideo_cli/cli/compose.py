@@ -17,21 +17,44 @@ def install(app: typer.Typer) -> None:
 
 
 def compose(
-    subject: str = typer.Argument(..., help="A subject reference (name, name:tag), or - for none; a comma list sweeps checkpoints."),
+    subject: str = typer.Argument(
+        ..., help="A subject reference (name, name:tag), or - for none; a comma list sweeps checkpoints."
+    ),
     motion: str = typer.Argument(..., help="A motion reference, or - for none; a comma list sweeps checkpoints."),
     prompt: str = typer.Argument("", help='The scene, e.g. "in the snow"; {subject} and {motion} are substituted.'),
-    output: Path = typer.Option(None, "-o", "--output", help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4. A sweep: a folder (default dv-out/SUBJECT-MOTION-SEED-sweep)."),
-    steps: int = typer.Option(None, "--steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."),
-    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5)."),
+    output: Path = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4. A sweep: a folder (default dv-out/SUBJECT-MOTION-SEED-sweep).",
+    ),
+    steps: int = typer.Option(
+        None, "--steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."
+    ),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5)."
+    ),
     frames: int = typer.Option(None, "--frames", help="Frames (default: the backbone's)."),
     fps: int = typer.Option(None, "--fps", help="Frame rate of the written video (default: the backbone's)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (recorded in the metadata)."),
-    subject_scale: str = typer.Option("1", "--subject-scale", help="Strength of the identity adapter; a comma list (0.5,0.75,1) sweeps it."),
-    motion_scale: str = typer.Option("1", "--motion-scale", help="Strength of the motion adapter; a comma list sweeps it."),
-    metric: list[str] = typer.Option(None, "--metric", "-m", help="Sweeps: score every cell with these metrics and mark the best by the first."),
-    appearance_image: Path = typer.Option(None, "--appearance-image", help="Image for appearance guidance (default: a subject photo)."),
-    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."),
-    sampler: str = typer.Option(None, "--sampler", help="Sampler name (see `dv samplers`; default: the backbone's, ddim or unipc)."),
+    subject_scale: str = typer.Option(
+        "1", "--subject-scale", help="Strength of the identity adapter; a comma list (0.5,0.75,1) sweeps it."
+    ),
+    motion_scale: str = typer.Option(
+        "1", "--motion-scale", help="Strength of the motion adapter; a comma list sweeps it."
+    ),
+    metric: list[str] = typer.Option(
+        None, "--metric", "-m", help="Sweeps: score every cell with these metrics and mark the best by the first."
+    ),
+    appearance_image: Path = typer.Option(
+        None, "--appearance-image", help="Image for appearance guidance (default: a subject photo)."
+    ),
+    appearance_strength: float = typer.Option(
+        1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."
+    ),
+    sampler: str = typer.Option(
+        None, "--sampler", help="Sampler name (see `dv samplers`; default: the backbone's, ddim or unipc)."
+    ),
     negative_prompt: str = typer.Option("", "--negative-prompt"),
     gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside the video."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -86,7 +109,15 @@ def compose(
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
     if sweep:
-        _sweep(sweep_cells(subjects, motions, subject_scales, motion_scales), prompt, output, config, registry, metric or [], json)
+        _sweep(
+            sweep_cells(subjects, motions, subject_scales, motion_scales),
+            prompt,
+            output,
+            config,
+            registry,
+            metric or [],
+            json,
+        )
         return
     if metric:
         raise DVError("--metric scores the cells of a sweep", "score a single video with `dv eval VIDEO --metric ...`")
@@ -110,7 +141,9 @@ def compose(
     out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))
 
 
-def _sweep(cells: list[Any], prompt: str, folder: Path, config: Any, registry: Any, metrics: list[str], json: bool) -> None:
+def _sweep(
+    cells: list[Any], prompt: str, folder: Path, config: Any, registry: Any, metrics: list[str], json: bool
+) -> None:
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.sweep import run_sweep
 
@@ -119,6 +152,17 @@ def _sweep(cells: list[Any], prompt: str, folder: Path, config: Any, registry: A
     with ProgressRenderer(quiet=json) as progress:
         result = run_sweep(cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress)
     if json:
-        print_json({"folder": str(result.folder), "grid": str(result.grid), "index": str(result.index), "best": result.best, "cells": result.cells})
+        print_json(
+            {
+                "folder": str(result.folder),
+                "grid": str(result.grid),
+                "index": str(result.index),
+                "best": result.best,
+                "cells": result.cells,
+            }
+        )
         return
-    out.print(f"wrote {len(result.cells)} videos, {result.grid} and {result.index}" + (f"; best by {metrics[0]}: {result.best}" if result.best else ""))
+    out.print(
+        f"wrote {len(result.cells)} videos, {result.grid} and {result.index}"
+        + (f"; best by {metrics[0]}: {result.best}" if result.best else "")
+    )

@@ -104,7 +104,11 @@ def backbone_info(
 
     def described(kind: str) -> list[dict[str, Any]]:
         return [
-            {"path": s.path, "width": s.width, "slots": [{"sublayer": slot.sublayer, "reads_before": slot.norm} for slot in s.slots]}
+            {
+                "path": s.path,
+                "width": s.width,
+                "slots": [{"sublayer": slot.sublayer, "reads_before": slot.norm} for slot in s.slots],
+            }
             for s in sites
             if s.kind == kind
         ]

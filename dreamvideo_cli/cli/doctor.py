@@ -42,7 +42,10 @@ def doctor(json: bool = typer.Option(False, "--json", help="Print JSON on stdout
         "dv": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {d: _version(d) for d in ("torch", "diffusers", "transformers", "open-clip-torch", "av", "safetensors", "huggingface-hub")},
+        "packages": {
+            d: _version(d)
+            for d in ("torch", "diffusers", "transformers", "open-clip-torch", "av", "safetensors", "huggingface-hub")
+        },
         "cuda": cuda,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "dv_home": home,

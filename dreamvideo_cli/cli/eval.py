@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 # The command that scores videos has no name of its own: `dv eval VIDEO...` is it.
 _SCORE = "score-videos"
-GRID_DEPRECATED = "`dv eval --grid` is deprecated and will be removed in the next release; use `dv eval grid` (same options)"
+GRID_DEPRECATED = (
+    "`dv eval --grid` is deprecated and will be removed in the next release; use `dv eval grid` (same options)"
+)
 
 
 class EvalGroup(TyperGroup):
@@ -65,7 +67,12 @@ def install(app: typer.Typer) -> None:
 
 # ---------------------------------------------------------------- options
 
-METRIC = typer.Option(None, "--metric", "-m", help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).")
+METRIC = typer.Option(
+    None,
+    "--metric",
+    "-m",
+    help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).",
+)
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU).")
 SUBJECTS_HELP = "Subjects, comma-separated (- for none)."
 MOTIONS_HELP = "Motions, comma-separated (- for none)."
@@ -91,8 +98,12 @@ BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
 @eval_app.command(_SCORE, hidden=True)
 def eval_command(
     videos: list[Path] = typer.Argument(None, help="Videos, or folders of videos, to score."),
-    subject: str = typer.Option(None, "--subject", help="Subject whose photos CLIP-I/DINO-I compare with (default: the one compose recorded)."),
-    prompt: str = typer.Option(None, "--prompt", help="Text CLIP-T compares with (default: the prompt compose recorded)."),
+    subject: str = typer.Option(
+        None, "--subject", help="Subject whose photos CLIP-I/DINO-I compare with (default: the one compose recorded)."
+    ),
+    prompt: str = typer.Option(
+        None, "--prompt", help="Text CLIP-T compares with (default: the prompt compose recorded)."
+    ),
     metric: list[str] = METRIC,
     device: str = DEVICE,
     json: bool = typer.Option(False, "--json", help="Print the scores as JSON on stdout."),
@@ -124,9 +135,14 @@ def eval_command(
         if _is_main_process():
             warn(GRID_DEPRECATED)
         if videos:
-            raise DVError("--grid composes its own videos; it takes no VIDEO arguments", "drop the videos, and use `dv eval grid`")
+            raise DVError(
+                "--grid composes its own videos; it takes no VIDEO arguments", "drop the videos, and use `dv eval grid`"
+            )
         if subject is not None or prompt is not None:
-            raise DVError("--subject and --prompt score given videos; a grid takes --subjects and --prompts", "use --subjects A,B --prompts FILE")
+            raise DVError(
+                "--subject and --prompt score given videos; a grid takes --subjects and --prompts",
+                "use --subjects A,B --prompts FILE",
+            )
         grid_command(
             subjects=subjects, motions=motions, prompts=prompts, output=output, seeds=seeds, seed=seed,
             metric=metric, device=device, json=json, steps=steps, guidance=guidance, frames=frames, fps=fps,
@@ -148,7 +164,13 @@ def eval_command(
 
     with ProgressRenderer(quiet=json) as progress:
         scores = evaluate_videos(
-            videos, registry=Registry(), subject=subject, prompt=prompt, metrics=metric, device=device, on_event=progress
+            videos,
+            registry=Registry(),
+            subject=subject,
+            prompt=prompt,
+            metrics=metric,
+            device=device,
+            on_event=progress,
         )
     _show_scores(scores, json)
 
@@ -184,7 +206,10 @@ def grid_command(
     the same command skips finished cells.
     """
     if output is None or prompts is None:
-        raise DVError("a grid needs -o DIR and --prompts FILE", "e.g. dv eval grid --subjects dog --motions walk --prompts prompts.txt -o grid/")
+        raise DVError(
+            "a grid needs -o DIR and --prompts FILE",
+            "e.g. dv eval grid --subjects dog --motions walk --prompts prompts.txt -o grid/",
+        )
     if seeds < 1:
         raise DVError("--seeds must be at least 1", "pass --seeds 1 or more")
 
@@ -281,7 +306,10 @@ def _show_grid(result: GridResult, json: bool) -> None:
         print_json({"output": str(result.output), "summary": summary, "files": files, "failed": result.failed})
         return
     names = summary["metrics"]
-    out.print(f"[bold]{summary['scored']}[/bold] of {summary['cells']} cells scored" + (f", {summary['failed']} failed" if summary["failed"] else ""))
+    out.print(
+        f"[bold]{summary['scored']}[/bold] of {summary['cells']} cells scored"
+        + (f", {summary['failed']} failed" if summary["failed"] else "")
+    )
     table = _table("", "cells", *names)
     table.add_row("overall", str(summary["scored"]), *(_fmt(summary["overall"][n]) for n in names))
     for title, groups in (("subject", summary["per_subject"]), ("motion", summary["per_motion"])):

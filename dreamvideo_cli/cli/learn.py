@@ -26,7 +26,9 @@ RANDOM_WEIGHTS = typer.Option(
 )
 SEED = typer.Option(None, "--seed", help="Random seed (recorded in the manifest).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-SAVE_EVERY = typer.Option(500, "--save-every", help="Keep an adapter checkpoint every K steps as tag NAME:stepK (0: none).")
+SAVE_EVERY = typer.Option(
+    500, "--save-every", help="Keep an adapter checkpoint every K steps as tag NAME:stepK (0: none)."
+)
 RESUME = typer.Option(None, "--resume", help="Continue an interrupted run (its id or folder).")
 JSON = typer.Option(False, "--json", help="Print the stored manifest as JSON on stdout.")
 DESCRIPTION = typer.Option("", "--description", help="A note stored in the manifest.")
@@ -34,14 +36,21 @@ CHECKPOINTING = typer.Option(
     False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more compute."
 )
 COMPILE = typer.Option(
-    False, "--compile", help="torch.compile the denoiser (CUDA graphs on a GPU): faster steps after a slow start; same math."
+    False,
+    "--compile",
+    help="torch.compile the denoiser (CUDA graphs on a GPU): faster steps after a slow start; same math.",
 )
 PREVIEW_EVERY = typer.Option(
-    0, "--preview-every", min=0, help="Every K steps (and at the end) compose a short preview into the run folder's previews/ (0: none)."
+    0,
+    "--preview-every",
+    min=0,
+    help="Every K steps (and at the end) compose a short preview into the run folder's previews/ (0: none).",
 )
 PREVIEW_PROMPT = typer.Option(None, "--preview-prompt", help="The previews' prompt (default: the run's own caption).")
 ADAPTER_WIDTH = typer.Option(
-    None, "--adapter-width", help="The adapters' bottleneck width (default: the backbone's; ModelScope d/2 as in the paper, Wan 128)."
+    None,
+    "--adapter-width",
+    help="The adapters' bottleneck width (default: the backbone's; ModelScope d/2 as in the paper, Wan 128).",
 )
 
 
@@ -49,14 +58,19 @@ def _finish(manifest: Any, json: bool) -> None:
     if json:
         print_json({"ref": manifest.ref, "digest": manifest.digest} | manifest.model_dump(mode="json"))
         return
-    out.print(f"stored [bold]{manifest.name}:{manifest.tag}[/bold] ({manifest.kind}, {manifest.parameter_count:,} adapter parameters)")
+    out.print(
+        f"stored [bold]{manifest.name}:{manifest.tag}[/bold] ({manifest.kind}, {manifest.parameter_count:,} adapter parameters)"
+    )
 
 
 def _check_inputs(folder: Path | None, name: str | None, resume: str | None, what: str) -> tuple[Path, str]:
     if resume is not None:
         return folder or Path("."), name or ""
     if folder is None or name is None:
-        raise DVError(f"missing {what} folder or --name", f"usage: dv {'subject' if what == 'photos' else 'motion'} learn DIR --name NAME")
+        raise DVError(
+            f"missing {what} folder or --name",
+            f"usage: dv {'subject' if what == 'photos' else 'motion'} learn DIR --name NAME",
+        )
     return folder, name
 
 
@@ -123,15 +137,23 @@ def subject_learn(
 def motion_learn(
     clips: Path = typer.Argument(None, help="Folder of clips showing the motion."),
     name: str = typer.Option(None, "--name", "-n", help="Name to store the motion under."),
-    phrase: str = typer.Option(None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'),
+    phrase: str = typer.Option(
+        None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'
+    ),
     steps: int = typer.Option(1000, "--steps", help="Motion adapter steps."),
-    frames: int = typer.Option(None, "--frames", help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33)."),
-    fps: int = typer.Option(None, "--fps", help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16)."),
+    frames: int = typer.Option(
+        None, "--frames", help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33)."
+    ),
+    fps: int = typer.Option(
+        None, "--fps", help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16)."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", help="Clips per step."),
     lr: float = typer.Option(1e-5, "--lr"),
     text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
     image_dropout: float = typer.Option(0.1, "--image-dropout", help="Probability of a zero appearance embedding."),
-    appearance_strength: float = typer.Option(1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."),
+    appearance_strength: float = typer.Option(
+        1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."
+    ),
     save_every: int = SAVE_EVERY,
     seed: int = SEED,
     backbone: str = BACKBONE,

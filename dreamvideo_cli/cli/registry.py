@@ -164,9 +164,7 @@ def show_command(
     """Show everything recorded about one subject or motion."""
     registry = _registry()
     manifest = registry.resolve(ref)
-    same_as = sorted(
-        (tag for tag in registry.tags_for(manifest) if tag != manifest.tag), key=tag_order
-    )
+    same_as = sorted((tag for tag in registry.tags_for(manifest) if tag != manifest.tag), key=tag_order)
     checkpoints = _checkpoints(registry, manifest, same_as)
     if json:
         print_json(
@@ -288,9 +286,7 @@ def rm_command(
 
 
 def tag_command(
-    src: str = typer.Argument(
-        ..., help="The existing entry: name, name:tag or name@sha256:<prefix>."
-    ),
+    src: str = typer.Argument(..., help="The existing entry: name, name:tag or name@sha256:<prefix>."),
     new: str = typer.Argument(..., help="The new tag, name:tag (a bare name means name:latest)."),
     json: bool = JSON,
 ) -> None:
@@ -317,9 +313,7 @@ def export_command(
         print_json({"file": str(file), "manifests": [summary(m) for m in manifests]})
         return
     refs = ", ".join(m.ref for m in manifests)
-    info(
-        f"exported {refs} ({len(blob_bytes)} files, {human_size(sum(blob_bytes.values()))}) to {file}"
-    )
+    info(f"exported {refs} ({len(blob_bytes)} files, {human_size(sum(blob_bytes.values()))}) to {file}")
 
 
 def import_command(
@@ -348,9 +342,7 @@ def verify_command(json: bool = JSON) -> None:
                 "home": str(registry.home),
                 "manifests": usage.manifest_count,
                 "blobs": usage.blob_count,
-                "problems": [
-                    {"ref": p.ref, "path": p.path, "message": p.message} for p in problems
-                ],
+                "problems": [{"ref": p.ref, "path": p.path, "message": p.message} for p in problems],
             }
         )
     elif problems:
@@ -360,15 +352,13 @@ def verify_command(json: bool = JSON) -> None:
         _print_table(table)
     else:
         out.print(
-            f"ok: {usage.manifest_count} manifests and {usage.blob_count} files verified "
-            f"in {registry.home}",
+            f"ok: {usage.manifest_count} manifests and {usage.blob_count} files verified in {registry.home}",
             markup=False,
         )
     if problems:
         damaged = sorted({p.ref for p in problems if p.ref})
         raise RegistryError(
-            f"the registry has {len(problems)} problem(s)"
-            + (f": {', '.join(damaged)}" if damaged else ""),
+            f"the registry has {len(problems)} problem(s)" + (f": {', '.join(damaged)}" if damaged else ""),
             hint="remove damaged entries with `dv rm` and import or learn them again",
         )
 

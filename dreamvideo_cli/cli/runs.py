@@ -120,9 +120,7 @@ def list_command(json: bool = JSON) -> None:
 
 @runs_app.command("rm")
 def rm_command(
-    ids: list[str] = typer.Argument(
-        ..., metavar="ID...", help="Run ids, as `dv runs list` shows them."
-    ),
+    ids: list[str] = typer.Argument(..., metavar="ID...", help="Run ids, as `dv runs list` shows them."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json: bool = JSON,
@@ -178,11 +176,7 @@ def prune_command(
             {
                 "dry_run": dry_run,
                 "bytes_freed": freed,
-                "runs": [
-                    {"id": p.id, "files": list(p.files), "bytes": p.bytes}
-                    for p in pruned
-                    if not p.leftover
-                ],
+                "runs": [{"id": p.id, "files": list(p.files), "bytes": p.bytes} for p in pruned if not p.leftover],
                 "leftovers": [{"path": p.id, "bytes": p.bytes} for p in pruned if p.leftover],
                 "kept": [run.id for run in kept],
             }
@@ -193,9 +187,7 @@ def prune_command(
         if item.leftover:
             info(f"{verb} {item.id}, left by an interrupted `dv runs rm` ({_size(item.bytes)})")
         else:
-            info(
-                f"{verb} the resumable state of run {item.id}: {', '.join(item.files)} ({_size(item.bytes)})"
-            )
+            info(f"{verb} the resumable state of run {item.id}: {', '.join(item.files)} ({_size(item.bytes)})")
     for run in kept:
         resume = f"`dv {run.kind} learn --resume {run.id}` stores it, " if run.kind else ""
         info(

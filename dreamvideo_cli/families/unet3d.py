@@ -76,7 +76,14 @@ class ChunkedAttnProcessor:
         self.inner = inner
         self.chunk = chunk
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None, attention_mask: Any = None, **kwargs: Any) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Any = None,
+        attention_mask: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         if hidden_states.shape[0] <= self.chunk or encoder_hidden_states is not None or attention_mask is not None:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
         parts = [self.inner(attn, h, None, None, **kwargs) for h in hidden_states.split(self.chunk)]
@@ -102,7 +109,9 @@ def chunk_temporal_attention(unet: nn.Module, chunk: int = TEMPORAL_ATTENTION_CH
 class UNet3DFamily(DenoiserFamily):
     name = "unet3d"
 
-    def denoise(self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         out: torch.Tensor = model(latents, timestep, encoder_hidden_states=context).sample
         return out
 

@@ -87,9 +87,7 @@ def start_runner(
     return CellRunner(registry, int(state.process_index), config, metrics, LoadedBackbone(), on_event)
 
 
-def run_cell(
-    plan: GridPlan, cell: GridCell, previous: dict[str, Any] | None, runner: CellRunner
-) -> dict[str, Any]:
+def run_cell(plan: GridPlan, cell: GridCell, previous: dict[str, Any] | None, runner: CellRunner) -> dict[str, Any]:
     """Compose the cell (unless `previous`, its result so far, says its video is fine), score
     each metric it lacks, and write its result file. A failure is recorded, not raised."""
     video = plan.video(cell)

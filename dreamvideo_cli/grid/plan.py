@@ -139,8 +139,11 @@ class GridPlan:
             has.add("motion")
         missing = {"reference_images": "no subject", "motion": "no motion"}
         return {
-            name: "needs " + " and ".join(NEED_WORDS.get(n, n) for n in unmet)
-            + " (" + " and ".join(missing.get(n, n) for n in unmet) + " in this cell)"
+            name: "needs "
+            + " and ".join(NEED_WORDS.get(n, n) for n in unmet)
+            + " ("
+            + " and ".join(missing.get(n, n) for n in unmet)
+            + " in this cell)"
             for name, cls in self.metrics.items()
             if (unmet := unmet_needs(cls, has))
         }

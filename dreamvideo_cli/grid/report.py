@@ -52,8 +52,20 @@ def merge_results(plan: GridPlan) -> list[dict[str, Any]]:
 
 
 _PUBLIC_FIELDS = (
-    "id", "subject", "subject_digest", "motion", "motion_digest", "prompt_index", "prompt", "seed",
-    "final_prompt", "eval_prompt", "video", "contact_sheet", "status", "error",
+    "id",
+    "subject",
+    "subject_digest",
+    "motion",
+    "motion_digest",
+    "prompt_index",
+    "prompt",
+    "seed",
+    "final_prompt",
+    "eval_prompt",
+    "video",
+    "contact_sheet",
+    "status",
+    "error",
 )
 
 
@@ -121,7 +133,9 @@ def write_grid_outputs(
     for cell in cells:
         values = [cell.get(c) for c in columns]
         metrics = [("" if cell["scores"].get(n) is None else repr(float(cell["scores"][n]))) for n in metric_names]
-        writer.writerow([("" if v is None else v) for v in values] + metrics + [cell.get("video") or "", cell.get("error") or ""])
+        writer.writerow(
+            [("" if v is None else v) for v in values] + metrics + [cell.get("video") or "", cell.get("error") or ""]
+        )
     files["results_csv"] = output / "results.csv"
     write_text_atomic(files["results_csv"], buffer.getvalue())
 
@@ -184,7 +198,9 @@ def _caption(cell: dict[str, Any], metric_names: list[str]) -> list[str]:
     if cell["status"] != "ok":
         return [*lines, f"{cell['status']}: {str(cell.get('error') or '')[:40]}"]
     scores = cell["scores"]
-    return lines + [f"{name} {scores[name]:.3f}" if scores.get(name) is not None else f"{name} -" for name in metric_names]
+    return lines + [
+        f"{name} {scores[name]:.3f}" if scores.get(name) is not None else f"{name} -" for name in metric_names
+    ]
 
 
 def _row_tiles(video: Path, ok: bool, thumb: int) -> list[Image.Image]:

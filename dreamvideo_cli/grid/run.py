@@ -65,7 +65,11 @@ def run_grid(spec: GridSpec, *, registry: Registry, on_event: EventHandler = ign
         _announce(plan, resumed, world, on_event)
 
     composed = rescored = 0
-    on_event(StageStarted("grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")))
+    on_event(
+        StageStarted(
+            "grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")
+        )
+    )
     for step, cell in enumerate(mine, start=1):
         kind, previous = statuses[cell.id]
         if run_cell(plan, cell, previous, runner)["final_prompt"] is not None:  # composed, or read back
@@ -76,13 +80,21 @@ def run_grid(spec: GridSpec, *, registry: Registry, on_event: EventHandler = ign
     # Every result file is on disk before process 0 reads them.
     state.wait_for_everyone()
     output = Path(spec.output)
-    result = GridResult(output, bool(state.is_main_process), rank, world, plan.metric_names, [], {}, {}, composed, rescored, resumed, [])
+    result = GridResult(
+        output, bool(state.is_main_process), rank, world, plan.metric_names, [], {}, {}, composed, rescored, resumed, []
+    )
     if not state.is_main_process:
         return result
     result.cells = merge_results(plan)
     result.failed = [c["id"] for c in result.cells if c["status"] != "ok"]
     result.summary = summarize(result.cells, plan.metric_names)
-    grid = {"subjects": spec.subjects, "motions": spec.motions, "prompts": spec.prompts, "seeds": spec.seeds, "compose": plan.settings}
+    grid = {
+        "subjects": spec.subjects,
+        "motions": spec.motions,
+        "prompts": spec.prompts,
+        "seeds": spec.seeds,
+        "compose": plan.settings,
+    }
     result.files = write_grid_outputs(output, grid, plan.metric_names, result.cells, result.summary, on_event)
     return result
 

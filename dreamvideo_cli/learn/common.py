@@ -53,7 +53,15 @@ def open_backbone(config: Any) -> tuple[Backbone, Fingerprint]:
     return backbone, backbone.fingerprint()
 
 
-def begin_run(registry_home: Path, kind: str, name: str, config: Any, inputs: str | Path, resumed: Run | None, on_event: EventHandler) -> Run:
+def begin_run(
+    registry_home: Path,
+    kind: str,
+    name: str,
+    config: Any,
+    inputs: str | Path,
+    resumed: Run | None,
+    on_event: EventHandler,
+) -> Run:
     """A new run folder (its seed drawn now and recorded), or the resumed one; seeds torch."""
     if resumed is None:
         config.seed = seed_everything(config.seed)
@@ -65,7 +73,9 @@ def begin_run(registry_home: Path, kind: str, name: str, config: Any, inputs: st
     return run
 
 
-def load_for_training(backbone: Backbone, fingerprint: Fingerprint, device_name: str, on_event: EventHandler) -> tuple[Components, list[AdapterSite]]:
+def load_for_training(
+    backbone: Backbone, fingerprint: Fingerprint, device_name: str, on_event: EventHandler
+) -> tuple[Components, list[AdapterSite]]:
     """Every frozen part on the run's device, prepared, and the adapter sites."""
     device = pick_device(device_name)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
@@ -202,14 +212,28 @@ def maybe_save_checkpoint(
 
 # Settings a resumed run may change: how it runs, not what it learns.
 RESUMABLE_SETTINGS = frozenset(
-    {"device", "log_every", "save_every", "compile", "gradient_checkpointing", "description", "preview_every", "preview_prompt"}
+    {
+        "device",
+        "log_every",
+        "save_every",
+        "compile",
+        "gradient_checkpointing",
+        "description",
+        "preview_every",
+        "preview_prompt",
+    }
 )
 # Step totals per stage: a resumed run may lengthen or shorten a stage it has not passed.
 STAGE_TOTALS = {"embedding_steps": "embedding", "adapter_steps": "identity", "steps": "motion"}
 
 
 def resumed_config(
-    registry_home: Path, resume: str, kind: str, config_type: type[Any], requested: Any, on_event: EventHandler | None = None
+    registry_home: Path,
+    resume: str,
+    kind: str,
+    config_type: type[Any],
+    requested: Any,
+    on_event: EventHandler | None = None,
 ) -> tuple[Run, Any, str, Path]:
     """Open a run to resume: its saved config, name and inputs.
 
@@ -303,7 +327,14 @@ PREVIEW_SEED = 0
 
 
 def write_preview(
-    parts: Components, backbone: Backbone, run: Run, name: str, prompt: str, frames: int, on_event: EventHandler, release_text: bool = True
+    parts: Components,
+    backbone: Backbone,
+    run: Run,
+    name: str,
+    prompt: str,
+    frames: int,
+    on_event: EventHandler,
+    release_text: bool = True,
 ) -> Path:
     """Compose a short video with the adapters as they stand (attached by the caller) and
     keep its contact sheet as `previews/<name>.png` in the run folder. It draws its noise
@@ -315,7 +346,17 @@ def write_preview(
     fmt, defaults = backbone.video_format, backbone.sampling
     sampler = get_sampler(defaults.sampler)
     video = sample_video(
-        parts, prompt, "", frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, sampler, PREVIEW_SEED, release_text=release_text
+        parts,
+        prompt,
+        "",
+        frames,
+        fmt.height,
+        fmt.width,
+        PREVIEW_STEPS,
+        defaults.guidance,
+        sampler,
+        PREVIEW_SEED,
+        release_text=release_text,
     )
     path = run.folder / "previews" / f"{name}.png"
     path.parent.mkdir(exist_ok=True)

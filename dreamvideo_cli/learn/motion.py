@@ -132,7 +132,9 @@ def clip_windows(num_source_frames: int, frames: int, stride: int) -> list[list[
     span = (frames - 1) * stride + 1
     if span > num_source_frames:
         return [media.sample_frame_indices(num_source_frames, frames, stride, np.random.default_rng(0))]
-    return [[start + i * stride for i in range(frames)] for start in range(0, num_source_frames - span + 1, frames * stride)]
+    return [
+        [start + i * stride for i in range(frames)] for start in range(0, num_source_frames - span + 1, frames * stride)
+    ]
 
 
 class _Progress:
@@ -229,7 +231,9 @@ def learn_motion(
     started = time.monotonic()
     resumed = None
     if resume is not None:
-        resumed, config, name, clips_dir = resumed_config(registry.home, resume, "motion", MotionConfig, config, on_event)
+        resumed, config, name, clips_dir = resumed_config(
+            registry.home, resume, "motion", MotionConfig, config, on_event
+        )
     check_new_name(registry, "motion", name)
 
     # --- data: validate everything before touching the model ---------------------------
@@ -257,14 +261,25 @@ def learn_motion(
     for text in caption_texts:  # a caption longer than the text encoder reads is cut: say so
         if dropped := parts.text.overflow(text):
             words = parts.tokenizer.decode(dropped).strip()
-            on_event(Note(f"a caption is longer than {backbone.name}'s text encoder reads ({parts.text.max_length} tokens); it is cut before: {words!r}", "warning"))
+            on_event(
+                Note(
+                    f"a caption is longer than {backbone.name}'s text encoder reads ({parts.text.max_length} tokens); it is cut before: {words!r}",
+                    "warning",
+                )
+            )
     temporal = parts.codec.temporal_factor != 1
     strides = [media.frame_stride(info.fps, fps) for info in infos]
-    plans = [clip_windows(info.frames, n_frames, s) if temporal else None for info, s in zip(infos, strides, strict=True)]
-    chunks = [len(w) if w is not None else -(-info.frames // ENCODE_CHUNK) for info, w in zip(infos, plans, strict=True)]
+    plans = [
+        clip_windows(info.frames, n_frames, s) if temporal else None for info, s in zip(infos, strides, strict=True)
+    ]
+    chunks = [
+        len(w) if w is not None else -(-info.frames // ENCODE_CHUNK) for info, w in zip(infos, plans, strict=True)
+    ]
     cache = _cache_device(parts, fmt, plans, [info.frames for info in infos])
     progress = _Progress(sum(chunks), on_event)
-    on_event(StageStarted("encoding", progress.total, f"encoding {len(paths)} clip(s) once, {ENCODE_CHUNK} frames at a time"))
+    on_event(
+        StageStarted("encoding", progress.total, f"encoding {len(paths)} clip(s) once, {ENCODE_CHUNK} frames at a time")
+    )
     clips: list[_Clip] = []
     preview_frames: np.ndarray | None = None
     for path, stride in zip(paths, strides, strict=True):

@@ -84,7 +84,11 @@ def store_adapter(
         used.add(filename)
         shared.append(NewFile("reference_image", filename, _reference_png(image), PNG))
     if extra_tensors:
-        shared.append(NewFile("token_embedding", "token_embedding.safetensors", tensors_to_bytes(extra_tensors, metadata), SAFETENSORS))
+        shared.append(
+            NewFile(
+                "token_embedding", "token_embedding.safetensors", tensors_to_bytes(extra_tensors, metadata), SAFETENSORS
+            )
+        )
 
     common = {
         **fields,

@@ -99,7 +99,9 @@ def learn_subject(
     started = time.monotonic()
     resumed = None
     if resume is not None:
-        resumed, config, name, photos_dir = resumed_config(registry.home, resume, "subject", SubjectConfig, config, on_event)
+        resumed, config, name, photos_dir = resumed_config(
+            registry.home, resume, "subject", SubjectConfig, config, on_event
+        )
     check_new_name(registry, "subject", name)
 
     # --- data: validate everything before touching the model ---------------------------
@@ -121,7 +123,9 @@ def learn_subject(
     if masks is not None:
         m = np.stack([media.resize_center_crop_mask(mk, fmt.height, fmt.width) for mk in masks])
         m_t = torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)  # [N, 1, H, W]
-        mask_latents = parts.codec.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(2)  # [N, 1 or C, 1, h, w]
+        mask_latents = parts.codec.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(
+            2
+        )  # [N, 1 or C, 1, h, w]
     n = latents.shape[0]
 
     token = placeholder_token(name)
@@ -168,17 +172,30 @@ def learn_subject(
     def preview(stage: str, step: int, total: int) -> None:
         if preview_due(config.preview_every, step, total):
             # Textual inversion needs the text encoder at its next step: keep it where it is.
-            write_preview(parts, backbone, run, f"{stage}-step{step}", preview_prompt, fmt.frames, on_event, release_text=stage != "embedding")
+            write_preview(
+                parts,
+                backbone,
+                run,
+                f"{stage}-step{step}",
+                preview_prompt,
+                fmt.frames,
+                on_event,
+                release_text=stage != "embedding",
+            )
 
     model = compiled_unet(parts.denoiser, config.compile, device)  # the same module, maybe compiled
     with stop.installed(), gradient_checkpointing(parts.denoiser, config.gradient_checkpointing, parts.family):
         # --- step 1: textual inversion, only the new token's row learns ------------------
         if stage == "embedding":
             placeholder.vectors.requires_grad_(True)
-            optimizer = AdamWWithWarmup([placeholder.vectors], config.lr_embedding, config.weight_decay, config.warmup_steps)
+            optimizer = AdamWWithWarmup(
+                [placeholder.vectors], config.lr_embedding, config.weight_decay, config.warmup_steps
+            )
             if step:
                 optimizer.restore(state_tensors, state_meta["optimizer"], step)
-            on_event(StageStarted("embedding", config.embedding_steps, f"textual inversion of {token} from {init_word!r}"))
+            on_event(
+                StageStarted("embedding", config.embedding_steps, f"textual inversion of {token} from {init_word!r}")
+            )
 
             def embedding_loss() -> torch.Tensor:
                 x0, mask = sample_batch()  # [B, C, 1, h, w]
@@ -193,7 +210,11 @@ def learn_subject(
             )  # fmt: skip
             on_event(StageFinished("embedding"))
             stage, step = "identity", 0
-            save_state("identity", 0, AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps))
+            save_state(
+                "identity",
+                0,
+                AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps),
+            )
 
         # --- step 2: identity adapter with the token frozen ------------------------------
         placeholder.vectors.requires_grad_(False)
@@ -204,12 +225,24 @@ def learn_subject(
         optimizer = AdamWWithWarmup(identity.parameters(), config.lr_adapter, config.weight_decay, config.warmup_steps)
         if step:
             optimizer.restore(state_tensors, state_meta["optimizer"], step)
-        on_event(StageStarted("identity", config.adapter_steps, f"identity adapter ({identity.parameter_count():,} parameters)"))
+        on_event(
+            StageStarted(
+                "identity", config.adapter_steps, f"identity adapter ({identity.parameter_count():,} parameters)"
+            )
+        )
 
         def identity_loss() -> torch.Tensor:
             x0, mask = sample_batch()
             with autocast(device):
-                return diffusion_loss(parts, x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), gen, config.offset_noise, mask, model)
+                return diffusion_loss(
+                    parts,
+                    x0,
+                    context.expand(x0.shape[0], -1, -1).to(parts.dtype),
+                    gen,
+                    config.offset_noise,
+                    mask,
+                    model,
+                )
 
         step = run_stage(
             run=run, stage="identity", step=step, total=config.adapter_steps, optimizer=optimizer,
@@ -241,5 +274,7 @@ def learn_subject(
             "description": config.description,
         },
         reference_images=[(p, img) for p, img in photos],
-        preview=media.contact_sheet(np.stack(crops), columns=min(len(crops), 5), max_frames=len(crops), label=f"{name}: {token} ({init_word})"),
+        preview=media.contact_sheet(
+            np.stack(crops), columns=min(len(crops), 5), max_frames=len(crops), label=f"{name}: {token} ({init_word})"
+        ),
     )

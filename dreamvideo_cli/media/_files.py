@@ -28,9 +28,7 @@ def visible_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     wanted = set(suffixes)
     try:
         files = [
-            p
-            for p in folder.iterdir()
-            if not p.name.startswith(".") and p.suffix.lower() in wanted and p.is_file()
+            p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in wanted and p.is_file()
         ]
     except OSError as exc:
         raise DVError(f"cannot list {folder}: {reason(exc)}", "check its permissions") from None

@@ -66,9 +66,7 @@ def read_frames(
         return reader.read(indices, height, width)
 
 
-def read_captions(
-    folder: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]]
-) -> dict[Path, str | None]:
+def read_captions(folder: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]]) -> dict[Path, str | None]:
     """Caption per clip from `captions.txt` (`name: caption` or `name<TAB>caption`), else `<stem>.txt`."""
     folder = Path(folder)
     table: dict[str, str] = {}
@@ -93,8 +91,6 @@ def read_captions(
         if caption is None:
             sidecar = clip.with_suffix(".txt")
             if sidecar.is_file() and sidecar.name != CAPTIONS_FILE:
-                caption = " ".join(
-                    sidecar.read_text(encoding="utf-8-sig", errors="replace").split()
-                )
+                caption = " ".join(sidecar.read_text(encoding="utf-8-sig", errors="replace").split())
         captions[clip] = caption or None
     return captions

@@ -120,9 +120,7 @@ class ClipReader(ABC):
         per_frame = max(1, self.width * self.height * 3)
         return max(1, min(MAX_DECODE_BATCH, DECODE_BYTES // per_frame))
 
-    def _collect(
-        self, indices: list[int], height: int | None, width: int | None
-    ) -> dict[int, UInt8Array]:
+    def _collect(self, indices: list[int], height: int | None, width: int | None) -> dict[int, UInt8Array]:
         """Decode `indices` (sorted, unique), resizing each frame as soon as it is decoded."""
         kept: dict[int, UInt8Array] = {}
         for index, frame in self._decode(indices):
@@ -134,18 +132,14 @@ class ClipReader(ABC):
             kept[index] = frame
         return kept
 
-    def read(
-        self, indices: Sequence[int] | None, height: int | None = None, width: int | None = None
-    ) -> UInt8Array:
+    def read(self, indices: Sequence[int] | None, height: int | None = None, width: int | None = None) -> UInt8Array:
         """Frames at `indices` (any order, repeats allowed; None = all) as uint8 [F, H, W, 3],
         resized and centre-cropped to height x width if given. Indices past the clip's end
         (a container that over-promises) wrap around, as `sample_frame_indices` loops."""
         if (height is None) != (width is None):
             raise ValueError("give both height and width, or neither")
         if indices is None:
-            chunks = [
-                frames for _, frames in self.forward().chunks(self.batch_size(), height, width)
-            ]
+            chunks = [frames for _, frames in self.forward().chunks(self.batch_size(), height, width)]
             if not chunks:
                 raise DVError(f"clip {self.path} has no frames", CLIP_HINT)
             return np.concatenate(chunks)
@@ -159,9 +153,7 @@ class ClipReader(ABC):
             count = self.frames
             if count <= 0:
                 raise DVError(f"clip {self.path} has no frames", CLIP_HINT)
-            kept.update(
-                self._collect(sorted({i % count for i in order} - kept.keys()), height, width)
-            )
+            kept.update(self._collect(sorted({i % count for i in order} - kept.keys()), height, width))
             if self.frames == count:
                 break  # no early end found: every frame asked for is decoded
             # The stream ended before its header said: wrap around the frames it really has.
@@ -336,9 +328,7 @@ class DecordReader(ClipReader):
             try:
                 self._forward = PyAVReader(self.path)
             except DVError as exc:  # not seen yet: PyAV opens all decord does
-                log.debug(
-                    "PyAV cannot read %s (%s); reading it in order with decord", self.path, exc
-                )
+                log.debug("PyAV cannot read %s (%s); reading it in order with decord", self.path, exc)
                 self._forward = self
         return self._forward
 
@@ -367,9 +357,7 @@ class DecordReader(ClipReader):
                     frames = self._reader.get_batch(chunk).asnumpy()
                 except Exception as exc:
                     if "from_size == to_size" not in str(exc):
-                        raise DVError(
-                            f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT
-                        ) from None
+                        raise DVError(f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT) from None
                     self._padded = True  # rows padded from this frame on: one at a time below
                 else:
                     yield from zip(chunk, frames, strict=True)
@@ -379,9 +367,7 @@ class DecordReader(ClipReader):
                     self._reader.seek_accurate(index)  # free when it is the next frame anyway
                     frame = self._unpad(self._reader.next().asnumpy())
                 except Exception as exc:
-                    raise DVError(
-                        f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT
-                    ) from None
+                    raise DVError(f"cannot decode clip {self.path}: {_decord.reason(exc)}", CLIP_HINT) from None
                 yield index, frame
 
     def close(self) -> None:

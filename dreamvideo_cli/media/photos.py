@@ -108,10 +108,7 @@ def load_photo(path: str | os.PathLike[str]) -> Image.Image:
             # Corrupt EXIF is common in edited photos; the pixels are still good.
             with contextlib.suppress(Exception):
                 img = ImageOps.exif_transpose(opened) or opened
-            if img.mode == "CMYK":
-                out = _to_rgb8(_to_srgb(img, icc))
-            else:
-                out = _to_srgb(_to_rgb8(img), icc)
+            out = _to_rgb8(_to_srgb(img, icc)) if img.mode == "CMYK" else _to_srgb(_to_rgb8(img), icc)
             out.load()
     except FileNotFoundError:
         raise DVError(f"photo {path} does not exist", "check the path") from None
@@ -242,8 +239,7 @@ def load_masks(
             raise DVError(f"cannot read photo {photo}: {reason(exc)}", "re-export it") from None
         if mask.shape != (photo_h, photo_w):
             raise DVError(
-                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but photo {photo.name} "
-                f"is {photo_w}x{photo_h}",
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but photo {photo.name} is {photo_w}x{photo_h}",
                 "make each mask exactly the size of its photo",
             )
         if not mask.any():
@@ -260,9 +256,7 @@ def load_masks(
 # ---------------------------------------------------------------- resizing
 
 
-def _cover_box(
-    src_w: int, src_h: int, height: int, width: int
-) -> tuple[float, float, float, float]:
+def _cover_box(src_w: int, src_h: int, height: int, width: int) -> tuple[float, float, float, float]:
     """Source rectangle that, scaled to (width, height), covers it with a centre crop."""
     if height <= 0 or width <= 0:
         raise ValueError(f"target size must be positive, got {width}x{height}")

@@ -20,9 +20,7 @@ from dreamvideo_cli.media.writing import check_frames
 from dv_registry.fsutil import atomic_path
 
 
-def _wrap(
-    draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int = 3
-) -> list[str]:
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, max_lines: int = 3) -> list[str]:
     """Greedy word wrap to `width` pixels, ending with '...' when it runs out of lines."""
     lines: list[str] = []
     current = ""
@@ -90,9 +88,7 @@ def save_png(image: Image.Image, path: str | os.PathLike[str]) -> Path:
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
     except OSError as exc:
-        raise DVError(
-            f"cannot write {path}: {reason(exc)}", "check the disk and the path"
-        ) from None
+        raise DVError(f"cannot write {path}: {reason(exc)}", "check the disk and the path") from None
     return path
 
 

@@ -17,9 +17,7 @@ def frame_stride(source_fps: float, target_fps: float) -> int:
     return max(1, round(source_fps / target_fps))
 
 
-def sample_frame_indices(
-    num_source_frames: int, count: int, stride: int, rng: np.random.Generator
-) -> list[int]:
+def sample_frame_indices(num_source_frames: int, count: int, stride: int, rng: np.random.Generator) -> list[int]:
     """`count` indices `stride` apart from a random start; a too-short clip is looped (wraps to its start)."""
     if num_source_frames <= 0:
         raise ValueError("a clip with no frames cannot be sampled")

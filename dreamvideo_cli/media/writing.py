@@ -51,7 +51,9 @@ def _write_mp4(tmp: Path, frames: UInt8Array, fps: float, comment: str | None) -
             # One encoder thread: x264's output depends on its thread count, which it picks
             # from the CPUs a process may use, so the same frames could encode differently in
             # different processes (an evaluation grid split by accelerate scored them apart).
-            "libx264", rate=rate, options={"crf": "18", "preset": "medium", "threads": "1"}
+            "libx264",
+            rate=rate,
+            options={"crf": "18", "preset": "medium", "threads": "1"},
         )
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"

@@ -182,15 +182,11 @@ def _extract(path: Path, blob_dir: Path) -> tuple[bytes, dict[str, int]]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "could not be opened successfully" in reason:
             reason = "not a tar or tar.gz file"
-        raise RegistryError(
-            f"{path} is not a readable .dvpack archive ({reason.rstrip(':')})"
-        ) from None
+        raise RegistryError(f"{path} is not a readable .dvpack archive ({reason.rstrip(':')})") from None
     except OSError as exc:
         raise RegistryError(f"cannot import {path}: {exc.strerror or exc}") from None
     if index_bytes is None:
-        raise RegistryError(
-            f"refusing {path}: it has no {INDEX_NAME}", hint="is it a .dvpack file?"
-        )
+        raise RegistryError(f"refusing {path}: it has no {INDEX_NAME}", hint="is it a .dvpack file?")
     return index_bytes, blob_sizes
 
 
@@ -216,9 +212,7 @@ def _check_member(path: Path, member: tarfile.TarInfo) -> str | None:
     return normalized
 
 
-def _check_index(
-    path: Path, index_bytes: bytes, blob_sizes: dict[str, int], blob_dir: Path
-) -> list[PackEntry]:
+def _check_index(path: Path, index_bytes: bytes, blob_sizes: dict[str, int], blob_dir: Path) -> list[PackEntry]:
     try:
         index = json.loads(index_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -245,9 +239,7 @@ def _check_index(
             raise RegistryError(f"refusing {path}: {manifest.ref} appears twice")
         seen_refs.add(manifest.ref)
         if kinds.setdefault(manifest.name, manifest.kind) != manifest.kind:
-            raise RegistryError(
-                f"refusing {path}: {manifest.name!r} is both a subject and a motion"
-            )
+            raise RegistryError(f"refusing {path}: {manifest.name!r} is both a subject and a motion")
         entries.append(entry)
     return entries
 
@@ -279,9 +271,7 @@ def _check_entry(path: Path, item: Any, blob_sizes: dict[str, int], blob_dir: Pa
         if size is None:
             raise RegistryError(f"refusing {path}: the blob of {what} is not in the archive")
         if size != entry.size:
-            raise RegistryError(
-                f"refusing {path}: {what} is {size} bytes, its manifest says {entry.size}"
-            )
+            raise RegistryError(f"refusing {path}: {what} is {size} bytes, its manifest says {entry.size}")
         try:
             check_file(blob_dir / entry.digest.removeprefix("sha256:"), entry.media_type, what)
         except RegistryError as exc:

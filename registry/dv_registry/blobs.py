@@ -74,9 +74,7 @@ class BlobStore:
             raise NotFoundError(f"blob {digest} is not in the registry", hint="run `dv verify`")
         return path
 
-    def put(
-        self, source: IO[bytes] | bytes, *, media_type: str | None = None, what: str = "blob"
-    ) -> tuple[str, int]:
+    def put(self, source: IO[bytes] | bytes, *, media_type: str | None = None, what: str = "blob") -> tuple[str, int]:
         """Store the bytes of `source`; returns their (digest, size).
 
         With `media_type`, the content must be of that type (`what` names it in the error).

@@ -45,8 +45,7 @@ def commit(home: Path, ops: list[Op]) -> None:
     document = {
         "journal": JOURNAL_VERSION,
         "ops": [
-            {"action": op.action, "path": op.path}
-            | ({"data": op.data.decode("utf-8")} if op.data is not None else {})
+            {"action": op.action, "path": op.path} | ({"data": op.data.decode("utf-8")} if op.data is not None else {})
             for op in ops
         ],
     }

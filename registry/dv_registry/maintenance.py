@@ -150,8 +150,7 @@ def referenced_digests(catalog: Catalog) -> set[str]:
             referenced.update(str(item["digest"]) for item in files)
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise RegistryError(
-                f"{stored.path.relative_to(catalog.home)} is unreadable ({exc}); pruning could "
-                "remove blobs it needs",
+                f"{stored.path.relative_to(catalog.home)} is unreadable ({exc}); pruning could remove blobs it needs",
                 hint=f"fix it or remove it with `dv rm {stored.ref}`, then prune",
             ) from None
     return referenced
@@ -178,9 +177,7 @@ def usage(catalog: Catalog, blobs: BlobStore) -> Usage:
         referenced.update(digests)
     garbage = blobs.garbage(referenced)
     leftover_bytes = sum(blob.size for blob in garbage.leftovers)
-    leftover_bytes += sum(
-        file_size(p) for p in walk_files(catalog.directory) if is_tmp_name(p.name)
-    )
+    leftover_bytes += sum(file_size(p) for p in walk_files(catalog.directory) if is_tmp_name(p.name))
     leftover_bytes += sum(file_size(home / f) for f in list_dir(home) if is_tmp_name(f))
     names = [
         NameUsage(

@@ -54,9 +54,7 @@ def check_filename(filename: str) -> str:
         or len(filename) > 255
         or ":" in filename
     ):
-        raise RegistryError(
-            f"invalid file name {filename!r}", hint="use a plain file name, no directories"
-        )
+        raise RegistryError(f"invalid file name {filename!r}", hint="use a plain file name, no directories")
     return filename
 
 
@@ -194,9 +192,7 @@ class Manifest(BaseModel):
         if not entries:
             have = ", ".join(sorted({e.role for e in self.files})) or "none"
             raise NotFoundError(f"{self.ref} has no {role!r} file", hint=f"its roles: {have}")
-        raise RegistryError(
-            f"{self.ref} has {len(entries)} {role!r} files; use files_with({role!r})"
-        )
+        raise RegistryError(f"{self.ref} has {len(entries)} {role!r} files; use files_with({role!r})")
 
     def with_tag(self, tag: str) -> Manifest:
         """The same stored manifest seen through another tag (same bytes, same digest)."""
@@ -212,9 +208,7 @@ class Manifest(BaseModel):
 def encode_manifest(manifest: Manifest) -> bytes:
     """Canonical bytes: sorted keys, so the same manifest always has the same digest."""
     try:
-        text = json.dumps(
-            manifest.to_document(), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False
-        )
+        text = json.dumps(manifest.to_document(), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"manifest {manifest.ref} cannot be stored as JSON: {exc}") from None
     return (text + "\n").encode("utf-8")
@@ -239,16 +233,13 @@ def manifest_from_document(document: dict[str, Any], *, tag: str, where: str) ->
     try:
         return Manifest.model_validate({**fields, "tag": tag})
     except ValidationError as exc:
-        raise RegistryError(
-            f"{where} is not a valid manifest: {describe_validation_error(exc)}"
-        ) from None
+        raise RegistryError(f"{where} is not a valid manifest: {describe_validation_error(exc)}") from None
 
 
 def check_schema_version(version: Any, where: str) -> None:
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise NewerSchemaError(
-            f"{where} was written by a newer dv (manifest schema {version}, this dv reads "
-            f"{SCHEMA_VERSION}); upgrade",
+            f"{where} was written by a newer dv (manifest schema {version}, this dv reads {SCHEMA_VERSION}); upgrade",
             hint="upgrade dv, e.g. `pip install -U dreamvideo`",
         )
 

@@ -19,9 +19,7 @@ def check_name(name: str) -> str:
     if NAME_RE.fullmatch(name):
         return name
     if name and NAME_RE.fullmatch(name.lower()):
-        raise RegistryError(
-            f"invalid name {name!r}: names are lowercase", hint=f"use {name.lower()!r}"
-        )
+        raise RegistryError(f"invalid name {name!r}: names are lowercase", hint=f"use {name.lower()!r}")
     raise RegistryError(
         f"invalid name {name!r}",
         hint="a name is 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
@@ -57,9 +55,7 @@ def check_digest(digest: str) -> str:
     """A full `sha256:<64 hex>` digest; returns the hex part."""
     match = DIGEST_RE.fullmatch(digest)
     if match is None:
-        raise RegistryError(
-            f"invalid digest {digest!r}", hint="expected 'sha256:' and 64 lowercase hex digits"
-        )
+        raise RegistryError(f"invalid digest {digest!r}", hint="expected 'sha256:' and 64 lowercase hex digits")
     return match.group(1)
 
 
@@ -93,9 +89,7 @@ def parse_ref(text: str) -> Ref:
             )
         prefix = prefix.lower()
         if not re.fullmatch(r"[0-9a-f]+", prefix) or len(prefix) > 64:
-            raise RegistryError(
-                f"invalid digest {digest!r} in {text!r}", hint="use hex digits after 'sha256:'"
-            )
+            raise RegistryError(f"invalid digest {digest!r} in {text!r}", hint="use hex digits after 'sha256:'")
         if len(prefix) < MIN_DIGEST_PREFIX:
             raise RegistryError(
                 f"digest prefix {prefix!r} is too short",

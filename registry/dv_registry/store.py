@@ -91,9 +91,7 @@ class NewEntry:
 class Registry:
     """The store under one home directory. Safe to use from many processes at once."""
 
-    def __init__(
-        self, home: Path | str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    ) -> None:
+    def __init__(self, home: Path | str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.blobs = BlobStore(self.home / "blobs")
         self._catalog = Catalog(self.home)
@@ -152,9 +150,7 @@ class Registry:
             assert parsed.digest_prefix is not None
             return self._by_digest(found_kind, parsed.name, parsed.digest_prefix, stored)
 
-    def _by_digest(
-        self, kind: Kind, name: str, prefix: str, stored: builtins.list[StoredManifest]
-    ) -> Manifest:
+    def _by_digest(self, kind: Kind, name: str, prefix: str, stored: builtins.list[StoredManifest]) -> Manifest:
         matches: dict[str, list[Manifest]] = {}
         for item in stored:
             manifest = self._catalog.load(item)
@@ -200,9 +196,7 @@ class Registry:
         """Every tag of the manifest's name whose content is this manifest (e.g. v2 and latest)."""
         with self._reading():
             return [
-                s.tag
-                for s in self._catalog.scan(manifest.kind, manifest.name)
-                if s.read_digest() == manifest.digest
+                s.tag for s in self._catalog.scan(manifest.kind, manifest.name) if s.read_digest() == manifest.digest
             ]
 
     def blob_path(self, digest: str) -> Path:
@@ -252,22 +246,14 @@ class Registry:
             for new_file in new.files:
                 check_media_type(new_file.media_type)
             if len(set(filenames)) != len(filenames):
-                raise RegistryError(
-                    f"two files of one {name} entry have the same name: {filenames}"
-                )
+                raise RegistryError(f"two files of one {name} entry have the same name: {filenames}")
         with self._writing() as change:
             self._check_namespace(name, kind)
-            version = 1 + max(
-                (version_number(s.tag) or 0 for s in self._catalog.scan(kind, name)), default=0
-            )
+            version = 1 + max((version_number(s.tag) or 0 for s in self._catalog.scan(kind, name)), default=0)
             for tag, new in checkpoints.items():
-                manifest = self._build_manifest(
-                    kind, name, tag, created, new, self._store_files(change, new)
-                )
+                manifest = self._build_manifest(kind, name, tag, created, new, self._store_files(change, new))
                 self._stage(change, manifest)
-            result = self._build_manifest(
-                kind, name, f"v{version}", created, entry, self._store_files(change, entry)
-            )
+            result = self._build_manifest(kind, name, f"v{version}", created, entry, self._store_files(change, entry))
             self._stage(change, result)
             self._stage(change, result.with_tag(LATEST))
         return result
@@ -296,9 +282,7 @@ class Registry:
                 }
             )
         except ValidationError as exc:
-            raise RegistryError(
-                f"invalid manifest for {name}:{tag}: {describe_validation_error(exc)}"
-            ) from None
+            raise RegistryError(f"invalid manifest for {name}:{tag}: {describe_validation_error(exc)}") from None
 
     def _store_files(self, change: Change, new: NewEntry) -> builtins.list[FileEntry]:
         entries: builtins.list[FileEntry] = []
@@ -307,17 +291,13 @@ class Registry:
             check_media_type(new_file.media_type)
             what = f"file {new_file.filename!r} ({new_file.role})"
             if isinstance(new_file.data, bytes | bytearray | memoryview):
-                digest, size = change.put_blob(
-                    bytes(new_file.data), media_type=new_file.media_type, what=what
-                )
+                digest, size = change.put_blob(bytes(new_file.data), media_type=new_file.media_type, what=what)
             else:
                 source = Path(new_file.data)
                 if not source.is_file():
                     raise NotFoundError(f"no such file: {source}")
                 with source.open("rb") as stream:
-                    digest, size = change.put_blob(
-                        stream, media_type=new_file.media_type, what=what
-                    )
+                    digest, size = change.put_blob(stream, media_type=new_file.media_type, what=what)
             try:
                 entries.append(
                     FileEntry(
@@ -430,9 +410,7 @@ class Registry:
 
     # ------------------------------------------------------------------ .dvpack files
 
-    def export(
-        self, ref: str, path: Path | str, *, overwrite: bool = False
-    ) -> builtins.list[Manifest]:
+    def export(self, ref: str, path: Path | str, *, overwrite: bool = False) -> builtins.list[Manifest]:
         """Write `ref` and its blobs to one `.dvpack` file. A bare name exports every tag of it."""
         parsed = parse_ref(ref)
         path = Path(path)

@@ -93,9 +93,7 @@ def burst(registry: Registry, prefix: str, count: int) -> None:
         # Half to the writer's own name, half to one name every writer shares.
         name = prefix if i % 2 == 0 else "shared"
         seed = seed_for(f"{prefix}-{i}")
-        manifest = registry.add_version(
-            "motion", name, motion_entry(seed, description=f"{prefix}-{i}")
-        )
+        manifest = registry.add_version("motion", name, motion_entry(seed, description=f"{prefix}-{i}"))
         emit("done", name, "add", {manifest.ref: manifest.digest})
 
 

@@ -28,12 +28,8 @@ def jpeg_bytes(seed: int = 0) -> bytes:
 def subject_entry(seed: int = 0, **fields: object) -> NewEntry:
     return NewEntry(
         files=[
-            NewFile(
-                "adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS
-            ),
-            NewFile(
-                "token_embedding", "token.safetensors", safetensors_bytes(seed + 1), SAFETENSORS
-            ),
+            NewFile("adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS),
+            NewFile("token_embedding", "token.safetensors", safetensors_bytes(seed + 1), SAFETENSORS),
             NewFile("reference_image", "ref0.png", png_bytes(seed), PNG),
             NewFile("reference_image", "ref1.jpg", jpeg_bytes(seed), JPEG),
             NewFile("config", "config.json", json.dumps({"seed": seed}).encode(), JSON),
@@ -60,9 +56,7 @@ def small_subject_entry(seed: int = 0) -> NewEntry:
     """An adapter and a preview: few files, so few fsyncs, for tests that write a lot."""
     return NewEntry(
         files=[
-            NewFile(
-                "adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS
-            ),
+            NewFile("adapter", "identity_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS),
             NewFile("preview", "preview.png", png_bytes(seed), PNG),
         ],
         fields={
@@ -76,9 +70,7 @@ def small_subject_entry(seed: int = 0) -> NewEntry:
 
 def motion_entry(seed: int = 0, **fields: object) -> NewEntry:
     return NewEntry(
-        files=[
-            NewFile("adapter", "motion_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS)
-        ],
+        files=[NewFile("adapter", "motion_adapter.safetensors", safetensors_bytes(seed), SAFETENSORS)],
         fields={"backbone": {"backbone": "tiny"}, "phrase": "walking", **fields},
     )
 

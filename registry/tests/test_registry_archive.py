@@ -32,9 +32,7 @@ def _file(role: str, filename: str, data: bytes, media_type: str) -> dict[str, A
     }
 
 
-def _document(
-    files: list[dict[str, Any]], name: str = "evil", kind: str = "subject"
-) -> dict[str, Any]:
+def _document(files: list[dict[str, Any]], name: str = "evil", kind: str = "subject") -> dict[str, Any]:
     return {
         "schema_version": 1,
         "kind": kind,
@@ -57,9 +55,7 @@ def _index(*documents: dict[str, Any], version: int = 1) -> bytes:
     ).encode()
 
 
-def _write_tar(
-    path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w"
-) -> Path:
+def _write_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> Path:
     with tarfile.open(path, mode) as tar:  # type: ignore[call-overload]
         for member in members:
             if isinstance(member, tarfile.TarInfo):
@@ -91,17 +87,13 @@ def _link(name: str, kind: bytes, target: str = "/etc/passwd") -> tarfile.TarInf
 ADAPTER = safetensors_bytes(7)
 GOOD_FILES = [_file("adapter", "adapter.safetensors", ADAPTER, "application/vnd.dv.safetensors")]
 PICKLE = pickle.dumps({"weights": [1.0, 2.0]})
-NOT_SAFETENSORS_FILES = [
-    _file("adapter", "adapter.safetensors", PICKLE, "application/vnd.dv.safetensors")
-]
+NOT_SAFETENSORS_FILES = [_file("adapter", "adapter.safetensors", PICKLE, "application/vnd.dv.safetensors")]
 UNKNOWN_TYPE_FILES = [_file("adapter", "adapter.pkl", PICKLE, "application/x-python-pickle")]
 
 # Each builds a hostile .dvpack in the given directory; the message is what the refusal says.
 HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "path traversal": (
-        lambda d: _write_tar(
-            d / "p.dvpack", [("manifest.json", _index(_document(GOOD_FILES))), ("../escaped", b"x")]
-        ),
+        lambda d: _write_tar(d / "p.dvpack", [("manifest.json", _index(_document(GOOD_FILES))), ("../escaped", b"x")]),
         "points outside the archive",
     ),
     "path traversal inside blobs": (
@@ -251,9 +243,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         "written by a newer dv",
     ),
     "newer pack format": (
-        lambda d: _write_tar(
-            d / "p.dvpack", [("manifest.json", _index(_document(GOOD_FILES), version=2))]
-        ),
+        lambda d: _write_tar(d / "p.dvpack", [("manifest.json", _index(_document(GOOD_FILES), version=2))]),
         "written by a newer dv",
     ),
     "one name, two kinds": (
@@ -300,18 +290,14 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
 
 @pytest.fixture
 def populated(registry: Registry) -> Registry:
-    registry.add_version(
-        "subject", "dog", subject_entry(1), checkpoints={"step5": subject_entry(2)}
-    )
+    registry.add_version("subject", "dog", subject_entry(1), checkpoints={"step5": subject_entry(2)})
     registry.add_version("subject", "dog", subject_entry(3))
     registry.add_version("motion", "walk", motion_entry(4))
     return registry
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_archives_are_refused_and_change_nothing(
-    populated: Registry, tmp_path: Path, case: str
-) -> None:
+def test_hostile_archives_are_refused_and_change_nothing(populated: Registry, tmp_path: Path, case: str) -> None:
     build, message = HOSTILE[case]
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -333,9 +319,7 @@ def test_hostile_archives_are_refused_and_change_nothing(
     assert populated.verify() == []
 
 
-def test_hostile_archive_into_an_empty_home_writes_nothing(
-    registry: Registry, tmp_path: Path
-) -> None:
+def test_hostile_archive_into_an_empty_home_writes_nothing(registry: Registry, tmp_path: Path) -> None:
     pack = HOSTILE["pickle renamed .safetensors"][0](tmp_path)
     with pytest.raises(RegistryError):
         registry.import_(pack)

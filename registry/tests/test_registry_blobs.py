@@ -47,9 +47,7 @@ def test_check_finds_damage_and_put_heals_it(tmp_path: Path) -> None:
     data = safetensors_bytes(4)
     digest, size = blobs.put(data)
     assert blobs.check(digest, size) is None
-    assert (
-        blobs.check(digest, size + 1) == f"its blob is damaged ({size} bytes, expected {size + 1})"
-    )
+    assert blobs.check(digest, size + 1) == f"its blob is damaged ({size} bytes, expected {size + 1})"
     blobs.path(digest).write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert blobs.check(digest, size) == "its blob is damaged (its sha256 does not match)"
     blobs.put(data)

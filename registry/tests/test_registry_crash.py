@@ -133,14 +133,10 @@ class Expectation:
             self.committed[ref] = actual.get(ref)
         self.in_flight.clear()
 
-    def _check_in_flight(
-        self, change: dict[str, Any], actual: dict[str, str], moment: str
-    ) -> set[str]:
+    def _check_in_flight(self, change: dict[str, Any], actual: dict[str, str], moment: str) -> set[str]:
         """Assert the interrupted change is wholly applied or wholly absent; return its refs."""
         name, op = change["name"], change["op"]
-        v1, v2, latest, step1, keep = (
-            f"{name}:{t}" for t in ("v1", "v2", "latest", "step1", "keep")
-        )
+        v1, v2, latest, step1, keep = (f"{name}:{t}" for t in ("v1", "v2", "latest", "step1", "keep"))
         where = f"{moment}: {op} of {name} interrupted"
         if op == "add1":
             present = [ref in actual for ref in (v1, latest, step1)]

@@ -38,9 +38,7 @@ def test_never_imports_heavy_packages() -> None:
         "import sys, dv_registry, dv_registry.archive;"
         "bad = {'torch', 'numpy', 'dreamvideo_cli'} & set(sys.modules); print(sorted(bad))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
@@ -76,9 +74,7 @@ def test_valid_names(registry: Registry, name: str) -> None:
     assert registry.add_version("subject", name, subject_entry()).name == name
 
 
-@pytest.mark.parametrize(
-    "name", ["", "Dog", "-dog", "_dog", "dog.x", "dog/cat", "..", "a" * 65, "dög"]
-)
+@pytest.mark.parametrize("name", ["", "Dog", "-dog", "_dog", "dog.x", "dog/cat", "..", "a" * 65, "dög"])
 def test_invalid_names_are_refused(registry: Registry, name: str) -> None:
     with pytest.raises(RegistryError, match="invalid name"):
         registry.add_version("subject", name, subject_entry())
@@ -205,23 +201,17 @@ def test_versions_and_latest(registry: Registry) -> None:
 
 
 def test_checkpoints_are_written_with_the_version(registry: Registry) -> None:
-    version = registry.add_version(
-        "subject", "dog", subject_entry(1), checkpoints={"step500": subject_entry(5)}
-    )
+    version = registry.add_version("subject", "dog", subject_entry(1), checkpoints={"step500": subject_entry(5)})
     step = registry.resolve("dog:step500")
     assert version.tag == "v1"
     assert step.created == version.created
     assert registry.read_file(step, "adapter") == safetensors_bytes(5)
     # A later version moves the checkpoint tag along with latest.
-    registry.add_version(
-        "subject", "dog", subject_entry(2), checkpoints={"step500": subject_entry(7)}
-    )
+    registry.add_version("subject", "dog", subject_entry(2), checkpoints={"step500": subject_entry(7)})
     assert registry.read_file(registry.resolve("dog:step500"), "adapter") == safetensors_bytes(7)
     for reserved in ("latest", "v3"):
         with pytest.raises(RegistryError, match="reserved"):
-            registry.add_version(
-                "subject", "dog", subject_entry(), checkpoints={reserved: subject_entry()}
-            )
+            registry.add_version("subject", "dog", subject_entry(), checkpoints={reserved: subject_entry()})
 
 
 def test_one_namespace_across_kinds(registry: Registry) -> None:
@@ -266,12 +256,8 @@ def test_manifest_fields_and_helpers(registry: Registry) -> None:
         ({}, "backbone"),
     ],
 )
-def test_bad_fields_write_nothing(
-    registry: Registry, fields: dict[str, object], message: str
-) -> None:
-    entry = NewEntry(
-        files=[NewFile("adapter", "a.safetensors", safetensors_bytes(), SAFETENSORS)], fields=fields
-    )
+def test_bad_fields_write_nothing(registry: Registry, fields: dict[str, object], message: str) -> None:
+    entry = NewEntry(files=[NewFile("adapter", "a.safetensors", safetensors_bytes(), SAFETENSORS)], fields=fields)
     with pytest.raises(RegistryError, match=message):
         registry.add_version("subject", "dog", entry)
     assert registry.list() == []
@@ -289,9 +275,7 @@ def test_bad_fields_write_nothing(
         (b"x", "application/x-python-pickle", "unsupported media type"),
     ],
 )
-def test_content_must_match_media_type(
-    registry: Registry, data: bytes, media_type: str, message: str
-) -> None:
+def test_content_must_match_media_type(registry: Registry, data: bytes, media_type: str, message: str) -> None:
     registry.add_version("subject", "dog", subject_entry())
     entry = NewEntry(files=[NewFile("adapter", "a.bin", data, media_type)], fields={"backbone": {}})
     with pytest.raises(RegistryError, match=message):
@@ -443,9 +427,7 @@ def test_verify_detects_a_flipped_byte(registry: Registry) -> None:
     blob.write_bytes(bytes(data))
     problems = registry.verify()
     assert {p.ref for p in problems} == {"dog:latest", "dog:v1"}
-    assert all(
-        "damaged" in p.message and "identity_adapter.safetensors" in p.message for p in problems
-    )
+    assert all("damaged" in p.message and "identity_adapter.safetensors" in p.message for p in problems)
     # read_file only checks the size; a truncated blob is caught there too.
     blob.write_bytes(bytes(data[:-1]))
     with pytest.raises(RegistryError, match="damaged"):
@@ -589,12 +571,8 @@ def _state(home: Path) -> dict[str, str]:
 
 
 OPERATIONS = {
-    "add_first": lambda r: r.add_version(
-        "subject", "cat", subject_entry(5), checkpoints={"step1": subject_entry(6)}
-    ),
-    "add_next": lambda r: r.add_version(
-        "subject", "dog", subject_entry(7), checkpoints={"step1": subject_entry(8)}
-    ),
+    "add_first": lambda r: r.add_version("subject", "cat", subject_entry(5), checkpoints={"step1": subject_entry(6)}),
+    "add_next": lambda r: r.add_version("subject", "dog", subject_entry(7), checkpoints={"step1": subject_entry(8)}),
     "tag": lambda r: r.tag("dog:v1", "dog:latest"),
     "remove": lambda r: r.remove(["dog", "walk:v1"]),
     "prune": lambda r: r.prune(),
@@ -624,9 +602,7 @@ def test_a_crash_at_every_step_leaves_old_or_new(
     (base / "blobs" / f"{TMP_PREFIX}blob-1-abc").write_bytes(b"partial")
     old = _state(base)
     source = Registry(tmp_path / "source")
-    source.add_version(
-        "subject", "fox", subject_entry(11), checkpoints={"step1": subject_entry(12)}
-    )
+    source.add_version("subject", "fox", subject_entry(11), checkpoints={"step1": subject_entry(12)})
     source.add_version("motion", "walk", motion_entry(4))  # the same as base's walk:v1
     source.export("fox", tmp_path / "fox.dvpack")
     source.export("walk:v1", tmp_path / "walk.dvpack")
@@ -666,9 +642,7 @@ def test_unwritable_home_is_a_clear_error(tmp_path: Path) -> None:
         locked.chmod(0o700)
 
 
-def test_os_errors_while_writing_are_registry_errors(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_os_errors_while_writing_are_registry_errors(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     registry.add_version("subject", "dog", subject_entry(1))
 
     def disk_full(*args: object, **kwargs: object) -> None:

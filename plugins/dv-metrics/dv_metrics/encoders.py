@@ -86,7 +86,9 @@ class Preprocess:
         return np.ascontiguousarray(normalised)
 
 
-def clip_preprocess(image_size: int = 224, mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD) -> Preprocess:
+def clip_preprocess(
+    image_size: int = 224, mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD
+) -> Preprocess:
     return Preprocess(image_size, image_size, _triple(mean), _triple(std))
 
 

@@ -23,7 +23,13 @@ def tiny_clip_config() -> dict[str, Any]:
         "embed_dim": 16,
         "quick_gelu": True,
         "vision_cfg": {"image_size": TINY_IMAGE_SIZE, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": TINY_CONTEXT_LENGTH, "vocab_size": OPEN_CLIP_VOCAB, "width": 32, "heads": 2, "layers": 1},
+        "text_cfg": {
+            "context_length": TINY_CONTEXT_LENGTH,
+            "vocab_size": OPEN_CLIP_VOCAB,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
     }
 
 

@@ -87,15 +87,18 @@ class MetricWeights:
         except ImportError:
             return False
         return all(
-            any(isinstance(try_to_load_from_cache(self.repo, name), str) for name in names)
-            for names in self.files
+            any(isinstance(try_to_load_from_cache(self.repo, name), str) for name in names) for names in self.files
         )
 
 
 CLIP_WEIGHTS = MetricWeights("CLIP ViT-B/32", CLIP_REPO, ((CLIP_FILE,),), CLIP_FETCH_COMMAND, CLIP_PATH_ENV)
 # transformers takes model.safetensors when a repository has it, else the pickle.
 DINO_WEIGHTS = MetricWeights(
-    "DINO ViT-S/16", DINO_REPO, (("config.json",), ("model.safetensors", "pytorch_model.bin")), DINO_FETCH_COMMAND, DINO_PATH_ENV
+    "DINO ViT-S/16",
+    DINO_REPO,
+    (("config.json",), ("model.safetensors", "pytorch_model.bin")),
+    DINO_FETCH_COMMAND,
+    DINO_PATH_ENV,
 )
 
 
@@ -158,7 +161,6 @@ def load_clip_encoder(device: str = "cpu", source: str | os.PathLike[str] | None
     """CLIP ViT-B/32 (OpenAI) from the Hub cache, or the open_clip model at `source`."""
     import warnings
 
-
     with warnings.catch_warnings():
         # open_clip warns about a QuickGELU mismatch we resolve by forcing QuickGELU.
         warnings.simplefilter("ignore", UserWarning)
@@ -182,7 +184,10 @@ def _weights_in(folder: Path, env: str) -> Path:
     for name in (CLIP_FILE, "open_clip_pytorch_model.bin", "model.safetensors"):
         if (folder / name).is_file():
             return folder / name
-    raise DVError(f"no CLIP weights in {folder} (looked for {CLIP_FILE})", f"fetch them with `{CLIP_FETCH_COMMAND} --local-dir {folder}` or fix {env}")
+    raise DVError(
+        f"no CLIP weights in {folder} (looked for {CLIP_FILE})",
+        f"fetch them with `{CLIP_FETCH_COMMAND} --local-dir {folder}` or fix {env}",
+    )
 
 
 def _open_clip_from_file(weights: Path) -> tuple[Any, Any]:
@@ -191,7 +196,9 @@ def _open_clip_from_file(weights: Path) -> tuple[Any, Any]:
     try:
         model = open_clip.create_model(CLIP_ARCH, pretrained=str(weights), force_quick_gelu=True)
     except Exception as exc:
-        raise DVError(f"cannot load CLIP weights {weights}: {_short(exc)}", "delete the file and fetch it again") from None
+        raise DVError(
+            f"cannot load CLIP weights {weights}: {_short(exc)}", "delete the file and fetch it again"
+        ) from None
     return model, open_clip.get_tokenizer(CLIP_ARCH)
 
 
@@ -215,7 +222,9 @@ def load_dino_encoder(device: str = "cpu", source: str | os.PathLike[str] | None
     if source is not None:
         path = Path(source).expanduser()
         if not (path / "config.json").is_file():
-            raise DVError(f"{path} is not a transformers model folder (no config.json)", f"check {DINO_PATH_ENV} or unset it")
+            raise DVError(
+                f"{path} is not a transformers model folder (no config.json)", f"check {DINO_PATH_ENV} or unset it"
+            )
         try:
             model = ViTModel.from_pretrained(path, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
         except Exception as exc:

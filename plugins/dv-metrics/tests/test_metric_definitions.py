@@ -70,7 +70,9 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape", [(40, 56), (56, 40), (32, 32), (300, 451), (17, 90)])
-@pytest.mark.parametrize("preprocess", [clip_preprocess(32), dino_preprocess(32), clip_preprocess(224), dino_preprocess(224)])
+@pytest.mark.parametrize(
+    "preprocess", [clip_preprocess(32), dino_preprocess(32), clip_preprocess(224), dino_preprocess(224)]
+)
 def test_preprocessing_matches_torchvision(shape: tuple[int, int], preprocess: Preprocess) -> None:
     image = _images(1, *shape, seed=sum(shape))[0]
     ours = torch.from_numpy(preprocess(image))
@@ -123,8 +125,16 @@ def test_image_similarity_averages_every_frame_reference_pair(clip: OpenCLIPEnco
     with torch.no_grad():
         f = _unit(clip.model.encode_image(torch.stack([_torchvision_pixels(x, clip.preprocess) for x in frames])))
         r = _unit(clip.model.encode_image(torch.stack([_torchvision_pixels(x, clip.preprocess) for x in refs])))
-        fd = _unit(dino.model(pixel_values=torch.stack([_torchvision_pixels(x, dino.preprocess) for x in frames])).last_hidden_state[:, 0])
-        rd = _unit(dino.model(pixel_values=torch.stack([_torchvision_pixels(x, dino.preprocess) for x in refs])).last_hidden_state[:, 0])
+        fd = _unit(
+            dino.model(
+                pixel_values=torch.stack([_torchvision_pixels(x, dino.preprocess) for x in frames])
+            ).last_hidden_state[:, 0]
+        )
+        rd = _unit(
+            dino.model(
+                pixel_values=torch.stack([_torchvision_pixels(x, dino.preprocess) for x in refs])
+            ).last_hidden_state[:, 0]
+        )
     pairs = [float(f[i] @ r[j]) for i in range(2) for j in range(3)]
     dino_pairs = [float(fd[i] @ rd[j]) for i in range(2) for j in range(3)]
     sample = EvalSample(frames, reference_images=refs)

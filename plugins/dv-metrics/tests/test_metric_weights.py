@@ -178,7 +178,9 @@ def test_offline_without_clip_or_dino_names_both_in_one_line() -> None:
     assert weights.CLIP_PATH_ENV in message and weights.DINO_PATH_ENV in message
 
 
-def test_only_the_missing_weights_of_the_metrics_made_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_missing_weights_of_the_metrics_made_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clip_only = TemporalConsistency("cpu")
     with pytest.raises(MissingWeightsError) as caught:
         clip_only.prepare()

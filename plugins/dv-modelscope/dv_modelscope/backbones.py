@@ -156,13 +156,18 @@ class DiffusersT2VBackbone(Backbone):
         return HubSource(self.hub_id, self.hub_revision, layout, f"{self.label} weights", self.hub_aliases)
 
     def _appearance_source(self) -> HubSource:
-        return HubSource(self.appearance_hub_id, "main", OpenCLIPLayout(), f"the {self.appearance_arch} appearance encoder")
+        return HubSource(
+            self.appearance_hub_id, "main", OpenCLIPLayout(), f"the {self.appearance_arch} appearance encoder"
+        )
 
     def _local_root(self) -> Path:
         assert self.path is not None
         root = Path(self.path).expanduser()
         if not root.is_dir():
-            raise DVError(f"--backbone-path {self.path} is not a folder", "pass a diffusers folder with unet/, vae/, text_encoder/, tokenizer/")
+            raise DVError(
+                f"--backbone-path {self.path} is not a folder",
+                "pass a diffusers folder with unet/, vae/, text_encoder/, tokenizer/",
+            )
         return root
 
     def _locate(self) -> tuple[Path, Path]:

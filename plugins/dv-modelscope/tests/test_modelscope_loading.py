@@ -26,7 +26,13 @@ from dv_modelscope.backbones import ModelScopeBackbone, ZeroscopeBackbone
 
 def check_components(parts: Components) -> None:
     """Every part works together the way the engine uses them."""
-    ids = parts.tokenizer(["a dog"], padding="max_length", max_length=parts.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = parts.tokenizer(
+        ["a dog"],
+        padding="max_length",
+        max_length=parts.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     context = parts.text_encoder(ids)[0]  # [1, 77, D]
     assert context.shape[:2] == (1, 77)
     latents = torch.randn(1, 4, 2, 8, 8)
@@ -109,7 +115,11 @@ def test_load_from_the_hugging_face_cache_offline(tiny_parts: tuple[Path, Path],
     put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, open_clip_folder)
     backbone = ModelScopeBackbone()
     fingerprint = backbone.fingerprint()  # before loading: read from refs/main, no network
-    assert (fingerprint.backbone, fingerprint.model_id, fingerprint.revision) == ("modelscope", MODELSCOPE_ID, FAKE_COMMIT)
+    assert (fingerprint.backbone, fingerprint.model_id, fingerprint.revision) == (
+        "modelscope",
+        MODELSCOPE_ID,
+        FAKE_COMMIT,
+    )
     check_components(backbone.load("cpu"))
     assert backbone.fingerprint() == fingerprint
 
@@ -127,7 +137,10 @@ def test_load_from_a_cache_filled_under_the_old_id_offline(tiny_parts: tuple[Pat
     check_components(backbone.load("cpu"))
     assert backbone.fingerprint() == fingerprint
     assert ModelScopeBackbone(path=str(snapshot)).fingerprint() == fingerprint
-    assert sorted(p.name for p in hf_cache.iterdir()) == ["models--damo-vilab--text-to-video-ms-1.7b", "models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K"]
+    assert sorted(p.name for p in hf_cache.iterdir()) == [
+        "models--damo-vilab--text-to-video-ms-1.7b",
+        "models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K",
+    ]
 
 
 def test_a_sharded_fp16_local_folder_loads(tiny_parts: tuple[Path, Path], tmp_path: Path) -> None:
@@ -164,7 +177,9 @@ def test_a_sharded_fp16_local_folder_loads(tiny_parts: tuple[Path, Path], tmp_pa
             torch.testing.assert_close(value, expected[key].float(), msg=f"{name}.{key}")
 
 
-def test_a_cache_snapshot_as_backbone_path_keeps_the_hub_fingerprint(tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:
+def test_a_cache_snapshot_as_backbone_path_keeps_the_hub_fingerprint(
+    tiny_parts: tuple[Path, Path], hf_cache: Path
+) -> None:
     pipeline, open_clip_folder = tiny_parts
     snapshot = put_in_cache(hf_cache, MODELSCOPE_ID, FAKE_COMMIT, pipeline)
     put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, open_clip_folder)

@@ -71,7 +71,13 @@ def test_the_open_clip_hint_fetches_what_the_loader_accepts() -> None:
     for weights in hub.OPEN_CLIP_WEIGHTS:
         assert f"--include '{weights}'" in command
     patterns = hub.OpenCLIPLayout().expected_patterns()
-    laion_files = {"open_clip_config.json", "open_clip_pytorch_model.bin", "pytorch_model.bin", "config.json", "README.md"}
+    laion_files = {
+        "open_clip_config.json",
+        "open_clip_pytorch_model.bin",
+        "pytorch_model.bin",
+        "config.json",
+        "README.md",
+    }
     fetched = {f for f in laion_files if any(fnmatch(f, p) for p in patterns)}
     assert fetched == {"open_clip_config.json", "open_clip_pytorch_model.bin"}
     assert hub.OpenCLIPLayout().plan(fetched).missing == []
@@ -151,7 +157,9 @@ def install_fake(monkeypatch: pytest.MonkeyPatch, hubs: dict[str, FakeHub]) -> N
             return hubs[repo_id].list_repo_files(repo_id, revision)
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: hubs[repo_id].snapshot_download(repo_id, **kw))
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo_id, **kw: hubs[repo_id].snapshot_download(repo_id, **kw)
+    )
 
 
 def test_download_fetches_the_fp16_files_only(
@@ -162,7 +170,9 @@ def test_download_fetches_the_fp16_files_only(
     files = hub.list_files(pipeline) | {"unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors"}
     hubs = {
         MODELSCOPE_ID: FakeHub(pipeline, files, FAKE_COMMIT),
-        OPEN_CLIP_ID: FakeHub(open_clip_folder, hub.list_files(open_clip_folder) | {"open_clip_pytorch_model.bin"}, OPEN_CLIP_COMMIT),
+        OPEN_CLIP_ID: FakeHub(
+            open_clip_folder, hub.list_files(open_clip_folder) | {"open_clip_pytorch_model.bin"}, OPEN_CLIP_COMMIT
+        ),
     }
     install_fake(monkeypatch, hubs)
     backbone = ModelScopeBackbone()
@@ -198,7 +208,9 @@ def test_an_open_clip_repository_with_only_the_pickle_is_downloaded_and_loaded(
     pickled = pickled_open_clip(open_clip_folder, tmp_path / "laion")
     hubs = {
         MODELSCOPE_ID: FakeHub(pipeline, hub.list_files(pipeline), FAKE_COMMIT),
-        OPEN_CLIP_ID: FakeHub(pickled, hub.list_files(pickled) | {"pytorch_model.bin", "config.json"}, OPEN_CLIP_COMMIT),
+        OPEN_CLIP_ID: FakeHub(
+            pickled, hub.list_files(pickled) | {"pytorch_model.bin", "config.json"}, OPEN_CLIP_COMMIT
+        ),
     }
     install_fake(monkeypatch, hubs)
     parts = ModelScopeBackbone().load("cpu")
@@ -237,7 +249,9 @@ def test_an_incomplete_copy_under_the_old_id_is_completed_under_the_current_one(
     assert ModelScopeBackbone().fingerprint() == backbone.fingerprint()  # the complete copy wins
 
 
-def test_connection_errors_become_missing_weights(online: None, hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_errors_become_missing_weights(
+    online: None, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub
 
     class Unreachable:
@@ -265,10 +279,16 @@ def test_a_repo_without_the_needed_files_is_named(
 
 
 def test_weights_format_preference() -> None:
-    files = {"unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors"}
+    files = {
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+    }
     assert hub.find_weights(files, "unet", "diffusers", hub.FP16_SAFETENSORS) == hub.FP16_SAFETENSORS
     assert hub.find_weights(files, "unet", "diffusers", hub.PICKLE) == hub.PICKLE
-    assert hub.find_weights({"unet/diffusion_pytorch_model.bin"}, "unet", "diffusers", hub.FP16_SAFETENSORS) == hub.PICKLE
+    assert (
+        hub.find_weights({"unet/diffusion_pytorch_model.bin"}, "unet", "diffusers", hub.FP16_SAFETENSORS) == hub.PICKLE
+    )
     sharded = {"text_encoder/model.safetensors.index.json", "text_encoder/model-00001-of-00002.safetensors"}
     assert hub.find_weights(sharded, "text_encoder", "transformers", hub.FP16_SAFETENSORS) == hub.SAFETENSORS
     assert hub.find_weights(set(), "vae", "diffusers", hub.FP16_SAFETENSORS) is None
@@ -278,7 +298,10 @@ def test_sharded_variant_indexes_are_found() -> None:
     """diffusers and transformers save a sharded fp16 checkpoint as `<name>.fp16-0000k-of-0000n.<ext>`
     with the index `<name>.<ext>.index.fp16.json` (checked against the installed libraries in
     test_modelscope_loading.py::test_a_sharded_fp16_local_folder_loads)."""
-    vae = {"vae/diffusion_pytorch_model.safetensors.index.fp16.json", "vae/diffusion_pytorch_model.fp16-00001-of-00002.safetensors"}
+    vae = {
+        "vae/diffusion_pytorch_model.safetensors.index.fp16.json",
+        "vae/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+    }
     assert hub.find_weights(vae, "vae", "diffusers", hub.FP16_SAFETENSORS) == hub.FP16_SAFETENSORS
     assert hub.find_weights(vae, "vae", "diffusers", hub.PICKLE) == hub.FP16_SAFETENSORS
     text = {"text_encoder/model.safetensors.index.fp16.json", "text_encoder/model.fp16-00001-of-00002.safetensors"}
@@ -316,12 +339,17 @@ def test_the_cache_is_searched_under_the_current_id_first(tiny_parts: tuple[Path
     assert ZeroscopeBackbone()._pipeline_source().aliases == ()
 
 
-def test_a_local_folder_without_image_encoder_needs_the_cached_one(local_folder: Path, tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:
+def test_a_local_folder_without_image_encoder_needs_the_cached_one(
+    local_folder: Path, tiny_parts: tuple[Path, Path], hf_cache: Path
+) -> None:
     shutil.rmtree(local_folder / "image_encoder")
     with pytest.raises(MissingWeightsError) as info:
         ModelScopeBackbone(path=str(local_folder)).load("cpu")
     message = str(info.value)
     assert OPEN_CLIP_COMMAND in message and MODELSCOPE_ID not in message
-    assert f"or put an OpenCLIP checkpoint (open_clip_config.json and weights) in {local_folder / 'image_encoder'}" in message
+    assert (
+        f"or put an OpenCLIP checkpoint (open_clip_config.json and weights) in {local_folder / 'image_encoder'}"
+        in message
+    )
     put_in_cache(hf_cache, OPEN_CLIP_ID, OPEN_CLIP_COMMIT, tiny_parts[1])
     assert ModelScopeBackbone(path=str(local_folder)).load("cpu").appearance_encoder is not None

@@ -39,8 +39,18 @@ def test_registering_imports_no_heavy_library() -> None:
 
 def test_video_formats_and_schedule() -> None:
     ms, zs = ModelScopeBackbone, ZeroscopeBackbone
-    assert (ms.video_format.height, ms.video_format.width, ms.video_format.frames, ms.video_format.fps) == (256, 256, 32, 8)
-    assert (zs.video_format.height, zs.video_format.width, zs.video_format.frames, zs.video_format.fps) == (320, 576, 24, 8)
+    assert (ms.video_format.height, ms.video_format.width, ms.video_format.frames, ms.video_format.fps) == (
+        256,
+        256,
+        32,
+        8,
+    )
+    assert (zs.video_format.height, zs.video_format.width, zs.video_format.frames, zs.video_format.fps) == (
+        320,
+        576,
+        24,
+        8,
+    )
     for cls in (ms, zs):
         assert cls.appearance_dim == 1024
         assert cls.schedule.as_config() == {

@@ -52,8 +52,13 @@ MOTIONS = (world.Motion("circles", "quickly"), world.Motion("zigzags", "quickly"
 SCENES = ("snow", "sand", "sky", "grass")
 METRICS = ("subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency")
 ROWS = (
-    "DreamVideo", "DreamVideo, lambda = 1 at compose", "w/o textual identity", "w/o identity adapter",
-    "w/o motion adapter", "w/o appearance guidance", "backbone alone",
+    "DreamVideo",
+    "DreamVideo, lambda = 1 at compose",
+    "w/o textual identity",
+    "w/o identity adapter",
+    "w/o motion adapter",
+    "w/o appearance guidance",
+    "backbone alone",
 )
 
 
@@ -106,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(
-    out: Path, base: DemoConfig, subjects: tuple[world.Obj, ...], motions: tuple[world.Motion, ...],
-    seeds: int, registry: Any,
+    out: Path,
+    base: DemoConfig,
+    subjects: tuple[world.Obj, ...],
+    motions: tuple[world.Motion, ...],
+    seeds: int,
+    registry: Any,
 ) -> dict[str, list[dict[str, Any]]]:
     """Learn every subject and motion (and their ablated variants) once, then compose each
     pair under every row; returns per-video scores by row."""
@@ -153,24 +162,74 @@ def run(
             for seed in range(base.seed, base.seed + seeds):
                 config = replace(config, seed=seed)
                 videos = {
-                    "DreamVideo": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
-                    "DreamVideo, lambda = 1 at compose": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0),
-                    "w/o textual identity": _compose(out, learnt_subjects[(i, False)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam),
-                    "w/o identity adapter": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam, subject_scale=0.0),
-                    "w/o motion adapter": _compose(out, learnt_subjects[(i, True)], "-", f"a {{subject}} {motion.words()} on {scene}", config, registry, 1.0),
-                    "w/o appearance guidance": _compose(out, learnt_subjects[(i, True)], learnt_motions[(j, False)], f"on {scene}", config, registry, 0.0),
+                    "DreamVideo": _compose(
+                        out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, lam
+                    ),
+                    "DreamVideo, lambda = 1 at compose": _compose(
+                        out, learnt_subjects[(i, True)], learnt_motions[(j, True)], f"on {scene}", config, registry, 1.0
+                    ),
+                    "w/o textual identity": _compose(
+                        out,
+                        learnt_subjects[(i, False)],
+                        learnt_motions[(j, True)],
+                        f"on {scene}",
+                        config,
+                        registry,
+                        lam,
+                    ),
+                    "w/o identity adapter": _compose(
+                        out,
+                        learnt_subjects[(i, True)],
+                        learnt_motions[(j, True)],
+                        f"on {scene}",
+                        config,
+                        registry,
+                        lam,
+                        subject_scale=0.0,
+                    ),
+                    "w/o motion adapter": _compose(
+                        out,
+                        learnt_subjects[(i, True)],
+                        "-",
+                        f"a {{subject}} {motion.words()} on {scene}",
+                        config,
+                        registry,
+                        1.0,
+                    ),
+                    "w/o appearance guidance": _compose(
+                        out,
+                        learnt_subjects[(i, True)],
+                        learnt_motions[(j, False)],
+                        f"on {scene}",
+                        config,
+                        registry,
+                        0.0,
+                    ),
                     "backbone alone": backbone_only(plain, world.FRAMES, config),
                 }
                 for row, video in videos.items():
                     scores = evaluate(video, plain, config, photos[i])
-                    rows[row].append({**scores, "subject": obj.slug, "motion": motion.slug, "scene": scene, "seed": seed})
-                print(f"{obj.slug} x {motion.slug} on {scene}, seed {seed}: "
-                      + "; ".join(f"{r}: {rows[r][-1]['subject_fidelity']:.2f}/{rows[r][-1]['motion_fidelity']:.2f}" for r in ROWS), flush=True)
+                    rows[row].append(
+                        {**scores, "subject": obj.slug, "motion": motion.slug, "scene": scene, "seed": seed}
+                    )
+                print(
+                    f"{obj.slug} x {motion.slug} on {scene}, seed {seed}: "
+                    + "; ".join(
+                        f"{r}: {rows[r][-1]['subject_fidelity']:.2f}/{rows[r][-1]['motion_fidelity']:.2f}" for r in ROWS
+                    ),
+                    flush=True,
+                )
     return rows
 
 
 def _compose(
-    out: Path, subject: str, motion: str, prompt: str, config: DemoConfig, registry: Any, strength: float,
+    out: Path,
+    subject: str,
+    motion: str,
+    prompt: str,
+    config: DemoConfig,
+    registry: Any,
+    strength: float,
     subject_scale: float = 1.0,
 ) -> np.ndarray:
     from dreamvideo_cli import media
@@ -180,11 +239,21 @@ def _compose(
     target = out / "videos" / f"{subject}-{motion}{scale}-{config.seed}.gif".replace(":", "_").replace("-.", ".")
     target.parent.mkdir(parents=True, exist_ok=True)
     result = compose(
-        subject, motion, prompt, target,
-        ComposeConfig(steps=config.sample_steps, guidance=config.guidance, seed=config.seed, sampler="ddim",
-                      subject_scale=subject_scale, motion_scale=config.motion_scale,
-                      appearance_strength=strength, device=config.device,
-                      backbone_path=config.backbone_path),
+        subject,
+        motion,
+        prompt,
+        target,
+        ComposeConfig(
+            steps=config.sample_steps,
+            guidance=config.guidance,
+            seed=config.seed,
+            sampler="ddim",
+            subject_scale=subject_scale,
+            motion_scale=config.motion_scale,
+            appearance_strength=strength,
+            device=config.device,
+            backbone_path=config.backbone_path,
+        ),
         registry=registry,
     )
     return np.asarray(media.read_frames(result.video, None))

@@ -77,7 +77,10 @@ class ToyWorldBackbone(Backbone):
                 model.load_into(path, parts)
             except (ValueError, RuntimeError, OSError, SafetensorError) as exc:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # errors are one line
-                raise MissingWeightsError(f"cannot load the toyworld weights {path}: {reason}", f"retrain them with `{PRETRAIN_COMMAND} --out {path}`") from None
+                raise MissingWeightsError(
+                    f"cannot load the toyworld weights {path}: {reason}",
+                    f"retrain them with `{PRETRAIN_COMMAND} --out {path}`",
+                ) from None
         device = torch.device(device)
         if device.type == "cpu":
             model.attention_for_cpu(parts["unet"])

@@ -18,12 +18,22 @@ def install(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Path = typer.Option(Path("dv-demo"), "--out", "-o", help="Folder for the photos, clips, videos, contact sheet and table."),
+    out: Path = typer.Option(
+        Path("dv-demo"), "--out", "-o", help="Folder for the photos, clips, videos, contact sheet and table."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the data, the learning and the sampling."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
-    seeds: int = typer.Option(None, "--seeds", min=1, help="Videos per row, scored and averaged (mean ± standard error) [default: 4]."),
-    motion_scale: float = typer.Option(None, "--motion-scale", help="Strength of the motion adapter in compose [default: 1.0]."),
-    appearance_strength: float = typer.Option(None, "--appearance-strength", help="Appearance guidance (lambda) in compose; the motion adapter learns with 1 [default: 0.0]."),
+    seeds: int = typer.Option(
+        None, "--seeds", min=1, help="Videos per row, scored and averaged (mean ± standard error) [default: 4]."
+    ),
+    motion_scale: float = typer.Option(
+        None, "--motion-scale", help="Strength of the motion adapter in compose [default: 1.0]."
+    ),
+    appearance_strength: float = typer.Option(
+        None,
+        "--appearance-strength",
+        help="Appearance guidance (lambda) in compose; the motion adapter learns with 1 [default: 0.0].",
+    ),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quick: bool = typer.Option(False, "--quick", hidden=True, help="A few steps of everything (tests)."),
 ) -> None:
@@ -60,7 +70,10 @@ def demo(
     stdout.print(f"prompt: {result.prompt}", markup=False)
     stdout.print(f"backbone alone: {result.backbone_only_prompt}", markup=False)
     stdout.print(metrics_table(result.metrics, result.errors), markup=False)
-    stdout.print(f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s", markup=False)
+    stdout.print(
+        f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s",
+        markup=False,
+    )
     hint = config.compose_command(result.subject, result.motion, "on grass")
     stdout.print(f"the subject and motion are in your registry: {hint}", markup=False)
 

@@ -38,7 +38,16 @@ def write_gif(path: Path, video: world.UInt8Array, fps: int = world.FPS) -> Path
     """A lossless clip: every toy-world frame has far fewer than 256 colours, so a GIF
     keeps them exactly (an H.264 file would blur 32x32 colours)."""
     frames = [Image.fromarray(f) for f in video]
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, disposal=1, optimize=False)
+    frames[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=round(1000 / fps),
+        loop=0,
+        disposal=1,
+        optimize=False,
+    )
     return path
 
 

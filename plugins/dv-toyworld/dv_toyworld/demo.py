@@ -91,11 +91,20 @@ class DemoConfig:
         from dreamvideo_cli.learn import SubjectConfig
 
         fields: dict[str, Any] = dict(
-            backbone="toyworld", backbone_path=self.backbone_path, random_weights=self.random_weights,
-            init_word=world.GENERIC_SHAPE, masks=str(masks) if masks else None,
-            embedding_steps=self.embedding_steps, adapter_steps=self.adapter_steps,
-            batch_size=4, lr_embedding=self.lr_embedding, lr_adapter=self.lr_adapter, warmup_steps=10,
-            save_every=0, seed=self.seed, device=self.device,
+            backbone="toyworld",
+            backbone_path=self.backbone_path,
+            random_weights=self.random_weights,
+            init_word=world.GENERIC_SHAPE,
+            masks=str(masks) if masks else None,
+            embedding_steps=self.embedding_steps,
+            adapter_steps=self.adapter_steps,
+            batch_size=4,
+            lr_embedding=self.lr_embedding,
+            lr_adapter=self.lr_adapter,
+            warmup_steps=10,
+            save_every=0,
+            seed=self.seed,
+            device=self.device,
         )
         return SubjectConfig(**{**fields, **changes})
 
@@ -104,10 +113,20 @@ class DemoConfig:
         from dreamvideo_cli.learn import MotionConfig
 
         fields: dict[str, Any] = dict(
-            backbone="toyworld", backbone_path=self.backbone_path, random_weights=self.random_weights,
-            phrase=motion.words(), steps=self.motion_steps, frames=world.FRAMES, fps=world.FPS,
-            batch_size=1, lr=self.lr_motion, image_dropout=self.image_dropout, warmup_steps=10,
-            save_every=0, seed=self.seed, device=self.device,
+            backbone="toyworld",
+            backbone_path=self.backbone_path,
+            random_weights=self.random_weights,
+            phrase=motion.words(),
+            steps=self.motion_steps,
+            frames=world.FRAMES,
+            fps=world.FPS,
+            batch_size=1,
+            lr=self.lr_motion,
+            image_dropout=self.image_dropout,
+            warmup_steps=10,
+            save_every=0,
+            seed=self.seed,
+            device=self.device,
         )
         return MotionConfig(**{**fields, **changes})
 
@@ -170,8 +189,18 @@ def backbone_only(
     parts = backbone.load(config.device)
     fmt = backbone.video_format
     video: world.UInt8Array = sample_video(
-        parts, prompt, "", frames, fmt.height, fmt.width, config.sample_steps, config.guidance,
-        get_sampler("ddim"), config.seed, 0.0, on_event,
+        parts,
+        prompt,
+        "",
+        frames,
+        fmt.height,
+        fmt.width,
+        config.sample_steps,
+        config.guidance,
+        get_sampler("ddim"),
+        config.seed,
+        0.0,
+        on_event,
     )
     return video
 
@@ -243,14 +272,22 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     photo_paths = data.write_photos(out / "photos", config.subject, config.photos, config.seed, masks=masks)
     clips = data.motion_clips(config.motion, list(config.performers), list(config.clip_scenes), config.seed + 1)
     data.write_clips(out / "clips", clips)
-    on_event(Note(f"wrote {len(photo_paths)} photos of a {config.subject.words()} and {len(clips)} clips of "
-                  f"{config.motion.words()!r} by other objects under {out}"))
+    on_event(
+        Note(
+            f"wrote {len(photo_paths)} photos of a {config.subject.words()} and {len(clips)} clips of "
+            f"{config.motion.words()!r} by other objects under {out}"
+        )
+    )
 
     subject_config = config.subject_config(
-        masks, log_every=25, description=f"dv demo: photos of a {config.subject.colour} {config.subject.shape} (a colour no word names)"
+        masks,
+        log_every=25,
+        description=f"dv demo: photos of a {config.subject.colour} {config.subject.shape} (a colour no word names)",
     )
     motion_config = config.motion_config(
-        config.motion, log_every=25, description=f"dv demo: {config.motion.words()} (a held-out motion) by other objects"
+        config.motion,
+        log_every=25,
+        description=f"dv demo: {config.motion.words()} (a held-out motion) by other objects",
     )
     plain_prompt = describe(config.subject, config.motion, config.scene)
     seeds = range(config.seed, config.seed + config.seeds)
@@ -267,12 +304,16 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         threads = torch.get_num_threads()
         with MotionAlongside(out / "clips", config.motion_name, motion_config, registry.home, threads) as motion_run:
             handler = motion_run.forward(on_event)
-            subject = learn_subject(out / "photos", config.subject_name, subject_config, registry=registry, on_event=handler)
+            subject = learn_subject(
+                out / "photos", config.subject_name, subject_config, registry=registry, on_event=handler
+            )
             # The backbone alone needs no adapters: sample it while the motion is still learning.
             alone_videos = sample_backbone_alone(handler)
             motion_ref = motion_run.result(on_event)
     else:
-        subject = learn_subject(out / "photos", config.subject_name, subject_config, registry=registry, on_event=on_event)
+        subject = learn_subject(
+            out / "photos", config.subject_name, subject_config, registry=registry, on_event=on_event
+        )
         motion = learn_motion(out / "clips", config.motion_name, motion_config, registry=registry, on_event=on_event)
         motion_ref = f"{motion.name}:{motion.tag}"
         alone_videos = sample_backbone_alone(on_event)
@@ -284,29 +325,49 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         folder = out if i == 0 else out / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         composed = compose(
-            subject_ref, motion_ref, f"on {config.scene}", folder / "dreamvideo.mp4",
-            ComposeConfig(steps=config.sample_steps, guidance=config.guidance, seed=seed, sampler="ddim",
-                          motion_scale=config.motion_scale, appearance_strength=config.appearance_strength,
-                          gif=True, device=config.device,
-                          backbone_path=config.backbone_path),
-            registry=registry, on_event=on_event,
+            subject_ref,
+            motion_ref,
+            f"on {config.scene}",
+            folder / "dreamvideo.mp4",
+            ComposeConfig(
+                steps=config.sample_steps,
+                guidance=config.guidance,
+                seed=seed,
+                sampler="ddim",
+                motion_scale=config.motion_scale,
+                appearance_strength=config.appearance_strength,
+                gif=True,
+                device=config.device,
+                backbone_path=config.backbone_path,
+            ),
+            registry=registry,
+            on_event=on_event,
         )
-        alone_path = media.write_video(folder / "backbone_only.mp4", alone, world.FPS, {"prompt": plain_prompt, "seed": seed})
+        alone_path = media.write_video(
+            folder / "backbone_only.mp4", alone, world.FPS, {"prompt": plain_prompt, "seed": seed}
+        )
         # Score what compose made from its GIF: the mp4's 4:2:0 chroma would blur 32x32 colours.
         assert composed.gif is not None
         frames = np.asarray(media.read_frames(composed.gif, None))
         scores["dreamvideo"].append(evaluate(frames, plain_prompt, config, photos))
         scores["backbone_only"].append(evaluate(alone, plain_prompt, config, photos))
         made.append((composed, frames, alone, alone_path))
-    metrics = {row: {k: round(float(np.mean([s[k] for s in runs])), 4) for k in runs[0]} for row, runs in scores.items()}
+    metrics = {
+        row: {k: round(float(np.mean([s[k] for s in runs])), 4) for k in runs[0]} for row, runs in scores.items()
+    }
     errors = {row: {k: standard_error([s[k] for s in runs]) for k in runs[0]} for row, runs in scores.items()}
     composed, dreamvideo_frames, alone, alone_path = made[0]  # the first seed's videos are the ones shown
-    sheet = contact_sheet([
-        (f"subject photos: a {config.subject.colour} {config.subject.shape} (a colour no word names; never seen in pretraining)", np.stack(photos)),
-        (f"motion clip: {clips[0].caption()}", clips[0].render()),
-        (f"dreamvideo: {composed.prompt}", dreamvideo_frames),
-        (f"backbone alone: {plain_prompt}", alone),
-    ])
+    sheet = contact_sheet(
+        [
+            (
+                f"subject photos: a {config.subject.colour} {config.subject.shape} (a colour no word names; never seen in pretraining)",
+                np.stack(photos),
+            ),
+            (f"motion clip: {clips[0].caption()}", clips[0].render()),
+            (f"dreamvideo: {composed.prompt}", dreamvideo_frames),
+            (f"backbone alone: {plain_prompt}", alone),
+        ]
+    )
     sheet_path = media.save_png(sheet, out / "demo.png")
     table = metrics_table(metrics, errors)
     table_path = out / "metrics.md"
@@ -315,9 +376,17 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         f"mean ± standard error over seeds {config.seed}..{config.seed + config.seeds - 1}\n\n{table}"
     )
     result = DemoResult(
-        video=composed.video, backbone_only_video=alone_path, contact_sheet=sheet_path, table=table_path,
-        prompt=composed.prompt, backbone_only_prompt=plain_prompt, metrics=metrics, errors=errors,
-        seconds=time.monotonic() - started, subject=subject_ref, motion=motion_ref,
+        video=composed.video,
+        backbone_only_video=alone_path,
+        contact_sheet=sheet_path,
+        table=table_path,
+        prompt=composed.prompt,
+        backbone_only_prompt=plain_prompt,
+        metrics=metrics,
+        errors=errors,
+        seconds=time.monotonic() - started,
+        subject=subject_ref,
+        motion=motion_ref,
     )
     (out / "metrics.json").write_text(json.dumps(result.as_json(), indent=2) + "\n")
     return result

@@ -84,7 +84,9 @@ def estimate_background(frames: npt.NDArray[np.uint8], scene: str | None = None)
         known = world.scene_image(scene, frames.shape[1]).astype(np.float64)
         if (np.linalg.norm(np.median(x, axis=0) - known, axis=-1) < OBJECT_THRESHOLD).mean() > 0.6:
             return known
-    border = np.concatenate([x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3), x[:, :, :2].reshape(-1, 3), x[:, :, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [x[:, :2].reshape(-1, 3), x[:, -2:].reshape(-1, 3), x[:, :, :2].reshape(-1, 3), x[:, :, -2:].reshape(-1, 3)]
+    )
     colour = np.median(border, axis=0)
     agree = np.linalg.norm(border - colour, axis=1) < OBJECT_THRESHOLD / 2
     if agree.mean() > 0.7:

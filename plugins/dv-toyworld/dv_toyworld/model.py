@@ -154,17 +154,28 @@ class ToyAppearanceEncoder(nn.Module):
         if x.shape[-2:] != (world.SIZE, world.SIZE):
             x = F.interpolate(x, size=(world.SIZE, world.SIZE), mode="bilinear", antialias=True, align_corners=False)
         b = x.shape[0]
-        border = torch.cat([x[:, :, :2].flatten(2), x[:, :, -2:].flatten(2), x[:, :, :, :2].flatten(2), x[:, :, :, -2:].flatten(2)], 2)
+        border = torch.cat(
+            [x[:, :, :2].flatten(2), x[:, :, -2:].flatten(2), x[:, :, :, :2].flatten(2), x[:, :, :, -2:].flatten(2)], 2
+        )
         background = border.median(dim=2).values  # [B, 3]
         distance = (x - background.view(b, 3, 1, 1)).norm(dim=1)  # [B, H, W]
         mask = torch.sigmoid((distance - 0.15) / 0.03)  # soft object mask
         weight = mask / mask.sum((1, 2), keepdim=True).clamp(min=1e-3)
         colour = (x * weight.unsqueeze(1)).sum((2, 3))  # [B, 3]
         spread = ((x - colour.view(b, 3, 1, 1)) ** 2 * weight.unsqueeze(1)).sum((2, 3)).sqrt()  # [B, 3]
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, world.SIZE, device=x.device), torch.linspace(-1, 1, world.SIZE, device=x.device), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1, 1, world.SIZE, device=x.device),
+            torch.linspace(-1, 1, world.SIZE, device=x.device),
+            indexing="ij",
+        )
         my, mx = (weight * ys).sum((1, 2)), (weight * xs).sum((1, 2))
         dy, dx = ys - my.view(b, 1, 1), xs - mx.view(b, 1, 1)
-        moments = torch.stack([(weight * dx * dx).sum((1, 2)), (weight * dy * dy).sum((1, 2)), (weight * dx * dy).sum((1, 2))], 1) * 10
+        moments = (
+            torch.stack(
+                [(weight * dx * dx).sum((1, 2)), (weight * dy * dy).sum((1, 2)), (weight * dx * dy).sum((1, 2))], 1
+            )
+            * 10
+        )
         area = mask.mean((1, 2)).unsqueeze(1) * 10
         base = torch.cat([colour, spread, background, area, moments, mask.amax((1, 2)).unsqueeze(1)], 1)  # [B, 14]
         angles = torch.cat([base * torch.pi, base * 2 * torch.pi], 1)  # [B, 28]
@@ -231,6 +242,7 @@ class ToyUNet(nn.Module):
 def alphas_cumprod() -> torch.Tensor:
     """The toy backbone's training noise levels (DDPM's linear betas 1e-4 .. 0.02)."""
     from dv_toyworld.schedule import TOY_SCHEDULE as s
+
     betas = torch.linspace(s.beta_start, s.beta_end, s.num_train_timesteps, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0)
 

@@ -68,20 +68,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--p-empty", type=float, default=0.1, help="caption dropout, for guidance")
-    p.add_argument("--object-weight", type=float, default=4.0,
-                   help="extra loss weight on latent cells the object covers: backgrounds fill 85%% of every frame and are learnt first otherwise")
+    p.add_argument(
+        "--object-weight",
+        type=float,
+        default=4.0,
+        help="extra loss weight on latent cells the object covers: backgrounds fill 85%% of every frame and are learnt first otherwise",
+    )
     p.add_argument("--object-weight-from", type=int, default=0, help="step where object weighting starts")
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu or cuda; noise and data are drawn on the CPU either way, so a seed gives the same run")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda; noise and data are drawn on the CPU either way, so a seed gives the same run",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>.train.safetensors")
-    p.add_argument("--init", type=Path, default=None,
-                   help="start from this weights file (its EMA weights; a fresh optimizer) instead of random weights")
-    p.add_argument("--palette", action="store_true",
-                   help="objects only in the seven vocabulary colours (the first weights' world), not the whole gamut")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this weights file (its EMA weights; a fresh optimizer) instead of random weights",
+    )
+    p.add_argument(
+        "--palette",
+        action="store_true",
+        help="objects only in the seven vocabulary colours (the first weights' world), not the whole gamut",
+    )
     args = p.parse_args(argv)
-    command = "python -m dv_toyworld.pretrain " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m dv_toyworld.pretrain " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
 
     torch.set_num_threads(args.threads)
     from dreamvideo_cli.runtime import quiet_libraries
@@ -104,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     alphas = model.alphas_cumprod().float().to(device)  # [T], the signal fraction at each t
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)  # the UNet3D's temporal convolutions use dropout (p = 0.1), drawn from the global generator
+    torch.manual_seed(
+        args.seed
+    )  # the UNet3D's temporal convolutions use dropout (p = 0.1), drawn from the global generator
     state_path = args.out.with_name(args.out.name.removesuffix(".safetensors") + ".train.safetensors")
     step = 0
     if args.resume:
@@ -114,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     def loss_on(x0: torch.Tensor, captions: list[str], weight: torch.Tensor) -> torch.Tensor:
         # x0: [B, 48, F, 8, 8] latents; v-prediction MSE at a uniform t, as the engine's loss.
         b = x0.shape[0]
-        ids = tokenizer(captions, padding="max_length", max_length=model.MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=model.MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
         context = text_encoder(ids.to(device))[0]  # [B, 16, 64]
         noise = torch.randn(x0.shape, generator=gen)
         noise += args.offset_noise * torch.randn((b, x0.shape[1], 1, 1, 1), generator=gen)
@@ -132,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr
         gamut = not args.palette
-        videos, video_captions, video_masks = render_batch(rng, args.videos, world.FRAMES, args.p_empty, gamut)  # [Bv, 3, 8, 32, 32]
-        images, image_captions, image_masks = render_batch(rng, args.images, 1, args.p_empty, gamut)  # [Bi, 3, 1, 32, 32]
+        videos, video_captions, video_masks = render_batch(
+            rng, args.videos, world.FRAMES, args.p_empty, gamut
+        )  # [Bv, 3, 8, 32, 32]
+        images, image_captions, image_masks = render_batch(
+            rng, args.images, 1, args.p_empty, gamut
+        )  # [Bi, 3, 1, 32, 32]
         k = args.object_weight if step >= args.object_weight_from else 0.0
         loss_video = loss_on(to_latents(videos).to(device), video_captions, (1 + k * cells(video_masks)).to(device))
         loss_image = loss_on(to_latents(images).to(device), image_captions, (1 + k * cells(image_masks)).to(device))
@@ -165,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save_ema(
-    out: Path, parts: dict[str, Any], trainable: list[torch.Tensor], ema: list[torch.Tensor],
-    step: int, args: argparse.Namespace, command: str, seconds: float, init: dict[str, str] | None = None,
+    out: Path,
+    parts: dict[str, Any],
+    trainable: list[torch.Tensor],
+    ema: list[torch.Tensor],
+    step: int,
+    args: argparse.Namespace,
+    command: str,
+    seconds: float,
+    init: dict[str, str] | None = None,
 ) -> None:
     """Swap the EMA weights in, write the file (and its JSON), swap the raw weights back."""
     with torch.no_grad():
@@ -184,17 +216,28 @@ def save_ema(
         model.save(out, parts, meta)
         for q, r in zip(trainable, raw, strict=True):
             q.copy_(r)
-    info = {**meta, "file": out.name, "sha256": model.file_digest(out), "bytes": out.stat().st_size,
-            "unet_config": model.unet_config(), "held_out_shapes": list(world.HELD_OUT_SHAPES),
-            "held_out_motions": list(world.HELD_OUT_MOTIONS),
-            "held_out_colours": {} if args.palette else world.HELD_OUT_COLOURS,
-            "init": init}
+    info = {
+        **meta,
+        "file": out.name,
+        "sha256": model.file_digest(out),
+        "bytes": out.stat().st_size,
+        "unet_config": model.unet_config(),
+        "held_out_shapes": list(world.HELD_OUT_SHAPES),
+        "held_out_motions": list(world.HELD_OUT_MOTIONS),
+        "held_out_colours": {} if args.palette else world.HELD_OUT_COLOURS,
+        "init": init,
+    }
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def save_state(
-    path: Path, trainable: list[torch.Tensor], ema: list[torch.Tensor], optimizer: torch.optim.Optimizer,
-    rng: np.random.Generator, gen: torch.Generator, step: int,
+    path: Path,
+    trainable: list[torch.Tensor],
+    ema: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    step: int,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -213,8 +256,12 @@ def save_state(
 
 
 def resume(
-    path: Path, trainable: list[torch.Tensor], ema: list[torch.Tensor], optimizer: torch.optim.Optimizer,
-    rng: np.random.Generator, gen: torch.Generator,
+    path: Path,
+    trainable: list[torch.Tensor],
+    ema: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    gen: torch.Generator,
 ) -> int:
     from safetensors import safe_open
     from safetensors.torch import load_file

@@ -55,11 +55,13 @@ def generation(weights: str | None, seeds: int) -> list[dict[str, Any]]:
             video = backbone_only(prompt, world.FRAMES, replace(DemoConfig(), seed=seed, backbone_path=weights))
             extras = {"toy_object": asdict(obj), "toy_motion": asdict(motion)}
             scores.append(score_all(EvalSample(frames=video, prompt=prompt, reference_images=[], extras=extras)))
-        rows.append({
-            "prompt": prompt,
-            "motion_fidelity": [round(s["motion_fidelity"], 3) for s in scores],
-            "mean": {k: round(float(np.mean([s[k] for s in scores])), 3) for k in scores[0]},
-        })
+        rows.append(
+            {
+                "prompt": prompt,
+                "motion_fidelity": [round(s["motion_fidelity"], 3) for s in scores],
+                "mean": {k: round(float(np.mean([s[k] for s in scores])), 3) for k in scores[0]},
+            }
+        )
     return rows
 
 
@@ -88,7 +90,9 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
                 x0 = denoise_once(parts, zt, t, alphas, caption)
                 frames = vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
                 pixels = ((frames.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [F, 32, 32, 3]
-                found[key].append(path_correlation(soft_centroids(pixels, clip.scene), world.displacements(clip.motion)))
+                found[key].append(
+                    path_correlation(soft_centroids(pixels, clip.scene), world.displacements(clip.motion))
+                )
         rows.append({"t": t, **{k: round(float(np.mean(v)), 3) for k, v in found.items()}})
     return rows
 
@@ -169,15 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     made, denoised, shapes = generation(args.weights, args.seeds), denoising(args.weights), shape_words(args.weights)
     if args.json:
         weights = str(Path(args.weights)) if args.weights else "committed"
-        print(json.dumps({"weights": weights, "generation": made, "denoising": denoised, "shape_words": shapes}, indent=2))
+        print(
+            json.dumps({"weights": weights, "generation": made, "denoising": denoised, "shape_words": shapes}, indent=2)
+        )
         return 0
     for row in made:
-        print(f"{row['prompt']}: motion fidelity {row['mean']['motion_fidelity']:+.2f} (seeds {row['motion_fidelity']})")
+        print(
+            f"{row['prompt']}: motion fidelity {row['mean']['motion_fidelity']:+.2f} (seeds {row['motion_fidelity']})"
+        )
     for row in denoised:
-        print(f"x0 at t={row['t']}: path correlation {row['caption']:+.2f} with the caption, {row['empty']:+.2f} without")
+        print(
+            f"x0 at t={row['t']}: path correlation {row['caption']:+.2f} with the caption, {row['empty']:+.2f} without"
+        )
     for row in shapes:
-        print(f"x0 at t={row['t']}: object error {row['true']:.4f} with the true shape word, "
-              f"{row['wrong']:.4f} with another, {row['toy']:.4f} with 'toy'")
+        print(
+            f"x0 at t={row['t']}: object error {row['true']:.4f} with the true shape word, "
+            f"{row['wrong']:.4f} with another, {row['toy']:.4f} with 'toy'"
+        )
     return 0
 
 

@@ -64,7 +64,9 @@ HELD_OUT_COLOURS: dict[str, RGB] = {
 }
 HELD_OUT_MARGIN = 30.0  # pretraining draws no colour this close (RGB distance) to a held-out one
 SCENE_MARGIN = 70.0  # nor this close to a scene colour, so objects stand out (metrics segment at 40)
-PALETTE_SHARE = 0.25  # of pretraining objects in a vocabulary colour exactly, so a word's own colour stays its likeliest
+PALETTE_SHARE = (
+    0.25  # of pretraining objects in a vocabulary colour exactly, so a word's own colour stays its likeliest
+)
 
 SEEN_SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 HELD_OUT_SHAPES = ("star", "ring")
@@ -164,9 +166,7 @@ def shape_mask(shape: str, radius: float, cx: float, cy: float, size: int = SIZE
         return np.asarray((dy <= 0.8 * r) & (np.abs(dx) <= 0.62 * (dy + r)))
     if shape == "cross":
         arm = 0.36 * r
-        return np.asarray(
-            ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
-        )
+        return np.asarray(((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r)))
     if shape == "ring":
         d2 = dx**2 + dy**2
         return np.asarray((d2 <= r**2) & (d2 >= (0.5 * r) ** 2))

@@ -48,7 +48,9 @@ def test_loads_weights_and_runs(weights_file: Path) -> None:
     z = parts.vae.encode(x).latent_dist.mean
     assert z.shape == (2, 48, 8, 8) and parts.codec.spatial_factor == 4
     assert torch.equal(parts.vae.decode(z).sample, x)
-    ids = parts.tokenizer(["a red circle on snow"], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = parts.tokenizer(
+        ["a red circle on snow"], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     context = parts.text_encoder(ids)[0]
     assert context.shape == (1, model.MAX_TOKENS, parts.unet.config.cross_attention_dim)
     e = parts.appearance_encoder(torch.rand(3, 3, 64, 64))

@@ -7,7 +7,9 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_json_end_to_end(tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_json_end_to_end(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dreamvideo_cli.cli import main
     from dv_toyworld.backbone import WEIGHTS_ENV
     from dv_toyworld.cli import QUICK_ENV
@@ -60,7 +62,9 @@ def test_probe_reports_generation_and_denoising(weights_file: Path, capsys: pyte
     assert all(-1.0 <= row["caption"] <= 1.0 for row in report["denoising"])
 
 
-def test_demo_options_reach_the_config_and_cpu_threads_are_halved(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_options_reach_the_config_and_cpu_threads_are_halved(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import os
 
     import torch
@@ -99,7 +103,9 @@ def test_demo_help_states_the_config_defaults() -> None:
         assert f"[default: {getattr(defaults, option)}]" in params[option].default.help, option
 
 
-def test_an_interrupted_demo_says_to_run_it_again_not_to_resume(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_interrupted_demo_says_to_run_it_again_not_to_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from dreamvideo_cli.cli import main
     from dreamvideo_cli.errors import Interrupted
     from dv_toyworld import demo
@@ -131,7 +137,11 @@ def test_the_closing_hint_composes_with_the_demos_settings() -> None:
     assert float(flags["--appearance-strength"]) == config.appearance_strength and int(flags["--seed"]) == config.seed
     import inspect
 
-    known = {d for p in inspect.signature(compose_command).parameters.values() for d in (getattr(p.default, "param_decls", None) or ())}
+    known = {
+        d
+        for p in inspect.signature(compose_command).parameters.values()
+        for d in (getattr(p.default, "param_decls", None) or ())
+    }
     assert set(flags) <= known
 
 

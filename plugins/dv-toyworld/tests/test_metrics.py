@@ -11,7 +11,9 @@ from dv_toyworld import metrics, world
 
 CLIPS = [
     world.Clip(world.Obj("star", "pink", "big"), world.Motion("circles", "quickly"), "snow", (16.0, 9.0)),
-    world.Clip(world.Obj("ring", "orange", "small", "striped"), world.Motion("zigzags", "slowly"), "tiles", (8.0, 10.0)),
+    world.Clip(
+        world.Obj("ring", "orange", "small", "striped"), world.Motion("zigzags", "slowly"), "tiles", (8.0, 10.0)
+    ),
     world.Clip(world.Obj("cross", "green", "big", "striped"), world.Motion("left", "slowly"), "grass", (22.0, 16.0)),
     world.Clip(world.Obj("triangle", "blue", "small"), world.Motion("bounces", "quickly"), "waves", (16.0, 24.0)),
 ]
@@ -39,7 +41,10 @@ def test_another_shape_or_colour_scores_lower(clip: world.Clip) -> None:
     truth = metrics.score_all(sample(clip))["subject_fidelity"]
     shape = "square" if clip.obj.shape != "square" else "circle"
     colour = "yellow" if clip.obj.colour != "yellow" else "red"
-    for other in (world.Obj(shape, clip.obj.colour, clip.obj.size, clip.obj.texture), world.Obj(clip.obj.shape, colour, clip.obj.size, clip.obj.texture)):
+    for other in (
+        world.Obj(shape, clip.obj.colour, clip.obj.size, clip.obj.texture),
+        world.Obj(clip.obj.shape, colour, clip.obj.size, clip.obj.texture),
+    ):
         video = world.Clip(other, clip.motion, clip.scene, clip.start).render()
         assert metrics.score_all(sample(clip, video))["subject_fidelity"] < truth - 0.05
 
@@ -95,7 +100,9 @@ def test_text_alignment_follows_the_scene_word() -> None:
 def test_flicker_lowers_temporal_consistency() -> None:
     clip = CLIPS[0]
     video = clip.render()
-    noisy = np.clip(video.astype(int) + np.random.default_rng(0).integers(-60, 60, video.shape), 0, 255).astype(np.uint8)
+    noisy = np.clip(video.astype(int) + np.random.default_rng(0).integers(-60, 60, video.shape), 0, 255).astype(
+        np.uint8
+    )
     steady = metrics.ToyTemporalConsistency().score(EvalSample(frames=video))
     assert metrics.ToyTemporalConsistency().score(EvalSample(frames=noisy)) < steady - 0.1
 
@@ -116,7 +123,9 @@ def test_real_videos_are_refused_so_dv_eval_skips_them() -> None:
 
 def test_motion_known_from_a_demo_motion_name() -> None:
     clip = CLIPS[0]
-    s = EvalSample(frames=clip.render(), prompt=clip.caption(), extras={"metadata": {"motion": {"ref": "toy-circles-fast:v1"}}})
+    s = EvalSample(
+        frames=clip.render(), prompt=clip.caption(), extras={"metadata": {"motion": {"ref": "toy-circles-fast:v1"}}}
+    )
     assert metrics.ToyMotionFidelity().score(s) > 0.99
 
 

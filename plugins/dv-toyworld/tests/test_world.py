@@ -19,7 +19,9 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_caption_names_what_is_rendered() -> None:
-    clip = world.Clip(world.Obj("square", "red", "small", "striped"), world.Motion("left", "slowly"), "grass", (20.0, 16.0))
+    clip = world.Clip(
+        world.Obj("square", "red", "small", "striped"), world.Motion("left", "slowly"), "grass", (20.0, 16.0)
+    )
     assert clip.caption() == "a small red striped square slides left slowly on grass"
     video = clip.render()
     # Background is the scene's colour; the object is red where it is drawn, and moves left.
@@ -102,9 +104,14 @@ def test_gamut_colours_avoid_scenes_and_held_out_colours_and_are_captioned_by_th
     for obj in gamut:
         rgb = np.array(obj.rgb, float)
         assert min(np.linalg.norm(rgb - np.array(c, float)) for c in scenes) >= world.SCENE_MARGIN
-        assert min(np.linalg.norm(rgb - np.array(c, float)) for c in world.HELD_OUT_COLOURS.values()) >= world.HELD_OUT_MARGIN
+        assert (
+            min(np.linalg.norm(rgb - np.array(c, float)) for c in world.HELD_OUT_COLOURS.values())
+            >= world.HELD_OUT_MARGIN
+        )
         assert obj.colour == world.nearest_colour_word(obj.rgb) and obj.colour in world.COLOURS
-        assert obj.colour in world.partial_caption(world.Clip(obj, world.Motion("left"), "snow", (16.0, 16.0)), np.random.default_rng(0), p_drop=0.0)
+        assert obj.colour in world.partial_caption(
+            world.Clip(obj, world.Motion("left"), "snow", (16.0, 16.0)), np.random.default_rng(0), p_drop=0.0
+        )
 
 
 def test_held_out_colours_are_drawn_exactly_but_described_by_the_nearest_vocabulary_word() -> None:
@@ -124,5 +131,13 @@ def test_palette_pretraining_draws_as_the_first_weights_did() -> None:
     objs = [world.random_obj(rng, gamut=False) for _ in range(50)]
     assert all(o.rgb is None and o.colour in world.COLOURS for o in objs)
     rng = np.random.default_rng(11)
-    old = [(str(rng.choice(world.SEEN_SHAPES)), str(rng.choice(list(world.COLOURS))), str(rng.choice(list(world.SIZES))), str(rng.choice(world.TEXTURES))) for _ in range(50)]
+    old = [
+        (
+            str(rng.choice(world.SEEN_SHAPES)),
+            str(rng.choice(list(world.COLOURS))),
+            str(rng.choice(list(world.SIZES))),
+            str(rng.choice(world.TEXTURES)),
+        )
+        for _ in range(50)
+    ]
     assert [(o.shape, o.colour, o.size, o.texture) for o in objs] == old

@@ -101,7 +101,9 @@ class WanBackbone(Backbone):
         device = torch.device(device)
         dtype = dtype or torch.float32
         parts = self._parts(device, dtype)
-        text = T5TextEncoding(parts.tokenizer, parts.text_encoder, self.max_text_length, offload=self.offload_text_encoder)
+        text = T5TextEncoding(
+            parts.tokenizer, parts.text_encoder, self.max_text_length, offload=self.offload_text_encoder
+        )
         text.device = device
         return Components(
             denoiser=parts.transformer,

@@ -39,7 +39,9 @@ MOTION_SLOTS = (AdapterSlot("attn1"), AdapterSlot("ffn"))
 class WanFamily(DenoiserFamily):
     name = "wan-dit"
 
-    def denoise(self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         out: torch.Tensor = model(
             hidden_states=latents, timestep=timestep, encoder_hidden_states=context, return_dict=False
         )[0]
@@ -88,7 +90,9 @@ class WanVideoCodec(LatentCodec):
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        chunks = [self._encode(pixels[s : s + self.image_chunk].unsqueeze(2)) for s in range(0, len(pixels), self.image_chunk)]
+        chunks = [
+            self._encode(pixels[s : s + self.image_chunk].unsqueeze(2)) for s in range(0, len(pixels), self.image_chunk)
+        ]
         return torch.cat(chunks)  # [N, C, 1, h, w]
 
     @torch.no_grad()

@@ -77,7 +77,9 @@ class WanParts:
     text_encoder: Any  # transformers UMT5EncoderModel
     tokenizer: Any  # transformers T5-family tokenizer
     scheduler_config: dict[str, Any]  # the folder's scheduler/scheduler_config.json if present, else configs' default
-    appearance: Any  # nn.Module: images [B,3,H,W] in [0,1] -> [B, appearance_dim] (OpenCLIP ViT-H-14 as dv_modelscope does)
+    appearance: (
+        Any  # nn.Module: images [B,3,H,W] in [0,1] -> [B, appearance_dim] (OpenCLIP ViT-H-14 as dv_modelscope does)
+    )
 
 
 # A WanPipeline's models and the library that saved each.
@@ -98,7 +100,9 @@ REDUCED_TEXT_ENCODER_LAYERS = 2
 # config changes how one samples, not what an adapter was trained on.
 _FINGERPRINTED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder")
 _LABEL = "Wan 2.1 weights"
-_FOLDER_HINT = "it needs transformer/, vae/, text_encoder/ (config.json and weights each) and tokenizer/ (tokenizer.json)"
+_FOLDER_HINT = (
+    "it needs transformer/, vae/, text_encoder/ (config.json and weights each) and tokenizer/ (tokenizer.json)"
+)
 
 
 # --- where the weights are -----------------------------------------------------------------------
@@ -108,7 +112,9 @@ def wan_sources(hub_id: str, revision: str) -> list[HubSource]:
     """The pipeline repository and the OpenCLIP appearance encoder's repository."""
     return [
         HubSource(hub_id, revision, PIPELINE_LAYOUT, _LABEL),
-        HubSource(configs.OPEN_CLIP_HUB_ID, "main", OpenCLIPLayout(), f"the {configs.OPEN_CLIP_ARCH} appearance encoder"),
+        HubSource(
+            configs.OPEN_CLIP_HUB_ID, "main", OpenCLIPLayout(), f"the {configs.OPEN_CLIP_ARCH} appearance encoder"
+        ),
     ]
 
 
@@ -150,10 +156,14 @@ def locate(hub_id: str, revision: str, path: str | None) -> tuple[Path, Path]:
     encoder_missing = _image_encoder_missing(files)
     missing += encoder_missing or []
     if missing:
-        raise DVError(f"--backbone-path {root} is not a complete Wan 2.1 diffusers folder: no {', '.join(missing)}", _FOLDER_HINT)
+        raise DVError(
+            f"--backbone-path {root} is not a complete Wan 2.1 diffusers folder: no {', '.join(missing)}", _FOLDER_HINT
+        )
     if encoder_missing is not None:
         return root, root / "image_encoder"
-    alternative = f"put an OpenCLIP checkpoint ({OPEN_CLIP_CONFIG} and {OPEN_CLIP_WEIGHTS[0]}) in {root / 'image_encoder'}"
+    alternative = (
+        f"put an OpenCLIP checkpoint ({OPEN_CLIP_CONFIG} and {OPEN_CLIP_WEIGHTS[0]}) in {root / 'image_encoder'}"
+    )
     (appearance,) = resolve([sources[1]], alternative)
     return root, appearance
 
@@ -253,12 +263,16 @@ def load_folder(pipeline: Path, appearance: Path, device: str | torch.device, dt
             raise DVError(f"{pipeline} is not a complete Wan 2.1 diffusers folder: no {folder}", _FOLDER_HINT)
         return {"variant": fmt.variant, "use_safetensors": fmt.safetensors}
 
-    transformer = WanTransformer3DModel.from_pretrained(pipeline / "transformer", torch_dtype=dtype, **weights("transformer"))
+    transformer = WanTransformer3DModel.from_pretrained(
+        pipeline / "transformer", torch_dtype=dtype, **weights("transformer")
+    )
     vae = AutoencoderKLWan.from_pretrained(pipeline / "vae", torch_dtype=torch.float32, **weights("vae"))
     text_encoder = UMT5EncoderModel.from_pretrained(pipeline / "text_encoder", dtype=dtype, **weights("text_encoder"))
     tokenizer = _limit_length(AutoTokenizer.from_pretrained(pipeline / "tokenizer"))
     scheduler_file = pipeline / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else dict(configs.SCHEDULER_CONFIG)
+    scheduler_config = (
+        json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else dict(configs.SCHEDULER_CONFIG)
+    )
     encoder = load_appearance_encoder(appearance, device, dtype)
     return _freeze(WanParts(transformer, vae, text_encoder, tokenizer, scheduler_config, encoder), device)
 

@@ -16,7 +16,18 @@ from PIL import Image
 from dreamvideo_cli import media
 from dreamvideo_cli.cli import main
 
-SUBJECT = ["--backbone", "tiny-wan", "--embedding-steps", "3", "--adapter-steps", "3", "--device", "cpu", "--save-every", "2"]
+SUBJECT = [
+    "--backbone",
+    "tiny-wan",
+    "--embedding-steps",
+    "3",
+    "--adapter-steps",
+    "3",
+    "--device",
+    "cpu",
+    "--save-every",
+    "2",
+]
 MOTION = ["--backbone", "tiny-wan", "--steps", "3", "--device", "cpu"]
 
 
@@ -59,7 +70,10 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.mark.slow
 def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     photos, clips = _photos(tmp_path / "photos"), _clips(tmp_path / "clips")
-    code, out, err = run(["subject", "learn", str(photos), "--name", "rex", "--init-word", "dog", *SUBJECT, "--seed", "1", "--json"], capsys)
+    code, out, err = run(
+        ["subject", "learn", str(photos), "--name", "rex", "--init-word", "dog", *SUBJECT, "--seed", "1", "--json"],
+        capsys,
+    )
     assert code == 0, err
     subject = json.loads(out)
     assert subject["backbone"]["backbone"] == "tiny-wan" and subject["token"] == "<rex>"
@@ -71,7 +85,10 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
     assert motion["training"]["frames"] == 9 and motion["training"]["fps"] == 16
     assert motion["adapter"]["condition"] == "bottleneck"
 
-    code, out, err = run(["compose", "rex", "slide", "on the beach", "--steps", "3", "--seed", "3", "-o", "out.mp4", "--device", "cpu"], capsys)
+    code, out, err = run(
+        ["compose", "rex", "slide", "on the beach", "--steps", "3", "--seed", "3", "-o", "out.mp4", "--device", "cpu"],
+        capsys,
+    )
     assert code == 0, err
     assert "a <rex> slide on the beach" in out
     assert media.probe_clip(Path("out.mp4")).frames == 9
@@ -80,19 +97,62 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
 
     # A checkpoint tag composes; the same seed gives the same video; euler samples too.
     for name in ("a.mp4", "b.mp4"):
-        code, _, err = run(["compose", "rex:step2", "-", "in the snow", "--steps", "2", "--frames", "5", "--seed", "5", "-o", name, "--device", "cpu", "--sampler", "euler"], capsys)
+        code, _, err = run(
+            [
+                "compose",
+                "rex:step2",
+                "-",
+                "in the snow",
+                "--steps",
+                "2",
+                "--frames",
+                "5",
+                "--seed",
+                "5",
+                "-o",
+                name,
+                "--device",
+                "cpu",
+                "--sampler",
+                "euler",
+            ],
+            capsys,
+        )
         assert code == 0, err
     assert np.array_equal(media.read_frames("a.mp4", None), media.read_frames("b.mp4", None))
 
     code, out, err = run(["compose", "rex", "-", "x", "--frames", "8", "-o", "c.mp4", "--device", "cpu"], capsys)
     assert code != 0 and "4k+1" in err and "Traceback" not in err
-    code, out, err = run(["compose", "rex", "-", "x", "--sampler", "ddim", "-o", "c.mp4", "--device", "cpu", "--steps", "2"], capsys)
+    code, out, err = run(
+        ["compose", "rex", "-", "x", "--sampler", "ddim", "-o", "c.mp4", "--device", "cpu", "--steps", "2"], capsys
+    )
     assert code != 0 and "rectified flow" in err and "Traceback" not in err
 
     # An evaluation grid composes every cell through the same loaded backbone.
     (tmp_path / "prompts.txt").write_text("in the snow\n")
     with _mean_pixel_metric():
-        code, out, err = run(["eval", "grid", "--subjects", "rex,-", "--motions", "slide", "--prompts", str(tmp_path / "prompts.txt"), "-o", "./grid", "--steps", "1", "--device", "cpu", "--metric", "mean-pixel", "--json"], capsys)
+        code, out, err = run(
+            [
+                "eval",
+                "grid",
+                "--subjects",
+                "rex,-",
+                "--motions",
+                "slide",
+                "--prompts",
+                str(tmp_path / "prompts.txt"),
+                "-o",
+                "./grid",
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+                "--metric",
+                "mean-pixel",
+                "--json",
+            ],
+            capsys,
+        )
     assert code == 0, err
     cells = json.loads((tmp_path / "grid" / "results.json").read_text())["cells"]
     assert len(cells) == 2 and all("mean-pixel" in json.dumps(c) for c in cells)
@@ -126,7 +186,10 @@ def _mean_pixel_metric() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_bench_on_tiny_wan(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["bench", "--backbone", "tiny-wan", "--device", "cpu", "--json", "--sample-steps", "2", "--repeats", "1"], capsys)
+    code, out, err = run(
+        ["bench", "--backbone", "tiny-wan", "--device", "cpu", "--json", "--sample-steps", "2", "--repeats", "1"],
+        capsys,
+    )
     assert code == 0, err
     data = json.loads(out)
     assert set(data["speedup"]) == {"subject step", "motion step", "compose"}
@@ -151,9 +214,13 @@ def test_backbones_list_and_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(json.loads(out)["identity_sites"]) == 40
 
 
-def test_wan_without_weights_is_one_line_naming_the_fetch_command(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wan_without_weights_is_one_line_naming_the_fetch_command(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     photos = _photos(tmp_path / "photos")
-    code, _, err = run(["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan", "--device", "cpu"], capsys)
+    code, _, err = run(
+        ["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan", "--device", "cpu"], capsys
+    )
     assert code != 0
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert "Traceback" not in err

@@ -64,7 +64,9 @@ def test_zero_adapters_are_bit_identical_and_detach_restores(parts: Components) 
     originals = {i: (b.attn1, b.attn2, b.ffn, b.norm2) for i, b in enumerate(model.blocks)}
     sites = TinyWanBackbone().adapter_sites(model)
     identity = AdapterSet.for_backbone("identity", sites, None, TinyWanBackbone.adapter_design).attach(model)
-    motion = AdapterSet.for_backbone("motion", sites, parts.appearance_dim, TinyWanBackbone.adapter_design).attach(model)
+    motion = AdapterSet.for_backbone("motion", sites, parts.appearance_dim, TinyWanBackbone.adapter_design).attach(
+        model
+    )
     motion.set_appearance(torch.randn(2, parts.appearance_dim))
     assert isinstance(model.blocks[0].attn2, ParallelAdapter) and isinstance(model.blocks[0].norm2, torch.nn.Identity)
     assert isinstance(model.blocks[0].attn1, ParallelAdapter) and isinstance(model.blocks[0].ffn, ParallelAdapter)
@@ -114,7 +116,9 @@ def test_flow_matching_loss_is_the_definition(parts: Components) -> None:
         u = torch.sigmoid(torch.randn((2,), generator=g))
         sigma = 3.0 * u / (1 + 2.0 * u)  # the shifted logit-normal sigma, shift 3
         noisy = (1 - sigma.view(-1, 1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1, 1) * noise
-        pred = parts.denoiser(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=context, return_dict=False)[0]
+        pred = parts.denoiser(
+            hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=context, return_dict=False
+        )[0]
         want = ((pred.float() - (noise - x0)) ** 2).mean()
     torch.testing.assert_close(loss, want)
     objective = parts.objective

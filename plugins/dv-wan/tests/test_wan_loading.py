@@ -112,7 +112,9 @@ def outputs(parts: WanParts) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         context = parts.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         latents = torch.randn(2, 16, 3, 4, 4, generator=g)
-        velocity = parts.transformer(latents.to(dtype), timestep=torch.tensor([900.0, 100.0]), encoder_hidden_states=context).sample
+        velocity = parts.transformer(
+            latents.to(dtype), timestep=torch.tensor([900.0, 100.0]), encoder_hidden_states=context
+        ).sample
         video = parts.vae.decode(latents).sample
         images = parts.appearance(torch.rand(2, 3, 40, 56, generator=g))
     return {"context": context, "velocity": velocity, "video": video, "images": images}
@@ -137,7 +139,13 @@ def test_the_tiny_tokenizer_is_t5_like() -> None:
     assert tok.convert_ids_to_tokens(ids) == ["▁a", "▁photo", "▁of", "▁a", "▁dog", "</s>"]
     assert ids[-1] == tok.eos_token_id == 1 and tok.pad_token_id == 0
     assert tok.unk_token_id not in tok("Zebras, 3 of them!").input_ids  # rare words fall back to characters
-    batch = tok(["a dog", "a cat walking in the snow"], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    batch = tok(
+        ["a dog", "a cat walking in the snow"],
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     assert batch.input_ids.shape == (2, tok.model_max_length)
     assert batch.attention_mask.sum(1).tolist() == [3, 7]
     assert batch.input_ids[0, 3:].eq(0).all()  # padded with <pad>
@@ -146,7 +154,12 @@ def test_the_tiny_tokenizer_is_t5_like() -> None:
     assert tok.add_tokens(["<dog>"]) == 1
     new_id = tok.convert_tokens_to_ids("<dog>")
     assert new_id < rows
-    assert tok("a <dog> walking").input_ids == [tok.convert_tokens_to_ids("▁a"), new_id, tok.convert_tokens_to_ids("▁walking"), 1]
+    assert tok("a <dog> walking").input_ids == [
+        tok.convert_tokens_to_ids("▁a"),
+        new_id,
+        tok.convert_tokens_to_ids("▁walking"),
+        1,
+    ]
 
 
 def test_the_tiny_model_is_seeded_fast_and_compresses_like_wan() -> None:
@@ -172,7 +185,12 @@ def test_the_tiny_model_is_seeded_fast_and_compresses_like_wan() -> None:
 
 def test_save_and_load_round_trip(tiny_folder: Path) -> None:
     files = list_files(tiny_folder)
-    assert {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json", "image_encoder/config.json"} <= files
+    assert {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/tokenizer.json",
+        "image_encoder/config.json",
+    } <= files
     assert json.loads((tiny_folder / "model_index.json").read_text())["_class_name"] == "WanPipeline"
     pipeline, appearance = locate(WAN_ID, "main", str(tiny_folder))
     assert (pipeline, appearance) == (tiny_folder, tiny_folder / "image_encoder")
@@ -180,7 +198,10 @@ def test_save_and_load_round_trip(tiny_folder: Path) -> None:
 
 
 def test_round_trip_in_bfloat16_keeps_the_fp32_modules(tiny_folder: Path) -> None:
-    built, loaded = tiny_parts(dtype=torch.bfloat16), load_folder(tiny_folder, tiny_folder / "image_encoder", "cpu", torch.bfloat16)
+    built, loaded = (
+        tiny_parts(dtype=torch.bfloat16),
+        load_folder(tiny_folder, tiny_folder / "image_encoder", "cpu", torch.bfloat16),
+    )
     check_same(built, loaded)
     assert loaded.transformer.scale_shift_table.dtype == torch.float32  # diffusers' _keep_in_fp32_modules
     assert loaded.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
@@ -214,7 +235,10 @@ def test_an_incomplete_folder_is_one_line_naming_what_is_missing(tiny_folder: Pa
     assert not isinstance(info.value, MissingWeightsError)
     message = str(info.value)
     assert "\n" not in message
-    assert f"--backbone-path {folder} is not a complete Wan 2.1 diffusers folder: no transformer, tokenizer, image_encoder/ weights" in message
+    assert (
+        f"--backbone-path {folder} is not a complete Wan 2.1 diffusers folder: no transformer, tokenizer, image_encoder/ weights"
+        in message
+    )
     assert "transformer/, vae/, text_encoder/" in message
     with pytest.raises(DVError, match="is not a folder"):
         locate(WAN_ID, "main", str(tmp_path / "nowhere"))
@@ -228,10 +252,21 @@ def test_offline_with_an_empty_cache(hf_cache: Path) -> None:
     error = info.value
     message = str(error)
     assert "\n" not in message
-    assert f"Wan 2.1 weights ({WAN_ID}) and the ViT-H-14 appearance encoder ({OPEN_CLIP_ID}) are not in the Hugging Face cache {hf_cache} and HF_HUB_OFFLINE is set" in message
-    assert error.hint is not None and f"hf download {WAN_ID} " in error.hint and f"hf download {OPEN_CLIP_ID} " in error.hint
+    assert (
+        f"Wan 2.1 weights ({WAN_ID}) and the ViT-H-14 appearance encoder ({OPEN_CLIP_ID}) are not in the Hugging Face cache {hf_cache} and HF_HUB_OFFLINE is set"
+        in message
+    )
+    assert (
+        error.hint is not None
+        and f"hf download {WAN_ID} " in error.hint
+        and f"hf download {OPEN_CLIP_ID} " in error.hint
+    )
     # The shards are named: both repositories split the transformer and the text encoder.
-    for pattern in ("transformer/diffusion_pytorch_model-*-of-*.safetensors", "text_encoder/model.safetensors.index.json", "tokenizer/*"):
+    for pattern in (
+        "transformer/diffusion_pytorch_model-*-of-*.safetensors",
+        "text_encoder/model.safetensors.index.json",
+        "tokenizer/*",
+    ):
         assert f"--include '{pattern}'" in error.hint
     with pytest.raises(MissingWeightsError, match=f"hf download {WAN_ID}"):  # no revision can be named
         fingerprint("wan", WAN_ID, "main", None, False)
@@ -260,14 +295,19 @@ def test_found_in_the_hugging_face_cache_offline(tiny_folder: Path, open_clip_fo
     assert locate(WAN_ID, "main", str(snapshot)) == (snapshot, encoder_snapshot)
 
 
-def test_a_local_folder_without_image_encoder_needs_the_cached_one(tiny_folder: Path, tmp_path: Path, hf_cache: Path) -> None:
+def test_a_local_folder_without_image_encoder_needs_the_cached_one(
+    tiny_folder: Path, tmp_path: Path, hf_cache: Path
+) -> None:
     folder = shutil.copytree(tiny_folder, tmp_path / "local")
     shutil.rmtree(folder / "image_encoder")
     with pytest.raises(MissingWeightsError) as info:
         locate(WAN_ID, "main", str(folder))
     message = str(info.value)
     assert OPEN_CLIP_ID in message and WAN_ID not in message
-    assert f"put an OpenCLIP checkpoint (open_clip_config.json and open_clip_model.safetensors) in {folder / 'image_encoder'}" in message
+    assert (
+        f"put an OpenCLIP checkpoint (open_clip_config.json and open_clip_model.safetensors) in {folder / 'image_encoder'}"
+        in message
+    )
 
 
 def test_a_sharded_repository_is_downloaded_and_loaded(
@@ -332,7 +372,9 @@ def test_the_layout_plans_sharded_repositories() -> None:
     }  # fmt: skip
     plan = PIPELINE_LAYOUT.plan(files)
     assert plan.missing == []
-    assert {"transformer/diffusion_pytorch_model-*-of-*.safetensors", "text_encoder/model-*-of-*.safetensors"} <= set(plan.patterns)
+    assert {"transformer/diffusion_pytorch_model-*-of-*.safetensors", "text_encoder/model-*-of-*.safetensors"} <= set(
+        plan.patterns
+    )
     assert PIPELINE_LAYOUT.plan(files - {"vae/config.json", "tokenizer/tokenizer.json"}).missing == ["vae", "tokenizer"]
     assert [s.repo_id for s in wan_sources(WAN_ID, "main")] == [WAN_ID, OPEN_CLIP_ID]
 

@@ -25,7 +25,11 @@ def _pipeline(parts: Any, scheduler: Any) -> Any:
     from diffusers import WanPipeline
 
     return WanPipeline(
-        tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, vae=parts.codec.vae, scheduler=scheduler, transformer=parts.denoiser
+        tokenizer=parts.tokenizer,
+        text_encoder=parts.text_encoder,
+        vae=parts.codec.vae,
+        scheduler=scheduler,
+        transformer=parts.denoiser,
     )
 
 
@@ -47,7 +51,9 @@ def test_unipc_sampling_equals_wan_pipeline(zero_adapters: bool) -> None:
         sites = backbone.adapter_sites(parts.denoiser)
         attached = [
             AdapterSet.for_backbone("identity", sites, None, backbone.adapter_design).attach(parts.denoiser),
-            AdapterSet.for_backbone("motion", sites, parts.appearance_dim, backbone.adapter_design).attach(parts.denoiser),
+            AdapterSet.for_backbone("motion", sites, parts.appearance_dim, backbone.adapter_design).attach(
+                parts.denoiser
+            ),
         ]
         attached[1].set_appearance(torch.randn(2, parts.appearance_dim))
     ours = _dv_latents(parts, UNIPC, latents)
@@ -58,8 +64,16 @@ def test_unipc_sampling_equals_wan_pipeline(zero_adapters: bool) -> None:
     pipe = _pipeline(parts, scheduler)
     with torch.no_grad():
         theirs = pipe(
-            prompt=PROMPT, negative_prompt="", height=32, width=32, num_frames=9, num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE, latents=latents.clone(), max_sequence_length=parts.text.max_length, output_type="latent",
+            prompt=PROMPT,
+            negative_prompt="",
+            height=32,
+            width=32,
+            num_frames=9,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            latents=latents.clone(),
+            max_sequence_length=parts.text.max_length,
+            output_type="latent",
         ).frames
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -73,8 +87,16 @@ def test_euler_sampling_equals_wan_pipeline_with_flow_match_euler() -> None:
     pipe = _pipeline(parts, FlowMatchEulerDiscreteScheduler(shift=3.0))
     with torch.no_grad():
         theirs = pipe(
-            prompt=PROMPT, negative_prompt="", height=32, width=32, num_frames=9, num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE, latents=latents.clone(), max_sequence_length=parts.text.max_length, output_type="latent",
+            prompt=PROMPT,
+            negative_prompt="",
+            height=32,
+            width=32,
+            num_frames=9,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            latents=latents.clone(),
+            max_sequence_length=parts.text.max_length,
+            output_type="latent",
         ).frames
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -90,8 +112,16 @@ def test_decoding_equals_wan_pipeline() -> None:
     pipe = _pipeline(parts, UniPCMultistepScheduler.from_config(configs.SCHEDULER_CONFIG))
     with torch.no_grad():
         theirs = pipe(
-            prompt=PROMPT, negative_prompt="", height=32, width=32, num_frames=9, num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE, latents=latents.clone(), max_sequence_length=parts.text.max_length, output_type="np",
+            prompt=PROMPT,
+            negative_prompt="",
+            height=32,
+            width=32,
+            num_frames=9,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            latents=latents.clone(),
+            max_sequence_length=parts.text.max_length,
+            output_type="np",
         ).frames[0]  # float [9, 32, 32, 3] in [0, 1]
     assert video.shape == theirs.shape
     assert np.abs(video.astype(np.float64) - theirs * 255).max() <= 1.0
