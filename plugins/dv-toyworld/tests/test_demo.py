@@ -163,3 +163,31 @@ def test_motion_learnt_alongside_returns_its_error_to_the_parent(tmp_path: Path)
             run.result(log)
     assert "no-clips" in str(raised.value)
     assert Note("the parent's own event") in log.events
+
+
+@pytest.mark.slow
+def test_learning_side_by_side_stores_what_learning_in_turn_stores(tmp_path: Path) -> None:
+    """The demo's second process changes its wall time, not its result: the same token,
+    identity adapter and motion adapter, tensor for tensor, as one process in turn."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import load_file
+
+    from dv_registry import Registry
+    from dv_toyworld.demo import DemoConfig, run_demo
+
+    base = replace(DemoConfig(random_weights=True).quick(), embedding_steps=4, adapter_steps=3, motion_steps=6)
+    stored = {}
+    for side_by_side in (True, False):
+        registry = Registry(tmp_path / f"home-{side_by_side}")
+        run_demo(tmp_path / f"out-{side_by_side}", replace(base, side_by_side=side_by_side), registry)
+        tensors = {}
+        for entry in registry.list():
+            for f in entry.files:
+                if f.filename.endswith(".safetensors"):
+                    tensors[(entry.name, f.filename)] = load_file(str(registry.blobs.path(f.digest)))
+        stored[side_by_side] = tensors
+    assert set(stored[True]) == set(stored[False]) and len(stored[True]) == 3
+    for key, tensors in stored[True].items():
+        assert all(torch.equal(tensors[k], stored[False][key][k]) for k in tensors), key
