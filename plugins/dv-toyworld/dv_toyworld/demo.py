@@ -36,12 +36,17 @@ if TYPE_CHECKING:
 class DemoConfig:
     subject: world.Obj = field(default_factory=lambda: world.Obj("circle", "teal", "big", "plain"))
     motion: world.Motion = field(default_factory=lambda: world.Motion("circles", "quickly"))
+    # Six performers in six colours: with three, the motion adapter took on their average
+    # colour and tinted the subject with it (docs/toyworld.md).
     performers: tuple[world.Obj, ...] = (
         world.Obj("square", "blue", "big"),
         world.Obj("circle", "green", "big"),
         world.Obj("triangle", "yellow", "big"),
+        world.Obj("diamond", "red", "big"),
+        world.Obj("cross", "purple", "big"),
+        world.Obj("circle", "orange", "big"),
     )
-    clip_scenes: tuple[str, ...] = ("sky", "sand", "night")
+    clip_scenes: tuple[str, ...] = ("sky", "sand", "night", "grass", "tiles", "waves")
     scene: str = "snow"
     photos: int = 4
     masks: bool = True  # subject masks (dv's --masks): the photos' backgrounds are not the subject
