@@ -69,6 +69,8 @@ def demo(
 
     stdout.print(f"prompt: {result.prompt}", markup=False)
     stdout.print(f"backbone alone: {result.backbone_only_prompt}", markup=False)
+    first, last = config.seed, config.seed + config.seeds - 1
+    stdout.print(f"mean ± standard error over sampling seeds {first}..{last}:", markup=False)
     stdout.print(metrics_table(result.metrics, result.errors), markup=False)
     stdout.print(
         f"wrote {result.video}, {result.backbone_only_video}, {result.contact_sheet} and {result.table} in {result.seconds:.0f} s",
