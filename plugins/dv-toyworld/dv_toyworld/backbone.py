@@ -11,7 +11,11 @@ from dreamvideo_cli.errors import MissingWeightsError
 from dv_toyworld import world
 from dv_toyworld.schedule import TOY_SCHEDULE
 
-PRETRAIN_COMMAND = "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000"
+# The committed weights come from two runs: the first, seven-colour world, then gamut colours.
+PRETRAIN_COMMANDS = (
+    "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000 --palette --out {first}",
+    "uv run python -m dv_toyworld.pretrain --seed 0 --init {first} --steps 3000 --out {path}",
+)
 WEIGHTS_ENV = "DV_TOYWORLD_WEIGHTS"  # another weights file, e.g. one being trained
 
 
@@ -53,10 +57,7 @@ class ToyWorldBackbone(Backbone):
         return Fingerprint(self.name, "dv_toyworld", model.file_digest(path)[:16])
 
     def _missing(self, path: Path) -> MissingWeightsError:
-        return MissingWeightsError(
-            f"the toyworld weights {path} are missing",
-            f"train them with `{PRETRAIN_COMMAND} --out {path}` (about 95 min on a CPU core)",
-        )
+        return MissingWeightsError(f"the toyworld weights {path} are missing", retrain_hint(path))
 
     def load(self, device: Any, dtype: Any = None) -> Components:
         import torch
@@ -79,7 +80,7 @@ class ToyWorldBackbone(Backbone):
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # errors are one line
                 raise MissingWeightsError(
                     f"cannot load the toyworld weights {path}: {reason}",
-                    f"retrain them with `{PRETRAIN_COMMAND} --out {path}`",
+                    retrain_hint(path),
                 ) from None
         device = torch.device(device)
         if device.type == "cpu":
@@ -103,3 +104,10 @@ class ToyWorldBackbone(Backbone):
             device=device,
             dtype=dtype,
         )
+
+
+def retrain_hint(path: Path) -> str:
+    """How to make the weights at `path` again: the two runs docs/toyworld.md records."""
+    first = path.with_name("toyworld-8000.safetensors")
+    commands = (c.format(first=first, path=path) for c in PRETRAIN_COMMANDS)
+    return "train them with `{}` then `{}` (about 95 + 32 min on a CPU core; docs/toyworld.md)".format(*commands)

@@ -8,7 +8,7 @@ import torch
 
 from dreamvideo_cli.errors import MissingWeightsError
 from dv_toyworld import model, world
-from dv_toyworld.backbone import PRETRAIN_COMMAND, WEIGHTS_ENV, ToyWorldBackbone
+from dv_toyworld.backbone import PRETRAIN_COMMANDS, WEIGHTS_ENV, ToyWorldBackbone
 
 
 def test_every_world_word_is_one_token() -> None:
@@ -33,7 +33,9 @@ def test_missing_weights_name_the_pretrain_command(tmp_path: Path) -> None:
     with pytest.raises(MissingWeightsError) as info:
         backbone.load("cpu")
     assert "python -m dv_toyworld.pretrain" in str(info.value)
-    assert PRETRAIN_COMMAND in str(info.value)
+    nope = tmp_path / "nope.safetensors"
+    first = tmp_path / "toyworld-8000.safetensors"
+    assert all(c.format(first=first, path=nope) in str(info.value) for c in PRETRAIN_COMMANDS)
     with pytest.raises(MissingWeightsError):
         backbone.fingerprint()
 
