@@ -46,7 +46,9 @@ from dv_toyworld.demo import (
 SUBJECTS = (
     world.Obj("circle", "teal", "big"),
     world.Obj("square", "crimson", "big"),
-    world.Obj("triangle", "lime", "big", "striped"),
+    # Plain: striped, its half-bright stripes (80, 115, 20) all but vanish on the grass of one
+    # of its photos, and the method learnt it worse than the words (docs/toyworld.md).
+    world.Obj("triangle", "lime", "big"),
 )
 MOTIONS = (world.Motion("circles", "quickly"), world.Motion("zigzags", "quickly"))
 SCENES = ("snow", "sand", "sky", "grass")
