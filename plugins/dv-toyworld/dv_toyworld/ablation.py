@@ -237,7 +237,9 @@ def _compose(
     from dreamvideo_cli import media
     from dreamvideo_cli.compose import ComposeConfig, compose
 
+    # Every row's video keeps its own file: the lambda and identity-scale rows reuse adapters.
     scale = "" if subject_scale == 1.0 else f"-identity{subject_scale:g}"
+    scale += f"-lambda{strength:g}"
     target = out / "videos" / f"{subject}-{motion}{scale}-{config.seed}.gif".replace(":", "_").replace("-.", ".")
     target.parent.mkdir(parents=True, exist_ok=True)
     result = compose(

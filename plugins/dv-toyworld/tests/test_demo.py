@@ -49,6 +49,8 @@ def test_ablation_quick_writes_every_row(tmp_path: Path, weights_file: Path, mon
         assert set(row) == set(ablation.METRICS)
     table = (out / "ablation.md").read_text()
     assert all(row in table for row in ablation.ROWS)
+    # One video per composed row (all but the backbone alone), none written over another.
+    assert len(list((out / "videos").glob("*.gif"))) == len(ablation.ROWS) - 1
 
 
 @pytest.mark.slow
