@@ -86,5 +86,6 @@ def _use_half_the_cores() -> None:
     the cores (at most 4) keeps most of the speed and all of the robustness."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    torch.set_num_threads(max(1, min(4, cores // 2)))
+    from dv_toyworld.demo import available_cores
+
+    torch.set_num_threads(max(1, min(4, available_cores() // 2)))

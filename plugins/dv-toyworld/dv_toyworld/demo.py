@@ -301,7 +301,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
         handler(Note(f"backbone alone: {plain_prompt}"))
         return [backbone_only(plain_prompt, world.FRAMES, replace(config, seed=seed), handler) for seed in seeds]
 
-    if config.side_by_side and config.device == "cpu" and _cores() >= 2:
+    if config.side_by_side and config.device == "cpu" and available_cores() >= 2:
         import torch
 
         from dv_toyworld.alongside import MotionAlongside
@@ -397,7 +397,8 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     return result
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -316,15 +316,18 @@ def random_obj(rng: np.random.Generator, shapes: tuple[str, ...] = SEEN_SHAPES, 
     return Obj(shape, nearest_colour_word(rgb), size, texture, rgb)
 
 
+# What gamut colours keep away from, as arrays once rather than per draw.
+_SCENE_RGB = np.array([*SOLID_SCENES.values(), *(c for pair in PATTERN_SCENES.values() for c in pair)], np.float64)
+_HELD_OUT_RGB = np.array(list(HELD_OUT_COLOURS.values()), np.float64)
+
+
 def random_gamut_colour(rng: np.random.Generator) -> RGB:
     """A colour from the whole RGB cube, except near a scene's or a held-out colour."""
-    avoid = np.array([*SOLID_SCENES.values(), *(c for pair in PATTERN_SCENES.values() for c in pair)], np.float64)
-    held_out = np.array(list(HELD_OUT_COLOURS.values()), np.float64)
     while True:
         rgb = rng.integers(0, 256, 3).astype(np.float64)
-        if np.linalg.norm(avoid - rgb, axis=1).min() < SCENE_MARGIN:
+        if np.linalg.norm(_SCENE_RGB - rgb, axis=1).min() < SCENE_MARGIN:
             continue
-        if np.linalg.norm(held_out - rgb, axis=1).min() < HELD_OUT_MARGIN:
+        if np.linalg.norm(_HELD_OUT_RGB - rgb, axis=1).min() < HELD_OUT_MARGIN:
             continue
         return int(rgb[0]), int(rgb[1]), int(rgb[2])
 
