@@ -331,10 +331,10 @@ def save(path: Path, parts: dict[str, Any], metadata: dict[str, str]) -> None:
         "vocabulary": json.dumps(list(world.VOCABULARY)),
         **metadata,
     }
+    from dv_registry.fsutil import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(to_bytes(state_dict(parts), metadata=meta))
-    tmp.replace(path)
+    atomic_write_bytes(path, to_bytes(state_dict(parts), metadata=meta))
 
 
 def load_into(path: Path, parts: dict[str, Any]) -> dict[str, str]:

@@ -241,6 +241,8 @@ def save_state(
 ) -> None:
     from safetensors.torch import save_file
 
+    from dv_registry.fsutil import atomic_path
+
     tensors: dict[str, torch.Tensor] = {"gen": gen.get_state(), "dropout": torch.get_rng_state()}
     for i, (q, e) in enumerate(zip(trainable, ema, strict=True)):
         tensors[f"param.{i}"] = q.detach().cpu().contiguous()
@@ -250,9 +252,8 @@ def save_state(
             if key in st:
                 tensors[f"{key}.{i}"] = st[key].cpu().contiguous()
     meta = {"step": str(step), "rng": json.dumps(rng.bit_generator.state)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def resume(
