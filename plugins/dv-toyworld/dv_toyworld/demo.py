@@ -46,8 +46,13 @@ class DemoConfig:
         world.Obj("cross", "purple", "big"),
         world.Obj("circle", "orange", "big"),
     )
-    clip_scenes: tuple[str, ...] = ("sky", "sand", "night", "grass", "tiles", "waves")
-    scene: str = "snow"
+    # The performers' scenes; never `scene`, so the composed video's background comes from
+    # the prompt, not from a clip.
+    clip_scenes: tuple[str, ...] = ("sky", "sand", "night", "grass", "snow", "waves")
+    # A scene in no clip and no photo. Not snow: the toy backbone pulls an object's colour
+    # towards a bright background, so a teal subject came out pale cyan on snow and the
+    # subject's colour hardly showed (docs/toyworld.md has the measurements by scene).
+    scene: str = "tiles"
     photos: int = 4
     masks: bool = True  # subject masks (dv's --masks): the photos' backgrounds are not the subject
     embedding_steps: int = 300

@@ -122,6 +122,16 @@ def test_an_interrupted_demo_says_to_run_it_again_not_to_resume(
     assert code == 130 and "run `dv demo` again" in err and "--resume" not in err
 
 
+def test_the_demo_composes_on_a_scene_in_no_clip_and_no_photo() -> None:
+    """The composed video's background must come from the prompt, not from the data."""
+    from dv_toyworld import data
+    from dv_toyworld.demo import DemoConfig
+
+    config = DemoConfig()
+    photo_scenes = {data.PHOTO_SCENES[i % len(data.PHOTO_SCENES)] for i in range(config.photos)}
+    assert config.scene not in config.clip_scenes and config.scene not in photo_scenes
+
+
 def test_the_closing_hint_composes_with_the_demos_settings() -> None:
     """`dv compose`'s defaults (guidance 9, appearance guidance 1) wreck the toy world; the
     hint the demo prints must make what the demo made."""
