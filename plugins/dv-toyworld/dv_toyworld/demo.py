@@ -1,13 +1,13 @@
 """`dv demo`: DreamVideo end to end on the toy world, offline, in about two minutes on a 2-core CPU.
 
 1. Render 4 photos of a held-out object (in a colour the backbone can draw but no word
-   names, never shown in pretraining) and 3 clips of a held-out motion performed by
+   names, never shown in pretraining) and 6 clips of a held-out motion performed by
    *other* objects.
 2. `learn_subject` and `learn_motion` on them through the engine, side by side (a process
    each on a CPU with two cores or more), into the user's registry (`$DV_HOME`) as
    `toy-<object>` and `toy-<motion>`, like any other subject and motion.
-3. `compose` them on a scene; sample the backbone alone (no adapters) with the best plain
-   text description of the same video, same seed and sampler.
+3. `compose` them on a scene in no photo and no clip; sample the backbone alone (no
+   adapters) with the best plain text description of the same video, same seed and sampler.
 4. Score both with the toy world's exact metrics; write videos, a contact sheet and a
    metrics table.
 
@@ -180,6 +180,13 @@ class DemoResult:
         }
 
 
+def _held_out_note(obj: world.Obj, seen: bool = False) -> str:
+    """What labels say about a subject in a held-out colour; nothing for a vocabulary one."""
+    if obj.colour not in world.HELD_OUT_COLOURS:
+        return ""
+    return " (a colour no word names; never seen in pretraining)" if seen else " (a colour no word names)"
+
+
 def describe(obj: world.Obj, motion: world.Motion, scene: str) -> str:
     """The best a user can do with words alone: the vocabulary's nearest colour word, and
     the words for held-out shapes and motions (which exist, but the backbone never learnt
@@ -292,7 +299,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     subject_config = config.subject_config(
         masks,
         log_every=25,
-        description=f"dv demo: photos of a {config.subject.colour} {config.subject.shape} (a colour no word names)",
+        description=f"dv demo: photos of a {config.subject.colour} {config.subject.shape}{_held_out_note(config.subject)}",
     )
     motion_config = config.motion_config(
         config.motion,
@@ -370,7 +377,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     sheet = contact_sheet(
         [
             (
-                f"subject photos: a {config.subject.colour} {config.subject.shape} (a colour no word names; never seen in pretraining)",
+                f"subject photos: a {config.subject.colour} {config.subject.shape}{_held_out_note(config.subject, seen=True)}",
                 np.stack(photos),
             ),
             (f"motion clip: {clips[0].caption()}", clips[0].render()),
