@@ -8,7 +8,8 @@
 # CHECKS=a,b runs a subset: bench,compile,checkpointing,recipe,wan,toyworld. One device command
 # may run 10 minutes and a session has 15 in all (machine start included), so run it as
 #   CHECKS=bench,checkpointing,wan   (about 8 min at most), then, time permitting,
-#   CHECKS=compile,recipe            (about 9 min at most); toyworld last, if anything is left.
+#   CHECKS=compile,recipe            (about 9 min at most); toyworld last, if anything is left
+#   (pretraining, the probe and the demo with the new weights: about 8.5 min at most).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-checks}
@@ -67,6 +68,9 @@ fi
 if wanted toyworld; then
     check toyworld-pretrain 240 $PY -m dv_toyworld.pretrain --device "$DEVICE" --seed 0 --steps "$TOY_STEPS" --save-every 1000 --out "$OUT/toyworld.safetensors"
     check toyworld-probe 120 $PY -m dv_toyworld.probe --weights "$OUT/toyworld.safetensors" --json
+    # The demo with the new weights, on the device's CPU cores (the toy model's ops are too
+    # small for a GPU); compare with docs/toyworld.md's figures for the committed weights.
+    check toyworld-demo 150 env DV_TOYWORLD_WEIGHTS="$OUT/toyworld.safetensors" "${DV[@]}" demo --json --out "$OUT/toy-demo"
 fi
 rm -f "$OUT/.stdout"
 echo "results: $OUT/results.jsonl"
