@@ -155,7 +155,7 @@ def run(
     scene = base.scene  # the demo's: in no clip and no photo
     for i, obj in enumerate(subjects):
         for j, motion in enumerate(motions):
-            config = replace(base, subject=obj, motion=motion, scene=scene)
+            config = replace(base, subject=obj, motion=motion)
             plain = describe(obj, motion, scene)
             lam = base.appearance_strength  # the demo's lambda at compose
             for seed in range(base.seed, base.seed + seeds):
@@ -232,7 +232,7 @@ def _compose(
     subject_scale: float = 1.0,
 ) -> np.ndarray:
     from dreamvideo_cli import media
-    from dreamvideo_cli.compose import ComposeConfig, compose
+    from dreamvideo_cli.compose import compose
 
     # Every row's video keeps its own file: the lambda and identity-scale rows reuse adapters.
     scale = "" if subject_scale == 1.0 else f"-identity{subject_scale:g}"
@@ -244,17 +244,7 @@ def _compose(
         motion,
         prompt,
         target,
-        ComposeConfig(
-            steps=config.sample_steps,
-            guidance=config.guidance,
-            seed=config.seed,
-            sampler="ddim",
-            subject_scale=subject_scale,
-            motion_scale=config.motion_scale,
-            appearance_strength=strength,
-            device=config.device,
-            backbone_path=config.backbone_path,
-        ),
+        config.compose_config(subject_scale=subject_scale, appearance_strength=strength),
         registry=registry,
     )
     return np.asarray(media.read_frames(result.video, None))

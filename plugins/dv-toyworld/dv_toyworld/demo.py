@@ -29,6 +29,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dv_toyworld import data, world
 
 if TYPE_CHECKING:
+    from dreamvideo_cli.compose import ComposeConfig
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig
 
 
@@ -101,9 +102,7 @@ class DemoConfig:
         from dreamvideo_cli.learn import SubjectConfig
 
         fields: dict[str, Any] = dict(
-            backbone="toyworld",
-            backbone_path=self.backbone_path,
-            random_weights=self.random_weights,
+            **self._learning_fields(),
             init_word=world.GENERIC_SHAPE,
             masks=str(masks) if masks else None,
             embedding_steps=self.embedding_steps,
@@ -111,10 +110,6 @@ class DemoConfig:
             batch_size=4,
             lr_embedding=self.lr_embedding,
             lr_adapter=self.lr_adapter,
-            warmup_steps=10,
-            save_every=0,
-            seed=self.seed,
-            device=self.device,
         )
         return SubjectConfig(**{**fields, **changes})
 
@@ -123,9 +118,7 @@ class DemoConfig:
         from dreamvideo_cli.learn import MotionConfig
 
         fields: dict[str, Any] = dict(
-            backbone="toyworld",
-            backbone_path=self.backbone_path,
-            random_weights=self.random_weights,
+            **self._learning_fields(),
             phrase=motion.words(),
             steps=self.motion_steps,
             frames=world.FRAMES,
@@ -133,12 +126,36 @@ class DemoConfig:
             batch_size=1,
             lr=self.lr_motion,
             image_dropout=self.image_dropout,
+        )
+        return MotionConfig(**{**fields, **changes})
+
+    def compose_config(self, **changes: Any) -> ComposeConfig:
+        """How the demo (and the ablation) composes; `changes` override fields."""
+        from dreamvideo_cli.compose import ComposeConfig
+
+        fields: dict[str, Any] = dict(
+            steps=self.sample_steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            sampler="ddim",
+            motion_scale=self.motion_scale,
+            appearance_strength=self.appearance_strength,
+            device=self.device,
+            backbone_path=self.backbone_path,
+        )
+        return ComposeConfig(**{**fields, **changes})
+
+    def _learning_fields(self) -> dict[str, Any]:
+        """What subject and motion learning share: the backbone, the run settings."""
+        return dict(
+            backbone="toyworld",
+            backbone_path=self.backbone_path,
+            random_weights=self.random_weights,
             warmup_steps=10,
             save_every=0,
             seed=self.seed,
             device=self.device,
         )
-        return MotionConfig(**{**fields, **changes})
 
     @property
     def subject_name(self) -> str:
@@ -280,7 +297,7 @@ def evaluate(video: np.ndarray, prompt: str, config: DemoConfig, photos: list[np
 def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandler = ignore_events) -> DemoResult:
     """Everything `dv demo` does; returns where it wrote what and the metrics."""
     from dreamvideo_cli import media
-    from dreamvideo_cli.compose import ComposeConfig, compose
+    from dreamvideo_cli.compose import compose
     from dreamvideo_cli.learn import learn_motion, learn_subject
 
     started = time.monotonic()
@@ -346,17 +363,7 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
             motion_ref,
             f"on {config.scene}",
             folder / "dreamvideo.mp4",
-            ComposeConfig(
-                steps=config.sample_steps,
-                guidance=config.guidance,
-                seed=seed,
-                sampler="ddim",
-                motion_scale=config.motion_scale,
-                appearance_strength=config.appearance_strength,
-                gif=True,
-                device=config.device,
-                backbone_path=config.backbone_path,
-            ),
+            config.compose_config(seed=seed, gif=True),
             registry=registry,
             on_event=on_event,
         )
