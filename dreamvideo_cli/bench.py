@@ -11,30 +11,41 @@ once and cached, both guidance branches in one batch, bf16 on a GPU.
 from __future__ import annotations
 
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.backbone import Components
+from dreamvideo_cli.backbone import Backbone, Components
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
-from dreamvideo_cli.learn.common import diffusion_loss, prepare_denoiser
+from dreamvideo_cli.learn.loss import diffusion_loss
+from dreamvideo_cli.learn.motion import MotionConfig, motion_loss
+from dreamvideo_cli.learn.motion_data import MotionClips
+from dreamvideo_cli.learn.run_folder import Run
+from dreamvideo_cli.learn.subject import SubjectConfig, SubjectPhotos, identity_loss
+from dreamvideo_cli.learn.trainer import Trainer
+from dreamvideo_cli.plugins import get_backbone, get_sampler
 from dreamvideo_cli.runtime import (
     autocast,
     encode_appearance,
     encode_text,
     frozen_dtype,
     pick_device,
+    prepare_denoiser,
     quiet_libraries,
     tokenize,
 )
-from dreamvideo_cli.speed import compiled_unet, gradient_checkpointing
+from dreamvideo_cli.sampling import initial_noise, sample_latents
 
-# Dense bf16 matrix throughput people can actually reach, by GPU name (h100-baseline.md).
+# Dense bf16 matrix throughput people can actually reach, by GPU name (docs/benchmarks.md).
 PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0}
 
 
@@ -62,7 +73,7 @@ class BenchConfig:
     warmup: int = 2
     repeats: int = 5
     gradient_checkpointing: bool = False
-    compile: bool = False  # the dv path's UNet behind torch.compile (speed.compiled_unet)
+    compile: bool = False  # the dv path's denoiser behind torch.compile (speed.compiled_denoiser)
     device: str = "auto"
     only: tuple[str, ...] = ("subject", "motion", "compose")
 
@@ -127,8 +138,6 @@ def _measure(
 
 def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> dict[str, Any]:
     """Measure each stage both ways; returns results and speed-ups as plain data."""
-    from dreamvideo_cli.plugins import get_backbone
-
     quiet_libraries()
     if config.compile:  # compilation, then CUDA-graph recording, happen in the first calls
         config = replace(config, warmup=max(config.warmup, 3))
@@ -140,72 +149,13 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     backbone.check_frames(frames)
     parts = backbone.load(device, frozen_dtype(device))
     prepare_denoiser(parts)
-    sites = backbone.adapter_sites(parts.denoiser)
-    design = backbone.adapter_design
-    fast_model = compiled_unet(parts.denoiser, config.compile, device)
-    g = torch.Generator(device).manual_seed(0)
     results: list[BenchResult] = []
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=g, device=device)
-
-    if "subject" in config.only:
-        images = rand(config.images, 3, fmt.height, fmt.width)
-        identity = AdapterSet.for_backbone("identity", sites, None, design).to(device).attach(parts.denoiser)
-        optimizer = torch.optim.AdamW(identity.parameters(), lr=1e-5)
-        ids = tokenize(parts, ["a photo of a dog"] * config.images)
-        latents = parts.codec.encode_images(images)  # [N, C, 1, h, w]
-        with torch.no_grad(), autocast(device):
-            context = encode_text(parts, ids[:1]).float()
-
-        def subject_step(cached: bool) -> None:
-            with autocast(device):
-                if cached:
-                    x0, ctx = latents, context.expand(config.images, -1, -1).to(parts.dtype)
-                else:
-                    with torch.no_grad():
-                        x0 = parts.codec.encode_images(images)
-                        ctx = encode_text(parts, ids)
-                loss = diffusion_loss(parts, x0, ctx, g, 0.1, model=fast_model if cached else parts.denoiser)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        results.append(_measure("subject step", "eager", lambda: subject_step(False), config, device, on_event))
-        results.append(_measure("subject step", "dv", lambda: subject_step(True), config, device, on_event))
-        identity.detach()
-
-    if "motion" in config.only:
-        clip = rand(frames, 3, fmt.height, fmt.width)
-        motion = (
-            AdapterSet.for_backbone("motion", sites, parts.appearance_dim, design).to(device).attach(parts.denoiser)
-        )
-        optimizer = torch.optim.AdamW(motion.parameters(), lr=1e-5)
-        ids = tokenize(parts, ["a bear walking"])
-        latents = parts.codec.encode_video(clip).unsqueeze(0)  # [1, C, F', h, w]
-        guide = encode_appearance(parts, clip[:1])
-        with torch.no_grad(), autocast(device):
-            context = encode_text(parts, ids).to(parts.dtype)
-
-        def motion_step(cached: bool) -> None:
-            with autocast(device):
-                if cached:
-                    x0, ctx, e = latents, context, guide
-                else:
-                    with torch.no_grad():
-                        x0 = parts.codec.encode_video(clip).unsqueeze(0)
-                        e = encode_appearance(parts, clip[:1])
-                        ctx = encode_text(parts, ids)
-                motion.set_appearance(e)
-                with gradient_checkpointing(parts.denoiser, cached and config.gradient_checkpointing, parts.family):
-                    loss = diffusion_loss(parts, x0, ctx, g, 0.1, model=fast_model if cached else parts.denoiser)
-                    loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        results.append(_measure("motion step", "eager", lambda: motion_step(False), config, device, on_event))
-        results.append(_measure("motion step", "dv", lambda: motion_step(True), config, device, on_event))
-        motion.detach()
+    with tempfile.TemporaryDirectory(prefix="dv-bench-") as scratch:  # the trainers' run folders
+        if "subject" in config.only:
+            results += _bench_subject(backbone, parts, config, Path(scratch), on_event)
+        if "motion" in config.only:
+            results += _bench_motion(backbone, parts, frames, config, Path(scratch), on_event)
 
     if "compose" in config.only:
         guidance = backbone.sampling.guidance if config.guidance is None else config.guidance
@@ -231,6 +181,98 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     }
 
 
+def _trainer(
+    kind: str, settings: SubjectConfig | MotionConfig, backbone: Backbone, parts: Components, scratch: Path
+) -> Trainer:
+    """A trainer on a throwaway run folder: the step `dv subject learn` / `dv motion learn` take."""
+    run = Run.create(scratch, kind, "bench", settings, scratch)
+    return Trainer(run, backbone, parts, settings, ignore_events, resumed=False)
+
+
+def _bench_subject(
+    backbone: Backbone, parts: Components, config: BenchConfig, scratch: Path, on_event: EventHandler
+) -> list[BenchResult]:
+    """eager: each step encodes the photos and the caption, then runs the denoiser; dv: the
+    trainer's identity-adapter step on latents and a context encoded once."""
+    device, fmt = parts.device, backbone.video_format
+    images = torch.rand((config.images, 3, fmt.height, fmt.width), generator=_generator(device), device=device)
+    settings = SubjectConfig(backbone=backbone.name, compile=config.compile, seed=0)
+    trainer = _trainer("subject", settings, backbone, parts, scratch)
+    identity = AdapterSet.for_backbone("identity", trainer.sites, None, backbone.adapter_design).to(device)
+    identity.attach(parts.denoiser)
+    params = list(identity.parameters())
+    optimizer = trainer.optimizer(params, settings.lr_adapter)
+    ids = tokenize(parts, ["a photo of a dog"] * config.images)
+    data = SubjectPhotos(np.zeros(0), parts.codec.encode_images(images), None)  # [N, C, 1, h, w]
+    with torch.no_grad(), autocast(device):
+        context = encode_text(parts, ids[:1]).float()  # [1, T, D]
+
+    def eager_loss() -> torch.Tensor:
+        with torch.no_grad(), autocast(device):
+            x0, ctx = parts.codec.encode_images(images), encode_text(parts, ids)
+        with autocast(device):
+            return diffusion_loss(parts, x0, ctx, trainer.streams.torch, settings.offset_noise)
+
+    fast_loss = identity_loss(trainer, data, context, config.images)
+    results = [
+        _measure(
+            "subject step", "eager", partial(trainer.step_once, params, optimizer, eager_loss), config, device, on_event
+        )
+    ]
+    with trainer.session():
+        step = partial(trainer.step_once, params, optimizer, fast_loss)
+        results.append(_measure("subject step", "dv", step, config, device, on_event))
+    identity.detach()
+    return results
+
+
+def _bench_motion(
+    backbone: Backbone, parts: Components, frames: int, config: BenchConfig, scratch: Path, on_event: EventHandler
+) -> list[BenchResult]:
+    """eager: each step encodes the clip, the caption and the guide frame; dv: the trainer's
+    motion-adapter step on the clip as `dv motion learn` encodes it (written to an mp4 first)."""
+    device, fmt = parts.device, backbone.video_format
+    clip = torch.rand((frames, 3, fmt.height, fmt.width), generator=_generator(device), device=device)
+    settings = MotionConfig(
+        backbone=backbone.name, frames=frames, fps=fmt.fps, compile=config.compile, seed=0,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )  # fmt: skip
+    trainer = _trainer("motion", settings, backbone, parts, scratch)
+    motion = AdapterSet.for_backbone("motion", trainer.sites, parts.appearance_dim, backbone.adapter_design)
+    motion.to(device).attach(parts.denoiser)
+    params = list(motion.parameters())
+    optimizer = trainer.optimizer(params, settings.lr)
+    ids = tokenize(parts, ["a bear walking"])
+
+    def eager_loss() -> torch.Tensor:
+        with torch.no_grad(), autocast(device):
+            x0 = parts.codec.encode_video(clip).unsqueeze(0)  # [1, C, F', h, w]
+            motion.set_appearance(encode_appearance(parts, clip[:1]))
+            ctx = encode_text(parts, ids)
+        with autocast(device):
+            return diffusion_loss(parts, x0, ctx, trainer.streams.torch, settings.offset_noise)
+
+    video = scratch / "clip.mp4"
+    media.write_video(video, (clip.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy(), fmt.fps, {})
+    data = MotionClips.encode(
+        parts, fmt, [media.probe_clip(video)], ["a bear walking"], frames, fmt.fps, ignore_events, backbone.name
+    )
+    results = [
+        _measure(
+            "motion step", "eager", partial(trainer.step_once, params, optimizer, eager_loss), config, device, on_event
+        )
+    ]
+    with trainer.session():
+        step = partial(trainer.step_once, params, optimizer, motion_loss(trainer, motion, data, settings))
+        results.append(_measure("motion step", "dv", step, config, device, on_event))
+    motion.detach()
+    return results
+
+
+def _generator(device: torch.device) -> torch.Generator:
+    return torch.Generator(device).manual_seed(0)
+
+
 def _bench_compose(
     parts: Components,
     sampler_name: str,
@@ -242,9 +284,6 @@ def _bench_compose(
     device: torch.device,
     on_event: EventHandler,
 ) -> list[BenchResult]:
-    from dreamvideo_cli.compose import initial_noise, sample_latents
-    from dreamvideo_cli.plugins import get_sampler
-
     sampler = get_sampler(sampler_name)  # the backbone's own (ModelScope: DDIM)
     latents0 = initial_noise(parts, frames, height, width, seed=0)
     ids = tokenize(parts, ["a dog walking in the snow", ""])

@@ -1,6 +1,6 @@
 """Training runs on disk: what each is, how much room it takes, and freeing that room.
 
-A run (`dreamvideo_cli.learn.common.Run`) lives in `$DV_HOME/runs/<id>/`: `config.json`,
+A run (`dreamvideo_cli.learn.run_folder.Run`) lives in `$DV_HOME/runs/<id>/`: `config.json`,
 `loss.csv`, `loss.png`, and `checkpoints/` with `state.json`, the `state-<stage>-<step>.safetensors`
 it points at (the adapter, the token, the random generators and the optimizer's moments:
 most of a run's size, about 0.9 GB for a ModelScope motion run) and the intermediate
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.run_layout import STAGES, STATE_JSON, STEPS_FIELD, Stage, runs_folder
 from dv_registry.fsutil import is_tmp_name, read_json_object
 
 __all__ = [
@@ -52,14 +53,8 @@ __all__ = [
 
 Status = Literal["finished", "resumable", "incomplete", "unreadable"]
 
-STATE_JSON = "state.json"
 # A folder being removed is renamed to this prefix first; leftovers are cleaned by prune.
 _TRASH_PREFIX = ".rm-"
-
-
-def runs_folder(home: Path) -> Path:
-    """`$DV_HOME/runs` (the same folder `learn.common.runs_home` gives)."""
-    return home / "runs"
 
 
 @dataclass(frozen=True)
@@ -184,18 +179,18 @@ def _last_logged(folder: Path) -> tuple[str, int] | None:
 
 
 def _stage_total(kind: str | None, stage: str | None, config: dict[str, Any]) -> int | None:
-    key = {
-        ("subject", "embedding"): "embedding_steps",
-        ("subject", "identity"): "adapter_steps",
-        ("subject", "done"): "adapter_steps",
-        ("motion", "motion"): "steps",
-    }.get((kind or "", stage or ""))
-    value = config.get(key) if key else None
+    """The configured step total of the run's stage (a finished subject: its last stage's)."""
+    order = STAGES.get(kind or "")
+    if order is None or stage is None:
+        return None
+    at = order[-1] if stage == Stage.DONE else next((s for s in order if s == stage), None)
+    value = config.get(STEPS_FIELD[at]) if at is not None else None
     return value if isinstance(value, int) else None
 
 
 def _is_last_stage(kind: str | None, stage: str | None) -> bool:
-    return (kind, stage) in (("subject", "identity"), ("subject", "done"), ("motion", "motion"))
+    order = STAGES.get(kind or "")
+    return order is not None and stage in (order[-1], Stage.DONE)
 
 
 def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
@@ -229,7 +224,7 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         step = raw_step if isinstance(raw_step, int) else None
         tensors = state.get("tensors")
         total = _stage_total(kind, stage, config)
-        done = stage == "done" or (kind == "motion" and step is not None and total is not None and step >= total)
+        done = stage == Stage.DONE or (kind == "motion" and step is not None and total is not None and step >= total)
         if not isinstance(tensors, str) or not (checkpoints / tensors).is_file():
             status = "unreadable"  # state.json without the tensors it names: not resumable
         else:

@@ -84,3 +84,23 @@ def encode_appearance(parts: Components, pixels: torch.Tensor, chunk: int = 32) 
             for s in range(0, len(pixels), chunk)
         ]
     )
+
+
+def prepare_denoiser(parts: Components) -> None:
+    """Engine-wide measures of the denoiser's family that change no result (UNet3D's chunked
+    temporal attention): run after every load, before adapters are attached."""
+    parts.family.prepare(parts.denoiser, parts.device)
+
+
+def dropped_words(parts: Components, text: str) -> str | None:
+    """The words a prompt loses because the text encoder reads only its first tokens, or None."""
+    dropped = parts.text.overflow(text)
+    return parts.tokenizer.decode(dropped).strip() if dropped else None
+
+
+def overflow_warning(parts: Components, backbone: str, what: str, words: str) -> str:
+    """The one wording of the warning a cut prompt or caption gets (`what`: "the prompt", "a caption")."""
+    return (
+        f"{what} is longer than {backbone}'s text encoder reads ({parts.text.max_length} tokens); "
+        f"it is cut before: {words!r}"
+    )

@@ -20,13 +20,6 @@ from torch.utils.checkpoint import checkpoint
 
 from dreamvideo_cli.backbone import DenoiserFamily
 
-# Importable from here as before the denoiser families existed.
-from dreamvideo_cli.families.unet3d import (  # noqa: F401
-    TEMPORAL_ATTENTION_CHUNK,
-    ChunkedAttnProcessor,
-    chunk_temporal_attention,
-)
-
 
 class Checkpointed(nn.Module):
     """Runs `module` under activation checkpointing while gradients are being recorded."""
@@ -42,21 +35,15 @@ class Checkpointed(nn.Module):
 
 
 @contextmanager
-def gradient_checkpointing(
-    denoiser: nn.Module, enabled: bool = True, family: DenoiserFamily | None = None
-) -> Iterator[None]:
+def gradient_checkpointing(denoiser: nn.Module, family: DenoiserFamily, *, enabled: bool = True) -> Iterator[None]:
     """Wrap the layers the denoiser's family names (`checkpoint_targets`) in `Checkpointed`
-    for the duration of the block (default family: UNet3D).
+    for the duration of the block.
 
     Attach adapters *before* entering (their site paths are those of the plain denoiser)
     and detach them after leaving."""
     if not enabled:
         yield
         return
-    if family is None:
-        from dreamvideo_cli.families.unet3d import UNET3D
-
-        family = UNET3D
     wrapped: list[tuple[Any, str | int, nn.Module]] = []
     for parent, key in family.checkpoint_targets(denoiser):
         layer = parent[key] if isinstance(key, int) else getattr(parent, key)
@@ -78,8 +65,8 @@ def gradient_checkpointing(
 COMPILE_BACKEND_ENV = "DV_COMPILE_BACKEND"  # tests use "aot_eager": traced, no code generation
 
 
-def compiled_unet(unet: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
-    """The UNet behind `torch.compile` when `enabled` (`--compile`), else the UNet itself.
+def compiled_denoiser(denoiser: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+    """The denoiser behind `torch.compile` when `enabled` (`--compile`), else the denoiser itself.
 
     Every training step has the same shapes, so one compiled graph serves the whole run; on
     CUDA, inductor's "reduce-overhead" mode also replays it as a CUDA graph, which removes
@@ -87,8 +74,8 @@ def compiled_unet(unet: nn.Module, enabled: bool, device: torch.device) -> nn.Mo
     wrapper calls the same module, so adapters attached later are traced in (one recompile).
     The first steps pay the compilation; it pays off only over hundreds of steps."""
     if not enabled:
-        return unet
+        return denoiser
     backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
     mode = "reduce-overhead" if backend == "inductor" and device.type == "cuda" else None
-    compiled: nn.Module = torch.compile(unet, backend=backend, mode=mode, dynamic=False)  # type: ignore[assignment]
+    compiled: nn.Module = torch.compile(denoiser, backend=backend, mode=mode, dynamic=False)  # type: ignore[assignment]
     return compiled

@@ -27,7 +27,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 if TYPE_CHECKING:
     from PIL import Image
 
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
     from dv_registry import Registry
 
 FRAMES_PER_CELL = 4
@@ -107,12 +107,12 @@ def run_sweep(
     on_event: EventHandler = ignore_events,
 ) -> SweepResult:
     """Compose every cell into `folder` with one loaded backbone, then the grid and index."""
-    from dreamvideo_cli.compose import LoadedBackbone, compose
+    from dreamvideo_cli.composition import BackboneCache, compose
     from dv_registry.fsutil import atomic_write_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     scorers = _scorers(metrics or [], config.device)
-    loaded = LoadedBackbone()
+    loaded = BackboneCache()
     rows: list[dict[str, Any]] = []
     videos: dict[str, np.ndarray] = {}
     for i, cell in enumerate(cells):
@@ -126,7 +126,7 @@ def run_sweep(
             cell_config,
             registry=registry,
             on_event=on_event,
-            loaded=loaded,
+            cache=loaded,
         )
         videos[cell.id] = result.frames
         scores = {name: _score(metric, result, registry) for name, metric in scorers.items()}

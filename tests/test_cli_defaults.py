@@ -12,7 +12,7 @@ import pytest
 
 from dreamvideo_cli.cli import compose as compose_cli
 from dreamvideo_cli.cli import learn as learn_cli
-from dreamvideo_cli.compose import ComposeConfig
+from dreamvideo_cli.composition import ComposeConfig
 from dreamvideo_cli.learn import MotionConfig, SubjectConfig
 
 

@@ -326,7 +326,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
     from dreamvideo_cli.errors import Interrupted
     from dreamvideo_cli.events import StepDone
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
-    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dreamvideo_cli.registry_entries import load_adapter_tensors
     from dv_registry import Registry
 
     registry = Registry(home)
@@ -356,7 +356,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
 
 def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photos: Path, clips: Path) -> None:
     """An evaluation grid reuses the loaded backbone; compose must leave it as it found it."""
-    from dreamvideo_cli.compose import ComposeConfig, LoadedBackbone, compose
+    from dreamvideo_cli.composition import ComposeConfig, BackboneCache, compose
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
     from dv_registry import Registry
 
@@ -375,10 +375,10 @@ def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photo
         registry=registry,
     )
     config = ComposeConfig(steps=2, frames=4, seed=9, device="cpu")
-    loaded = LoadedBackbone()
+    loaded = BackboneCache()
     cells = [("cat", "wave"), ("dog", "wave"), ("cat", "-"), ("dog", "wave")]
     shared = [
-        compose(s, m, "x", f"shared{i}.mp4", config, registry=registry, loaded=loaded) for i, (s, m) in enumerate(cells)
+        compose(s, m, "x", f"shared{i}.mp4", config, registry=registry, cache=loaded) for i, (s, m) in enumerate(cells)
     ]
     fresh = [compose(s, m, "x", f"fresh{i}.mp4", config, registry=registry) for i, (s, m) in enumerate(cells)]
     for a, b in zip(shared, fresh, strict=True):

@@ -294,6 +294,6 @@ def test_a_caption_longer_than_the_text_encoder_reads_is_cut_with_a_warning(tmp_
     ],
 )
 def test_prompt_building(prompt: str, token: str | None, phrase: str, expected: str) -> None:
-    from dreamvideo_cli.compose import build_prompt
+    from dreamvideo_cli.composition import build_prompt
 
     assert build_prompt(prompt, token, phrase) == expected

@@ -17,7 +17,7 @@ from dreamvideo_cli import media
 from dreamvideo_cli.cli import main
 from dreamvideo_cli.events import EventLog, StageStarted, StepDone
 from dreamvideo_cli.learn import MotionConfig, learn_motion
-from dreamvideo_cli.learn import motion as motion_module
+from dreamvideo_cli.learn import motion_data as motion_module
 from dreamvideo_cli.media import decoders
 
 try:
@@ -87,11 +87,12 @@ def test_a_long_clip_is_never_resident_and_every_frame_is_decoded_once(
 def test_streamed_latents_are_the_whole_clip_latents_to_the_bit(
     long_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dreamvideo_cli.learn.common import load_for_training, open_backbone
-    from dreamvideo_cli.runtime import encode_appearance, to_tensor_images
+    from dreamvideo_cli.learn.trainer import open_backbone
+    from dreamvideo_cli.runtime import encode_appearance, prepare_denoiser, to_tensor_images
 
-    backbone, fingerprint = open_backbone(config())
-    parts, _ = load_for_training(backbone, fingerprint, "cpu", lambda event: None)
+    backbone, _ = open_backbone(config())
+    parts = backbone.load("cpu")
+    prepare_denoiser(parts)
     fmt = backbone.video_format
     # How every clip was encoded before streaming: all frames decoded, one tensor, one call each.
     pixels = to_tensor_images(media.read_frames(long_clip / "long.mp4", None, fmt.height, fmt.width), parts.device)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.compose import initial_noise, sample_latents
-from dreamvideo_cli.learn.common import diffusion_loss
+from dreamvideo_cli.sampling import initial_noise, sample_latents
+from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.runtime import encode_text, tokenize
 from dreamvideo_cli.samplers import DDIM, UNIPC
 from dreamvideo_cli.testing import TinyBackbone

@@ -70,7 +70,7 @@ def test_runs_of_real_learning(home: Path, photos: Path, capsys: pytest.CaptureF
     from dreamvideo_cli.errors import Interrupted
     from dreamvideo_cli.events import StepDone
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
-    from dreamvideo_cli.learn.common import Run
+    from dreamvideo_cli.learn.run_folder import Run
 
     registry = Registry(home)
 
@@ -267,7 +267,7 @@ def test_the_table_shows_progress_status_and_sizes(home: Path, capsys: pytest.Ca
 def test_an_interrupted_prune_never_leaves_a_run_that_looks_resumable(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dreamvideo_cli.learn.common import Run
+    from dreamvideo_cli.learn.run_folder import Run
 
     done = make_run(home, "motion", "walk", step=10, total=10)
     store(home, "walk", done)
@@ -295,7 +295,7 @@ def test_an_interrupted_prune_never_leaves_a_run_that_looks_resumable(
 def test_an_interrupted_rm_leaves_no_run_behind(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dreamvideo_cli.learn.common import Run
+    from dreamvideo_cli.learn.run_folder import Run
 
     halfway = make_run(home, "motion", "run", step=4, total=10)
     rmtree = shutil.rmtree

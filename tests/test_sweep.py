@@ -123,7 +123,7 @@ def test_previews_while_learning_leave_the_result_unchanged(tmp_path: Path) -> N
     """`--preview-every 2`: a contact sheet every 2 steps of each stage in the run folder,
     and the very same token and adapter as the run without previews."""
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
-    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dreamvideo_cli.registry_entries import load_adapter_tensors
     from dv_registry import Registry
 
     photos = tmp_path / "photos"
@@ -171,7 +171,7 @@ def test_motion_previews_every_2_of_4_steps_and_the_same_adapter(studio: Path, t
         if extra:
             previews = tmp_path / "home" / "runs" / manifest["training"]["run"] / "previews"
             assert sorted(p.name for p in previews.iterdir()) == ["step2.png", "step4.png"]
-    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dreamvideo_cli.registry_entries import load_adapter_tensors
     from dv_registry import Registry
 
     registry = Registry(tmp_path / "home")

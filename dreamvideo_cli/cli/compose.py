@@ -64,7 +64,7 @@ def compose(
     """Make a video of SUBJECT doing MOTION in PROMPT."""
     import secrets
 
-    from dreamvideo_cli.adapter_refs import check_counts, check_output, resolve_pair
+    from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
     from dreamvideo_cli.sweep import is_sweep, parse_scales, split_list, sweep_cells
     from dv_registry import Registry
 
@@ -82,8 +82,8 @@ def compose(
     if seed is None:
         seed = secrets.randbelow(2**31 - 1)
 
-    from dreamvideo_cli.compose import ComposeConfig
-    from dreamvideo_cli.compose import compose as run_compose
+    from dreamvideo_cli.composition import ComposeConfig
+    from dreamvideo_cli.composition import compose as run_compose
 
     if output is None:
         stem = "-".join(p.replace(":", "_").replace("@", "_").replace(",", "+") for p in (subject, motion) if p != "-")

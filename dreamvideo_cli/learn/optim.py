@@ -25,8 +25,8 @@ class AdamWWithWarmup:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def step(self, loss: torch.Tensor) -> None:
-        loss.backward()
+    def update(self) -> None:
+        """One step on the gradients the last backward left, then the schedule's."""
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)

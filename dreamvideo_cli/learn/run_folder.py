@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.run_layout import STATE_JSON, runs_folder
 from dv_registry.fsutil import atomic_write_bytes  # the one atomic write: temp file, fsync, rename
 
 
@@ -28,22 +29,6 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, save(cpu, metadata=metadata))
-
-
-def load_tensors(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    return load(data)
-
-
-def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
-
-
-def runs_home(registry_home: Path) -> Path:
-    return registry_home / "runs"
 
 
 @dataclass
@@ -59,7 +44,7 @@ class Run:
     @classmethod
     def create(cls, registry_home: Path, kind: str, name: str, config: Any, inputs: str | Path) -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = runs_home(registry_home) / f"{stamp}-{kind}-{name}-{secrets.token_hex(2)}"
+        folder = runs_folder(registry_home) / f"{stamp}-{kind}-{name}-{secrets.token_hex(2)}"
         (folder / "checkpoints").mkdir(parents=True)
         atomic_write_json(
             folder / "config.json",
@@ -69,10 +54,10 @@ class Run:
 
     @classmethod
     def open(cls, registry_home: Path, run: str) -> Run:
-        folder = Path(run) if os.sep in run else runs_home(registry_home) / run
+        folder = Path(run) if os.sep in run else runs_folder(registry_home) / run
         if not (folder / "config.json").is_file():
-            raise DVError(f"no training run {run!r}", f"runs live in {runs_home(registry_home)}")
-        if not (folder / "checkpoints" / "state.json").is_file():
+            raise DVError(f"no training run {run!r}", f"runs live in {runs_folder(registry_home)}")
+        if not (folder / "checkpoints" / STATE_JSON).is_file():
             raise DVError(f"run {run!r} has no saved state to resume from", "start a new run")
         return cls(folder)
 
@@ -115,15 +100,20 @@ class Run:
         name = f"state-{meta['stage']}-{meta['step']}.safetensors"
         save_tensors(self.folder / "checkpoints" / name, tensors)
         meta = {**meta, "tensors": name}
-        atomic_write_json(self.folder / "checkpoints" / "state.json", meta)
+        atomic_write_json(self.folder / "checkpoints" / STATE_JSON, meta)
         for old in (self.folder / "checkpoints").glob("state-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
 
+    def state_meta(self) -> dict[str, Any]:
+        """Where the saved state stands (stage, step, optimizer scalars, checkpoints kept)."""
+        meta: dict[str, Any] = json.loads((self.folder / "checkpoints" / STATE_JSON).read_text())
+        return meta
+
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from safetensors.torch import load_file
 
-        meta: dict[str, Any] = json.loads((self.folder / "checkpoints" / "state.json").read_text())
+        meta = self.state_meta()
         return load_file(self.folder / "checkpoints" / meta["tensors"]), meta
 
     def save_loss_plot(self) -> Path | None:

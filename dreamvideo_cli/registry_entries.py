@@ -1,5 +1,6 @@
-"""Turning a finished run into registry entries: the adapter, the token, the reference
-images and a preview, plus intermediate checkpoints as `stepS` tags."""
+"""Adapters as registry entries. Writing: a finished run becomes a new version (the adapter,
+the token, the reference images and a preview) plus its intermediate checkpoints as `stepS`
+tags. Reading: the tensors and reference images compose attaches."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from PIL import Image
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.learn.common import png_bytes, tensors_to_bytes
-from dv_registry import PNG, SAFETENSORS
+from dv_registry import PNG, SAFETENSORS, NewEntry, NewFile, NotFoundError
+from dv_registry.refs import check_name
 
 REFERENCE_SIDE = 512  # reference images are kept at most this size on their short side
 
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 
 def check_new_name(registry: Registry, kind: str, name: str) -> None:
     """Refuse, before any training, a name that is invalid or already the other kind."""
-    from dv_registry import NotFoundError
-    from dv_registry.refs import check_name
-
     check_name(name)
     try:
         existing = registry.resolve(name)
@@ -37,6 +35,19 @@ def check_new_name(registry: Registry, kind: str, name: str) -> None:
             f"{name!r} is already a {existing.kind} in the registry; a name is a subject or a motion, never both",
             f"choose another name or remove it with `dv rm {name}`",
         )
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Safetensors bytes (never a pickle) of CPU copies of `tensors`."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
 def adapter_spec(adapters: AdapterSet) -> dict[str, Any]:
@@ -71,8 +82,6 @@ def store_adapter(
     preview: Image.Image,
 ) -> Manifest:
     """Add a new version of `name` (and its checkpoints) to the registry; returns the manifest."""
-    from dv_registry import NewEntry, NewFile
-
     fingerprint = backbone.fingerprint().as_dict()
     metadata = {"dv_kind": kind, "dv_name": name, "backbone": backbone.name}
     shared: list[Any] = [NewFile("preview", "preview.png", png_bytes(preview), PNG)]
@@ -97,7 +106,7 @@ def store_adapter(
         "parameter_count": adapters.parameter_count(),
     }
 
-    def entry(adapter_bytes: bytes, step_note: dict[str, Any]) -> Any:
+    def entry(adapter_bytes: bytes, step_note: dict[str, Any]) -> NewEntry:
         files = [NewFile("adapter", "adapter.safetensors", adapter_bytes, SAFETENSORS), *shared]
         return NewEntry(files=files, fields={**common, "training": {**common.get("training", {}), **step_note}})
 

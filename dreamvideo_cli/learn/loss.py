@@ -1,0 +1,37 @@
+"""The training loss every DreamVideo stage minimises (paper Eq. 2-4): the backbone's own
+diffusion objective on clean latents, with the authors' offset noise and subject masks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dreamvideo_cli.backbone import Components
+
+
+def diffusion_loss(
+    parts: Components,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    generator: torch.Generator,
+    offset_noise: float,
+    mask: torch.Tensor | None = None,
+    model: nn.Module | None = None,
+) -> torch.Tensor:
+    """The backbone's training loss on clean latents x0 [B, C, F', h, w] (DDPM epsilon or
+    v, or rectified flow: `parts.objective`), optionally multiplied by a 0/1 mask
+    [B, 1 or C, F', h, w] as the authors do for subjects. `model` is the denoiser or a
+    wrapper of it (compiled, sharded)."""
+    objective = parts.objective
+    b, c = x0.shape[:2]
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    if offset_noise:
+        # One offset per video and channel, shared by every frame and position.
+        noise = noise + offset_noise * torch.randn((b, c, 1, 1, 1), generator=generator, device=x0.device)
+    t = objective.sample_timesteps(b, generator, x0.device)
+    xt = objective.add_noise(x0, noise, t)
+    pred = parts.denoise(xt.to(parts.dtype), objective.model_timestep(t), context, model)
+    se = (pred.float() - objective.target(x0, noise, t).float()) ** 2
+    if mask is not None:
+        se = se * mask
+    return se.mean()

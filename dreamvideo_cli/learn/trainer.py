@@ -1,0 +1,313 @@
+"""One trainer for every learning run: the step loop, the trainable state, the optimizer and its
+schedule, checkpoints and `--resume`, previews, progress events and a clean stop on Ctrl-C.
+
+Textual inversion, the identity adapter and the motion adapter are short functions over it
+(learn/subject.py, learn/motion.py): each says what trains, with which loss on which data.
+What the trainer does each step, in order (`Trainer.train`):
+
+    stop requested?  -> save the state, raise `Interrupted` (resumable)
+    loss = loss_fn()                       the stage's loss on a batch it draws itself
+    loss.backward(); gradient hooks        (data parallel all-reduces here)
+    optimizer step, schedule step
+    progress event (losses read back every `log_every` steps), adapter checkpoint, preview
+
+The run's state (`Run.save_state`) is the trainables registered with `keep`, the random
+streams and the optimizer, as safetensors + JSON, never a pickle; the same keys the engine
+has always written, so a run started by an earlier release resumes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from dreamvideo_cli.adapters import AdapterSet
+from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
+from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, StepDone
+from dreamvideo_cli.learn.interrupts import StopRequested, interrupted
+from dreamvideo_cli.learn.loss import diffusion_loss
+from dreamvideo_cli.learn.optim import AdamWWithWarmup
+from dreamvideo_cli.learn.previews import write_preview
+from dreamvideo_cli.learn.run_folder import Run, save_tensors
+from dreamvideo_cli.learn.streams import RandomStreams
+from dreamvideo_cli.plugins import get_backbone
+from dreamvideo_cli.run_layout import STAGES, Stage
+from dreamvideo_cli.runtime import frozen_dtype, pick_device, prepare_denoiser
+from dreamvideo_cli.speed import compiled_denoiser, gradient_checkpointing
+
+
+class RunSettings(Protocol):
+    """What the trainer reads from a learn config (`SubjectConfig`, `MotionConfig`)."""
+
+    backbone: str
+    backbone_path: str | None
+    random_weights: bool
+    seed: int | None
+    device: str
+    warmup_steps: int
+    weight_decay: float
+    offset_noise: float
+    gradient_checkpointing: bool
+    compile: bool
+    preview_every: int
+    save_every: int
+    log_every: int
+
+
+def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
+    """The backbone a learn config names, and its fingerprint: this fails now, before a run
+    folder exists, when the weights are missing."""
+    backbone = get_backbone(settings.backbone)(path=settings.backbone_path, random_weights=settings.random_weights)
+    return backbone, backbone.fingerprint()
+
+
+def seed_everything(seed: int | None) -> int:
+    """Seed torch's global generator (adapter initialisation draws from it); a new seed when none."""
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    torch.manual_seed(seed)
+    return seed
+
+
+GradientHook = Callable[[Sequence[torch.Tensor]], None]
+DenoiserWrapper = Callable[[nn.Module], nn.Module]
+
+
+class Trainer:
+    """A learning run in progress: its folder, the loaded backbone, its random streams, what
+    it trains and where it stands (stage, step). Build it with `Trainer.start`."""
+
+    def __init__(
+        self,
+        run: Run,
+        backbone: Backbone,
+        parts: Components,
+        settings: RunSettings,
+        on_event: EventHandler,
+        *,
+        resumed: bool,
+    ) -> None:
+        self.run, self.backbone, self.parts, self.settings, self.on_event = run, backbone, parts, settings, on_event
+        self.sites: list[AdapterSite] = backbone.adapter_sites(parts.denoiser)
+        self.streams = RandomStreams(parts.device, settings.seed or 0)
+        self.stop = StopRequested()
+        self.model: nn.Module = parts.denoiser  # what each step calls: the denoiser, maybe wrapped
+        self.checkpoints: list[int] = []
+        self._kept: dict[str, torch.Tensor | AdapterSet] = {}
+        self._wrappers: list[DenoiserWrapper] = []
+        self._gradient_hooks: list[GradientHook] = []
+        self._saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = run.load_state() if resumed else None
+        self.order = STAGES[run.config()["kind"]]
+        self.stage, self.step = self.order[0], 0
+        if self._saved is not None:
+            meta = self._saved[1]
+            self.stage, self.step = Stage(meta["stage"]), int(meta["step"])
+            self.checkpoints = list(meta.get("checkpoints", []))
+
+    @classmethod
+    def start(
+        cls,
+        registry_home: Path,
+        kind: str,
+        name: str,
+        settings: RunSettings,
+        inputs: str | Path,
+        resumed: Run | None,
+        on_event: EventHandler,
+        opened: tuple[Backbone, Fingerprint] | None = None,
+    ) -> Trainer:
+        """A new run folder (its seed drawn now and recorded in the config) or the resumed
+        one, then every frozen part loaded on the run's device and prepared."""
+        backbone, fingerprint = opened or open_backbone(settings)
+        if resumed is None:
+            settings.seed = seed_everything(settings.seed)
+            run = Run.create(registry_home, kind, name, settings, inputs)
+        else:
+            seed_everything(settings.seed)
+            run = resumed
+        on_event(Note(f"run {run.id} in {run.folder}"))
+        device = pick_device(settings.device)
+        on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
+        parts = backbone.load(device, frozen_dtype(device))
+        prepare_denoiser(parts)
+        return cls(run, backbone, parts, settings, on_event, resumed=resumed is not None)
+
+    # --- what trains, and the hooks the scale and memory work plugs in -------------------------
+
+    def keep(self, name: str, trainable: torch.Tensor | AdapterSet) -> None:
+        """Register trainable state saved with the run and restored on `--resume`: a tensor
+        under `name`, an adapter set's tensors under `name.<key>`."""
+        self._kept[name] = trainable
+
+    def wrap_denoiser(self, wrapper: DenoiserWrapper) -> None:
+        """Wrap the module each step calls (torch.compile, sharding), applied in `session`."""
+        self._wrappers.append(wrapper)
+
+    def on_gradients(self, hook: GradientHook) -> None:
+        """Run `hook(trainable parameters)` after each backward, before the optimizer step."""
+        self._gradient_hooks.append(hook)
+
+    def passed(self, stage: Stage) -> bool:
+        """Whether the run is past `stage` (a resumed run may be)."""
+        return self.stage == Stage.DONE or self.order.index(self.stage) > self.order.index(stage)
+
+    def restore(self) -> None:
+        """Put the saved trainables and random streams back (a resumed run); nothing otherwise."""
+        if self._saved is None:
+            return
+        tensors, meta = self._saved
+        with torch.no_grad():
+            for name, trainable in self._kept.items():
+                if isinstance(trainable, AdapterSet):
+                    prefix = f"{name}."
+                    trainable.load_adapter_state_dict(
+                        {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+                    )
+                else:
+                    trainable.copy_(tensors[name])
+        self.streams.restore(tensors, meta)
+        self.run.truncate_losses(self.stage, self.step)
+        self.on_event(Note(f"resuming {self.stage} at step {self.step}"))
+
+    @contextmanager
+    def session(self) -> Iterator[Trainer]:
+        """Ctrl-C and SIGTERM become a saved, resumable stop; the denoiser is wrapped (compiled)
+        and its family's layers checkpointed while the run trains."""
+        model = compiled_denoiser(self.parts.denoiser, self.settings.compile, self.parts.device)
+        for wrap in self._wrappers:
+            model = wrap(model)
+        self.model = model
+        checkpointing = gradient_checkpointing(
+            self.parts.denoiser, self.parts.family, enabled=self.settings.gradient_checkpointing
+        )
+        with self.stop.installed(), checkpointing:
+            yield self
+
+    # --- the step loop -------------------------------------------------------------------------
+
+    def diffusion_loss(self, x0: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's training loss on clean latents x0 [B, C, F', h, w] with context
+        [B, T, D], drawing timesteps and noise from the run's stream."""
+        return diffusion_loss(
+            self.parts, x0, context, self.streams.torch, self.settings.offset_noise, mask, model=self.model
+        )
+
+    def train(
+        self,
+        stage: Stage,
+        total: int,
+        params: Sequence[torch.Tensor],
+        lr: float,
+        loss_fn: Callable[[], torch.Tensor],
+        *,
+        describe: str,
+        checkpoint: AdapterSet | None = None,
+        preview: Callable[[int], None] | None = None,
+    ) -> None:
+        """Train `params` on `loss_fn` from where the run stands in `stage` to step `total`:
+        AdamW with warm-up; `checkpoint`'s tensors kept every `save_every` steps (the registry
+        tags `name:stepK`); `preview(step)` every `preview_every` steps and at the end."""
+        if self.passed(stage):
+            return
+        settings = self.settings
+        optimizer = self.optimizer(params, lr)
+        if self.step and self._saved is not None:
+            optimizer.restore(self._saved[0], self._saved[1]["optimizer"], self.step)
+        self.on_event(StageStarted(stage, total, describe))
+        pending: list[torch.Tensor] = []
+        while self.step < total:
+            if self.stop:
+                self.save_state(optimizer)
+                raise interrupted(self.run, stage, self.step)
+            pending.append(self.step_once(params, optimizer, loss_fn))
+            self.step += 1
+            self._report(pending, total, optimizer.lr)
+            # The last step's adapter becomes the version itself, not a checkpoint.
+            if checkpoint is not None and _every(settings.save_every, self.step) and self.step < total:
+                self._save_checkpoint(checkpoint)
+            if preview is not None and (
+                _every(settings.preview_every, self.step) or (settings.preview_every and self.step == total)
+            ):
+                preview(self.step)
+        self.on_event(StageFinished(stage))
+        self._advance(optimizer)
+
+    def optimizer(self, params: Sequence[torch.Tensor], lr: float) -> AdamWWithWarmup:
+        return AdamWWithWarmup(params, lr, self.settings.weight_decay, self.settings.warmup_steps)
+
+    def step_once(
+        self, params: Sequence[torch.Tensor], optimizer: AdamWWithWarmup, loss_fn: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """One optimisation step (what `dv bench` times): the loss, its gradients, the gradient
+        hooks, the update. Returns the loss, still on the device."""
+        loss = loss_fn()
+        loss.backward()
+        for hook in self._gradient_hooks:
+            hook(params)
+        optimizer.update()
+        return loss.detach()
+
+    def _advance(self, optimizer: AdamWWithWarmup) -> None:
+        """After a stage: the run stands at the next stage's step 0, or is done."""
+        position = self.order.index(self.stage)
+        if position + 1 < len(self.order):
+            self.stage, self.step = self.order[position + 1], 0
+            self.save_state(None)
+        else:
+            self.stage = Stage.DONE
+            self.save_state(optimizer)
+
+    def _report(self, pending: list[torch.Tensor], total: int, lr: float) -> None:
+        """Progress; losses are read back from the device only every `log_every` steps, so the
+        loop does not wait on the GPU at each step."""
+        if self.step % max(1, self.settings.log_every) == 0 or self.step == total:
+            values = torch.stack(pending).float().cpu().tolist()
+            self.run.log_losses(self.stage, self.step - len(values) + 1, values)
+            pending.clear()
+            self.on_event(StepDone(self.stage, self.step, total, loss=values[-1], lr=lr))
+        else:
+            self.on_event(StepDone(self.stage, self.step, total))
+
+    def _save_checkpoint(self, adapters: AdapterSet) -> None:
+        save_tensors(self.checkpoint_path(self.step), adapters.adapter_state_dict())
+        self.checkpoints.append(self.step)
+        self.on_event(CheckpointSaved(self.stage, self.step, str(self.run.folder)))
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.run.folder / "checkpoints" / f"adapter-step{step}.safetensors"
+
+    def checkpoint_files(self) -> dict[str, Path]:
+        """The adapter checkpoints this run kept, by registry tag (`stepK`)."""
+        return {f"step{s}": self.checkpoint_path(s) for s in self.checkpoints}
+
+    def save_state(self, optimizer: AdamWWithWarmup | None) -> None:
+        """Everything `--resume` needs to go on exactly where the run stands."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, trainable in self._kept.items():
+            if isinstance(trainable, AdapterSet):
+                tensors.update({f"{name}.{k}": v for k, v in trainable.adapter_state_dict().items()})
+            else:
+                tensors[name] = trainable.detach()
+        opt_tensors, opt_scalars = optimizer.state() if optimizer is not None else ({}, None)
+        stream_tensors, stream_meta = self.streams.state()
+        meta = {"stage": str(self.stage), "step": self.step, "optimizer": opt_scalars, "checkpoints": self.checkpoints}
+        self.run.save_state({**tensors, **stream_tensors, **opt_tensors}, {**meta, **stream_meta})
+
+    def write_preview(self, label: str, prompt: str, frames: int, *, release_text: bool = True) -> Path:
+        """A short video with the adapters as they stand, kept as `previews/<label>.png`."""
+        return write_preview(self.parts, self.backbone, self.run, label, prompt, frames, self.on_event, release_text)
+
+    def finish(self) -> None:
+        """The loss curve beside the run's log."""
+        self.run.save_loss_plot()
+
+
+def _every(period: int, step: int) -> bool:
+    """Whether `step` is a multiple of `period` (0: never)."""
+    return bool(period) and step % period == 0

@@ -1,0 +1,43 @@
+"""A learning run on disk, named once for the trainer that writes it and `dv runs` that reads
+it (without torch): where run folders live, the resumable state's file, and the stages a run
+goes through (what `state.json`, `loss.csv` and the progress events call them, their order,
+and the config field that sets each one's length)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+STATE_JSON = "state.json"  # in a run's checkpoints/: where the resumable state stands
+
+
+def runs_folder(home: Path) -> Path:
+    """`$DV_HOME/runs`, one folder per learning run."""
+    return home / "runs"
+
+
+class Stage(StrEnum):
+    ENCODING = "encoding"  # motion: clips to latents and appearance embeddings, once
+    EMBEDDING = "embedding"  # subject step 1: textual inversion
+    IDENTITY = "identity"  # subject step 2: the identity adapter
+    MOTION = "motion"  # the motion adapter
+    DONE = "done"  # every stage finished (a subject's state after its last step)
+
+
+# The training stages of each kind of run, in order.
+STAGES: dict[str, tuple[Stage, ...]] = {
+    "subject": (Stage.EMBEDDING, Stage.IDENTITY),
+    "motion": (Stage.MOTION,),
+}
+
+# The config field that sets each training stage's number of steps.
+STEPS_FIELD: dict[Stage, str] = {
+    Stage.EMBEDDING: "embedding_steps",
+    Stage.IDENTITY: "adapter_steps",
+    Stage.MOTION: "steps",
+}
+
+
+def stage_of_steps_field(field: str) -> Stage | None:
+    """The stage whose length the config field `field` sets, if any."""
+    return next((stage for stage, name in STEPS_FIELD.items() if name == field), None)
