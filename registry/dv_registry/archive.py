@@ -28,7 +28,7 @@ from typing import IO, Any, BinaryIO
 
 from dv_registry.blobs import BlobStore
 from dv_registry.errors import NewerSchemaError, NotFoundError, RegistryError
-from dv_registry.fsutil import copy_hashing, fsync_dir, tmp_path_for
+from dv_registry.fsutil import atomic_path, copy_hashing
 from dv_registry.manifest import (
     Manifest,
     check_kind,
@@ -98,22 +98,14 @@ def write_pack(path: Path, manifests: Sequence[Manifest], blobs: BlobStore) -> N
     }
     index_bytes = json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
     digests = sorted({entry.digest for m in manifests for entry in m.files})
-    tmp = tmp_path_for(path.parent, path.name)
-    try:
-        with tmp.open("xb") as raw, _open_for_writing(raw, path) as tar:
-            _add_member(tar, INDEX_NAME, io.BytesIO(index_bytes), len(index_bytes))
-            for digest in digests:
-                with blobs.path(digest).open("rb") as stream:
-                    size = os.fstat(stream.fileno()).st_size
-                    member = f"blobs/sha256-{digest.removeprefix('sha256:')}"
-                    _add_member(tar, member, stream, size)
-        with tmp.open("rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    # The tar is closed (and its file with it) before atomic_path renames it into place.
+    with atomic_path(path) as tmp, tmp.open("xb") as raw, _open_for_writing(raw, path) as tar:
+        _add_member(tar, INDEX_NAME, io.BytesIO(index_bytes), len(index_bytes))
+        for digest in digests:
+            with blobs.path(digest).open("rb") as stream:  # streamed into the tar, blob by blob
+                size = os.fstat(stream.fileno()).st_size
+                member = f"blobs/sha256-{digest.removeprefix('sha256:')}"
+                _add_member(tar, member, stream, size)
 
 
 def _open_for_writing(raw: BinaryIO, path: Path) -> tarfile.TarFile:

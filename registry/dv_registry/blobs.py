@@ -17,7 +17,6 @@ caller's to say.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from dv_registry.fsutil import (
     is_tmp_name,
     list_dir,
     make_dirs,
+    replace_durably,
     tmp_path_for,
 )
 from dv_registry.media import check_stream
@@ -83,22 +83,19 @@ class BlobStore:
         """
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         make_dirs(self.directory)
+        # The name comes from the content, so the copy goes to a temporary file first,
+        # hashed (and checked) as it streams, never held in memory.
         tmp = tmp_path_for(self.directory, "blob")
         try:
             with tmp.open("x+b") as target:
                 digest, size = copy_hashing(stream, target)
                 if media_type is not None:
                     check_stream(target, size, media_type, what)
-                final = self._path_for(digest)
-                if final.is_file() and hash_file(final) == (digest, size):
-                    tmp.unlink()
-                    return digest, size
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            final = self._path_for(digest)
+            if not (final.is_file() and hash_file(final) == (digest, size)):
+                replace_durably(tmp, final, sync_dir=False)  # `sync` makes the name durable
+        finally:
+            tmp.unlink(missing_ok=True)  # renamed already, unless the blob was stored before or the put failed
         return digest, size
 
     def sync(self) -> None:

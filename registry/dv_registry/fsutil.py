@@ -68,13 +68,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def replace_durably(tmp: Path, path: Path) -> None:
+def replace_durably(tmp: Path, path: Path, *, sync_dir: bool = True) -> None:
     """Rename the fully written file `tmp` onto `path`, fsyncing it first and the directory
-    after, so that a crash leaves either the old file or the new one."""
+    after, so that a crash leaves either the old file or the new one.
+
+    With `sync_dir=False` the new name is durable only once the caller fsyncs the directory:
+    for a batch of renames into one directory, one fsync for all (`BlobStore.sync`)."""
     with tmp.open("rb") as stream:
         os.fsync(stream.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

@@ -121,7 +121,7 @@ def run(
 ) -> dict[str, list[dict[str, Any]]]:
     """Learn every subject and motion (and their ablated variants) once, then compose each
     pair under every row; returns per-video scores by row."""
-    from dreamvideo_cli.learn import learn_motion, learn_subject
+    from dreamvideo_cli import learn_motion, learn_subject
 
     learnt_subjects: dict[tuple[int, bool], str] = {}
     photos: dict[int, list[np.ndarray]] = {}
@@ -231,8 +231,7 @@ def _compose(
     strength: float,
     subject_scale: float = 1.0,
 ) -> np.ndarray:
-    from dreamvideo_cli import media
-    from dreamvideo_cli.compose import compose
+    from dreamvideo_cli import compose, media
 
     # Every row's video keeps its own file: the lambda and identity-scale rows reuse adapters.
     scale = "" if subject_scale == 1.0 else f"-identity{subject_scale:g}"

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, VideoFormat
+from dreamvideo_cli.backbone import Backbone, Components, DenoiserFamily, Fingerprint, VideoFormat
 from dreamvideo_cli.errors import MissingWeightsError
 from dv_toyworld import world
-from dv_toyworld.schedule import TOY_SCHEDULE
+from dv_toyworld.schedule import APPEARANCE_DIM, TOY_SCHEDULE
 
 # The committed weights come from two runs: the first, seven-colour world, then gamut colours.
 PRETRAIN_COMMANDS = (
@@ -28,8 +28,14 @@ class ToyWorldBackbone(Backbone):
     name = "toyworld"
     description = "tiny text-to-video model of a synthetic world of moving shapes (embedded, offline)"
     video_format = VideoFormat(height=world.SIZE, width=world.SIZE, frames=world.FRAMES, fps=world.FPS)
-    appearance_dim = 64
+    appearance_dim = APPEARANCE_DIM
     schedule = TOY_SCHEDULE  # dv_toyworld.schedule says why v-prediction
+
+    @classmethod
+    def family(cls) -> DenoiserFamily:
+        from dreamvideo_cli import UNET3D  # imports torch: not at registration
+
+        return UNET3D
 
     def weights_path(self) -> Path:
         from dv_toyworld import model
@@ -62,7 +68,7 @@ class ToyWorldBackbone(Backbone):
     def load(self, device: Any, dtype: Any = None) -> Components:
         import torch
 
-        from dreamvideo_cli.runtime import quiet_libraries
+        from dreamvideo_cli import quiet_libraries
         from dv_toyworld import model
 
         quiet_libraries()

@@ -39,7 +39,7 @@ def demo(
 ) -> None:
     """Learn a subject from photos and a motion from clips on the built-in toy world,
     compose them, and compare with the backbone alone: offline, a few minutes on a CPU."""
-    from dreamvideo_cli.cli.render import ProgressRenderer, print_json, stdout
+    from dreamvideo_cli import ProgressRenderer, print_json, stdout
     from dv_registry import Registry
     from dv_toyworld.demo import DemoConfig, run_demo
 

@@ -29,8 +29,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dv_toyworld import data, world
 
 if TYPE_CHECKING:
-    from dreamvideo_cli.compose import ComposeConfig
-    from dreamvideo_cli.learn import MotionConfig, SubjectConfig
+    from dreamvideo_cli import ComposeConfig, MotionConfig, SubjectConfig
 
 
 @dataclass
@@ -99,7 +98,7 @@ class DemoConfig:
 
     def subject_config(self, masks: Path | None, **changes: Any) -> SubjectConfig:
         """How the demo (and the ablation) learns a subject; `changes` override fields."""
-        from dreamvideo_cli.learn import SubjectConfig
+        from dreamvideo_cli import SubjectConfig
 
         fields: dict[str, Any] = dict(
             **self._learning_fields(),
@@ -115,7 +114,7 @@ class DemoConfig:
 
     def motion_config(self, motion: world.Motion, **changes: Any) -> MotionConfig:
         """How the demo (and the ablation) learns `motion`; `changes` override fields."""
-        from dreamvideo_cli.learn import MotionConfig
+        from dreamvideo_cli import MotionConfig
 
         fields: dict[str, Any] = dict(
             **self._learning_fields(),
@@ -131,7 +130,7 @@ class DemoConfig:
 
     def compose_config(self, **changes: Any) -> ComposeConfig:
         """How the demo (and the ablation) composes; `changes` override fields."""
-        from dreamvideo_cli.compose import ComposeConfig
+        from dreamvideo_cli import ComposeConfig
 
         fields: dict[str, Any] = dict(
             steps=self.sample_steps,
@@ -215,27 +214,16 @@ def backbone_only(
     prompt: str, frames: int, config: DemoConfig, on_event: EventHandler = ignore_events
 ) -> world.UInt8Array:
     """The frozen backbone with no adapters, sampled exactly as compose samples."""
-    from dreamvideo_cli.compose import sample_video
-    from dreamvideo_cli.plugins import get_sampler
+    from dreamvideo_cli import VideoRequest, get_sampler, sample_video
     from dv_toyworld.backbone import ToyWorldBackbone
 
     backbone = ToyWorldBackbone(path=config.backbone_path, random_weights=config.random_weights)
     parts = backbone.load(config.device)
     fmt = backbone.video_format
-    video: world.UInt8Array = sample_video(
-        parts,
-        prompt,
-        "",
-        frames,
-        fmt.height,
-        fmt.width,
-        config.sample_steps,
-        config.guidance,
-        get_sampler("ddim"),
-        config.seed,
-        0.0,
-        on_event,
+    request = VideoRequest(
+        prompt, frames, fmt.height, fmt.width, config.sample_steps, config.guidance, get_sampler("ddim"), config.seed
     )
+    video: world.UInt8Array = sample_video(parts, request, on_event=on_event)
     return video
 
 
@@ -296,9 +284,7 @@ def evaluate(video: np.ndarray, prompt: str, config: DemoConfig, photos: list[np
 
 def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandler = ignore_events) -> DemoResult:
     """Everything `dv demo` does; returns where it wrote what and the metrics."""
-    from dreamvideo_cli import media
-    from dreamvideo_cli.compose import compose
-    from dreamvideo_cli.learn import learn_motion, learn_subject
+    from dreamvideo_cli import compose, learn_motion, learn_subject, media
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -333,10 +319,10 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     if config.side_by_side and config.device == "cpu" and available_cores() >= 2:
         import torch
 
-        from dv_toyworld.alongside import MotionAlongside
+        from dv_toyworld.motion_process import MotionProcess
 
         threads = torch.get_num_threads()
-        with MotionAlongside(out / "clips", config.motion_name, motion_config, registry.home, threads) as motion_run:
+        with MotionProcess(out / "clips", config.motion_name, motion_config, registry.home, threads) as motion_run:
             handler = motion_run.forward(on_event)
             subject = learn_subject(
                 out / "photos", config.subject_name, subject_config, registry=registry, on_event=handler

@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamvideo_cli import DDPMObjective
 from dreamvideo_cli.testing import word_tokenizer
 from dv_toyworld import world
+from dv_toyworld.schedule import APPEARANCE_DIM, TOY_SCHEDULE
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "toyworld.safetensors"
 CONFIG_FILE = WEIGHTS_DIR / "toyworld.json"
 LATENT_FACTOR = 4  # pixels per latent cell per side
 MAX_TOKENS = 16
-APPEARANCE_DIM = 64
 
 
 # -------------------------------------------------------------------- tokenizer
@@ -240,11 +241,29 @@ class ToyUNet(nn.Module):
 
 
 def alphas_cumprod() -> torch.Tensor:
-    """The toy backbone's training noise levels (DDPM's linear betas 1e-4 .. 0.02)."""
-    from dv_toyworld.schedule import TOY_SCHEDULE as s
+    """alpha-bar_t of TOY_SCHEDULE (DDPM's linear betas 1e-4 .. 0.02) as the toy backbone was
+    pretrained with them: computed in float64, used rounded to float32.
 
+    Why not the engine's `DDPMObjective` levels: diffusers' DDPMScheduler computes the same
+    schedule in float32, and 867 of its 1000 levels differ from these in the last bits
+    (under 4e-7 relative). `ToyUNet`'s preconditioning runs at these levels, and the
+    committed weights were trained at them; the engine's levels in either place would
+    change every loss and video that tests/test_compat.py replays, and make pretraining's
+    recorded commands no longer reproduce the committed weights."""
+    s = TOY_SCHEDULE
     betas = torch.linspace(s.beta_start, s.beta_end, s.num_train_timesteps, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0)
+
+
+def pretraining_objective() -> DDPMObjective:
+    """The engine's DDPM objective for TOY_SCHEDULE at the levels pretraining uses
+    (`alphas_cumprod`): noising, v target and x0 are DDPMObjective's own; only its
+    scheduler's alpha-bar table is replaced. Learning in dv (`ToyWorldBackbone`'s
+    `training_objective()`) keeps the objective's own float32 levels, as the recorded
+    compat losses were computed with them."""
+    objective = DDPMObjective(TOY_SCHEDULE)
+    objective.scheduler.alphas_cumprod = alphas_cumprod().float()
+    return objective
 
 
 class FramePositions(nn.Module):

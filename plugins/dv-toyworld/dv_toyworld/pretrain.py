@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     torch.set_num_threads(args.threads)
-    from dreamvideo_cli.runtime import quiet_libraries
+    from dreamvideo_cli import quiet_libraries
 
     quiet_libraries()
     parts = model.build(args.seed)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     trainable = [*unet.parameters(), *text_encoder.parameters()]
     ema = [q.detach().clone() for q in trainable]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
-    alphas = model.alphas_cumprod().float().to(device)  # [T], the signal fraction at each t
+    objective = model.pretraining_objective()  # v-prediction DDPM; model.alphas_cumprod says which levels
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def loss_on(x0: torch.Tensor, captions: list[str], weight: torch.Tensor) -> torch.Tensor:
         # x0: [B, 48, F, 8, 8] latents; v-prediction MSE at a uniform t, as the engine's loss.
+        # Noise and t are drawn on the CPU, so a seed gives the same run on any device.
         b = x0.shape[0]
         ids = tokenizer(
             captions, padding="max_length", max_length=model.MAX_TOKENS, truncation=True, return_tensors="pt"
@@ -140,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         noise = torch.randn(x0.shape, generator=gen)
         noise += args.offset_noise * torch.randn((b, x0.shape[1], 1, 1, 1), generator=gen)
         noise = noise.to(device)
-        t = torch.randint(0, len(alphas), (b,), generator=gen).to(device)
-        a = alphas[t].view(b, 1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # [B, 48, F, 8, 8]
-        v = a.sqrt() * noise - (1 - a).sqrt() * x0  # the target: noise at low t, -image at high t
+        t = objective.sample_timesteps(b, gen, torch.device("cpu")).to(device)
+        xt = objective.add_noise(x0, noise, t)  # [B, 48, F, 8, 8]
+        v = objective.target(x0, noise, t)  # v: noise at low t, -image at high t
         pred = unet(xt, t, encoder_hidden_states=context).sample  # ToyUNet: v from an x0-predicting UNet
         return (weight * (pred - v) ** 2).mean()  # weight: [B, 1, F, 8, 8], 1 off the object
 

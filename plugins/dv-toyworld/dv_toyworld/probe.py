@@ -30,6 +30,7 @@ from dv_toyworld import world
 if TYPE_CHECKING:
     import torch
 
+    from dreamvideo_cli import DDPMObjective
     from dreamvideo_cli.backbone import Components
 
 PROMPTS = (
@@ -74,7 +75,7 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
 
     parts = ToyWorldBackbone(path=weights).load("cpu")
     rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(0)
-    alphas = model.alphas_cumprod().float()
+    objective = model.pretraining_objective()  # the levels the backbone was pretrained at
     vae: Any = parts.codec.vae  # type: ignore[attr-defined]  # the space-to-depth VAE
     rows = []
     for t in NOISE_STEPS:
@@ -85,9 +86,9 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
                 clip = world.random_clip(rng, frames=world.FRAMES)
             x = torch.from_numpy(clip.render()[None]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [1, 3, F, 32, 32]
             z = pretrain.to_latents(x)  # [1, 48, F, 8, 8]
-            zt = noised(z, t, alphas, gen)
+            zt = noised(z, t, objective, gen)
             for key, caption in (("caption", clip.caption()), ("empty", "")):
-                x0 = denoise_once(parts, zt, t, alphas, caption)
+                x0 = denoise_once(parts, zt, t, objective, caption)
                 frames = vae.decode(x0[0].permute(1, 0, 2, 3)).sample  # [F, 3, 32, 32]
                 pixels = ((frames.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [F, 32, 32, 3]
                 found[key].append(
@@ -97,26 +98,23 @@ def denoising(weights: str | None, clips: int = 12) -> list[dict[str, Any]]:
     return rows
 
 
-def noised(z: torch.Tensor, t: int, alphas: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def noised(z: torch.Tensor, t: int, objective: DDPMObjective, gen: torch.Generator) -> torch.Tensor:
     """Clean latents z at noise step t (the training forward process), noise from `gen`."""
     import torch
 
-    a = alphas[t]
-    return a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=gen)
+    return objective.add_noise(z, torch.randn(z.shape, generator=gen), torch.tensor([t]))
 
 
-def denoise_once(parts: Components, zt: torch.Tensor, t: int, alphas: torch.Tensor, caption: str) -> torch.Tensor:
+def denoise_once(parts: Components, zt: torch.Tensor, t: int, objective: DDPMObjective, caption: str) -> torch.Tensor:
     """The backbone's one-step prediction of the clean latents from zt with `caption`."""
     import torch
 
-    from dreamvideo_cli.runtime import encode_text, tokenize
+    from dreamvideo_cli import encode_text, tokenize
 
     with torch.no_grad():
         context = encode_text(parts, tokenize(parts, [caption]))  # [1, T, D]
         v = parts.denoise(zt, torch.tensor([t]), context)
-    a = alphas[t]
-    x0: torch.Tensor = a.sqrt() * zt - (1 - a).sqrt() * v  # v-prediction -> clean latents
-    return x0
+    return objective.predicted_x0(zt, v, torch.tensor([t]))
 
 
 def shape_words(weights: str | None) -> list[dict[str, Any]]:
@@ -126,7 +124,7 @@ def shape_words(weights: str | None) -> list[dict[str, Any]]:
     from dv_toyworld.backbone import ToyWorldBackbone
 
     parts = ToyWorldBackbone(path=weights).load("cpu")
-    alphas = model.alphas_cumprod().float()
+    objective = model.pretraining_objective()  # the levels the backbone was pretrained at
     objs = [world.Obj(shape, colour, "big") for shape in world.SEEN_SHAPES for colour in ("pink", "blue", "green")]
     rows = []
     for t in SHAPE_NOISE_STEPS:
@@ -137,10 +135,10 @@ def shape_words(weights: str | None) -> list[dict[str, Any]]:
             x = torch.from_numpy(image).permute(2, 0, 1).float()[None, :, None] / 127.5 - 1  # [1, 3, 1, 32, 32]
             z = pretrain.to_latents(x)  # [1, 48, 1, 8, 8]
             cells = pretrain.cells(torch.from_numpy(mask)[None, None, None].float())  # [1, 1, 1, 8, 8]
-            zt = noised(z, t, alphas, gen)
+            zt = noised(z, t, objective, gen)
             wrong = world.SEEN_SHAPES[(world.SEEN_SHAPES.index(obj.shape) + 2) % len(world.SEEN_SHAPES)]
             for key, shape in (("true", obj.shape), ("wrong", wrong), ("toy", world.GENERIC_SHAPE)):
-                x0 = denoise_once(parts, zt, t, alphas, f"a big {obj.colour} {shape} on snow")
+                x0 = denoise_once(parts, zt, t, objective, f"a big {obj.colour} {shape} on snow")
                 error = ((x0.float() - z) ** 2).mean(1, keepdim=True)  # [1, 1, 1, 8, 8]
                 errors[key].append(float((error * cells).sum() / cells.sum()))
         rows.append({"t": t, **{k: round(float(np.mean(v)), 4) for k, v in errors.items()}})
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from dreamvideo_cli.runtime import quiet_libraries
+    from dreamvideo_cli import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(1)

@@ -158,18 +158,18 @@ def test_the_closing_hint_composes_with_the_demos_settings() -> None:
 
 
 @pytest.mark.slow
-def test_motion_learnt_alongside_returns_its_error_to_the_parent(tmp_path: Path) -> None:
+def test_motion_learnt_in_a_child_process_returns_its_error_to_the_parent(tmp_path: Path) -> None:
     """A user error in the child process (here: no clips) reaches the parent as the same
     DVError, so `dv demo` prints its one line."""
     from dreamvideo_cli.errors import DVError
     from dreamvideo_cli.events import EventLog, Note
     from dv_toyworld import world
-    from dv_toyworld.alongside import MotionAlongside
     from dv_toyworld.demo import DemoConfig
+    from dv_toyworld.motion_process import MotionProcess
 
     config = DemoConfig(random_weights=True).quick().motion_config(world.Motion("circles"))
     log = EventLog()
-    with MotionAlongside(tmp_path / "no-clips", "m", config, tmp_path / "home", 1) as run:
+    with MotionProcess(tmp_path / "no-clips", "m", config, tmp_path / "home", 1) as run:
         run.forward(log)(Note("the parent's own event"))
         with pytest.raises(DVError) as raised:
             run.result(log)

@@ -21,6 +21,7 @@ from dreamvideo_cli.backbone import (
     SamplingDefaults,
     VideoFormat,
 )
+from dv_wan import configs, loading, tiny  # torch-free: registering stays light
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +43,8 @@ class WanBackbone(Backbone):
     hub_revision: ClassVar[str] = "main"
     size: ClassVar[Literal["1.3B", "14B"]] = "1.3B"
     video_format = VideoFormat(height=480, width=832, frames=81, fps=16)  # WanPipeline's defaults
-    temporal_compression = 4
-    appearance_dim = 1024  # OpenCLIP ViT-H-14's image embedding, as for ModelScope
+    temporal_compression = configs.VAE_TEMPORAL_FACTOR
+    appearance_dim = configs.APPEARANCE_DIM  # OpenCLIP ViT-H-14's image embedding, as for ModelScope
     sampling = SamplingDefaults(sampler="unipc", steps=50, guidance=5.0)  # WanPipeline's defaults
     # d/2 bottlenecks on a 1536-wide DiT would be 354M motion parameters, a quarter of the
     # backbone; a 128-wide bottleneck with the condition added inside it gives 11.8M
@@ -73,19 +74,15 @@ class WanBackbone(Backbone):
         import torch
         from diffusers import WanTransformer3DModel
 
-        from dv_wan import configs
-
         with torch.device(device):
             model: Any = WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[self.size])
         return model
 
     def fingerprint(self) -> Fingerprint:
-        from dv_wan import loading
 
         return loading.fingerprint(self.name, self.hub_id, self.hub_revision, self.path, self.random_weights)
 
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
-        from dv_wan import loading
 
         if self.random_weights:
             return loading.build_random(self.size, device, dtype)
@@ -134,32 +131,28 @@ class TinyWanBackbone(WanBackbone):
     description = "random-weight Wan-shaped model for tests (no download)"
     is_test = True
     video_format = VideoFormat(height=32, width=32, frames=9, fps=16)
-    appearance_dim = 16
+    appearance_dim = tiny.TINY_APPEARANCE_DIM
     adapter_design = AdapterDesign(identity_bottleneck=8, motion_bottleneck=8, condition_in_bottleneck=True)
     motion_frames = 9
     motion_fps = 16
     offload_text_encoder = False
-    max_text_length = 32  # dv_wan.tiny.TINY_MAX_LENGTH
+    max_text_length = tiny.TINY_MAX_LENGTH
 
     def build_denoiser(self, device: str = "meta") -> nn.Module:
         import torch
         from diffusers import WanTransformer3DModel
-
-        from dv_wan import tiny
 
         with torch.device(device):
             model: Any = WanTransformer3DModel(**tiny.tiny_transformer_config())
         return model
 
     def fingerprint(self) -> Fingerprint:
-        from dv_wan import loading, tiny
 
         if self.path is not None:
             return loading.fingerprint(self.name, "local", "main", self.path, False)
         return Fingerprint(self.name, "dv_wan.tiny", tiny.TINY_WAN_REVISION)
 
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
-        from dv_wan import loading, tiny
 
         if self.path is not None:
             pipeline, appearance = loading.locate(self.hub_id, self.hub_revision, self.path)

@@ -82,6 +82,8 @@ VAE_CONFIG: dict[str, Any] = {
 }
 VAE_PARAMETERS = 126_892_531
 VAE_SPATIAL_FACTOR = 8
+# Frames per latent frame after the first, so videos have k * 4 + 1 frames: the backbones'
+# `temporal_compression` and the codec's `temporal_factor` both read this.
 VAE_TEMPORAL_FACTOR = 4
 
 # text_encoder/config.json (transformers UMT5Config kwargs): umT5-XXL's encoder, 5.68B

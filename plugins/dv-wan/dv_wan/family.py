@@ -31,6 +31,7 @@ from torch import nn
 
 from dreamvideo_cli.backbone import AdapterSite, AdapterSlot, CheckpointTarget, DenoiserFamily
 from dreamvideo_cli.codecs import LatentCodec, to_uint8_frames
+from dv_wan import configs
 
 IDENTITY_SLOTS = (AdapterSlot("attn2", "norm2", norm_in_fp32=True),)
 MOTION_SLOTS = (AdapterSlot("attn1"), AdapterSlot("ffn"))
@@ -67,14 +68,14 @@ class WanVideoCodec(LatentCodec):
     """AutoencoderKLWan: 8x spatial, 4x temporal with the first frame alone, latents
     normalised per channel with the config's latents_mean / latents_std. Runs in fp32."""
 
-    temporal_factor = 4
+    temporal_factor = configs.VAE_TEMPORAL_FACTOR
 
     def __init__(self, vae: Any, image_chunk: int = 8) -> None:
         self.vae = vae
         config = vae.config
         self.channels = int(config.z_dim)
-        self.spatial_factor = int(getattr(config, "scale_factor_spatial", 8))
-        self.temporal_factor = int(getattr(config, "scale_factor_temporal", 4))
+        self.spatial_factor = int(getattr(config, "scale_factor_spatial", configs.VAE_SPATIAL_FACTOR))
+        self.temporal_factor = int(getattr(config, "scale_factor_temporal", configs.VAE_TEMPORAL_FACTOR))
         self.mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)  # [C, 1, 1, 1]
         self.std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
         self.image_chunk = image_chunk

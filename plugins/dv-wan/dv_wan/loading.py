@@ -302,13 +302,13 @@ def build_random(
     from transformers import UMT5Config, UMT5EncoderModel
 
     from dreamvideo_cli.appearance import random_open_clip_encoder
-    from dv_wan.tiny import word_tokenizer
+    from dv_wan.tiny import t5_word_tokenizer
 
     device = torch.device(device)
     text_config = dict(configs.TEXT_ENCODER_CONFIG)
     if not text_encoder_full_size:
         text_config["num_layers"] = REDUCED_TEXT_ENCODER_LAYERS
-    tokenizer = word_tokenizer(configs.TOKENIZER_MAX_LENGTH)
+    tokenizer = t5_word_tokenizer(max_length=configs.TOKENIZER_MAX_LENGTH)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(RANDOM_SEED)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from dv_wan.loading import WanParts, _cast_text_encoder, _cast_transformer, _freeze
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import torch
 
 __all__ = [
@@ -30,11 +32,11 @@ __all__ = [
     "TINY_WAN_REVISION",
     "TINY_WORDS",
     "save_tiny_wan",
+    "t5_word_tokenizer",
     "tiny_parts",
     "tiny_text_config",
     "tiny_transformer_config",
     "tiny_vae_config",
-    "word_tokenizer",
 ]
 
 TINY_WAN_REVISION = "tiny-wan-v1-seed0"
@@ -62,10 +64,11 @@ _WORD_SCORE, _SPACE_SCORE, _CHAR_SCORE = -3.0, -4.0, -8.0
 _EMBEDDING_MULTIPLE = 64
 
 
-def word_tokenizer(max_length: int = TINY_MAX_LENGTH, words: tuple[str, ...] = TINY_WORDS) -> Any:
+def t5_word_tokenizer(words: Iterable[str] = TINY_WORDS, max_length: int = TINY_MAX_LENGTH) -> Any:
     """A T5 tokenizer (transformers' T5Tokenizer, a `tokenizers` Unigram model) made on the fly:
     "<pad>" 0, "</s>" 1 (appended to every sequence), "<unk>" 2, then word pieces
-    ("▁dog") and single characters. No download, no sentencepiece file."""
+    ("▁dog") and single characters. No download, no sentencepiece file. The T5 counterpart
+    of `dreamvideo_cli.testing.word_tokenizer` (a CLIP BPE one), with the same arguments."""
     from transformers import T5Tokenizer
 
     vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", _SPACE_SCORE)]
@@ -141,7 +144,7 @@ def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = N
     from dv_wan import configs
 
     dtype = dtype or torch.float32
-    tokenizer = word_tokenizer()
+    tokenizer = t5_word_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         transformer: Any = WanTransformer3DModel(**tiny_transformer_config())

@@ -15,7 +15,7 @@ from dreamvideo_cli.adapters import (
     remove_placeholder_tokens,
 )
 from dreamvideo_cli.backbone import Components
-from dreamvideo_cli.learn.common import diffusion_loss
+from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.objectives import FlowMatchObjective
 from dreamvideo_cli.runtime import encode_text, tokenize
 from dv_wan.backbones import TinyWanBackbone, WanBackbone
@@ -193,7 +193,7 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         motion.attach(parts.denoiser)
         motion.set_appearance(torch.randn(2, parts.appearance_dim, generator=torch.Generator().manual_seed(4)))
         x0, _, context = _inputs(parts)
-        with gradient_checkpointing(parts.denoiser, enabled, parts.family):
+        with gradient_checkpointing(parts.denoiser, parts.family, enabled=enabled):
             assert any(isinstance(m, Checkpointed) for m in parts.denoiser.modules()) == enabled
             loss = diffusion_loss(parts, x0, context, torch.Generator().manual_seed(1), 0.1)
             loss.backward()

@@ -34,8 +34,8 @@ from dv_wan.tiny import (
     TINY_APPEARANCE_DIM,
     TINY_WAN_REVISION,
     save_tiny_wan,
+    t5_word_tokenizer,
     tiny_parts,
-    word_tokenizer,
 )
 
 WAN_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -80,7 +80,7 @@ def open_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
     # What open_clip.create_model records for the config's preprocess_cfg.
     model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD
-    save_for_hf(model, word_tokenizer(), TINY_OPEN_CLIP_CFG, str(folder), safe_serialization=True)
+    save_for_hf(model, t5_word_tokenizer(), TINY_OPEN_CLIP_CFG, str(folder), safe_serialization=True)
     return folder
 
 

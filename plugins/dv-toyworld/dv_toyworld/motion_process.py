@@ -1,4 +1,4 @@
-"""Learn a motion in a second process while this one learns the subject.
+"""Learn a motion in a child process while this one learns the subject (`dv demo`).
 
 Subject and motion learning are independent, and the toy model's ops are too small for
 two threads to speed up one of them, so on a CPU with two or more cores the demo gives
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from dreamvideo_cli.events import Event, EventHandler
 
 if TYPE_CHECKING:
-    from dreamvideo_cli.learn import MotionConfig
+    from dreamvideo_cli import MotionConfig
 
 _DONE, _FAILED = "done", "failed"
-_CHILD = "import sys; from dv_toyworld.alongside import child_main; child_main(int(sys.argv[1]))"
+_CHILD = "import sys; from dv_toyworld.motion_process import child_main; child_main(int(sys.argv[1]))"
 
 
 def child_main(fd: int) -> None:
@@ -43,7 +43,7 @@ def child_main(fd: int) -> None:
         try:
             import torch
 
-            from dreamvideo_cli.learn import learn_motion
+            from dreamvideo_cli import learn_motion
             from dv_registry import Registry
 
             torch.set_num_threads(threads)
@@ -59,7 +59,7 @@ def child_main(fd: int) -> None:
             send((_FAILED, error))
 
 
-class MotionAlongside:
+class MotionProcess:
     """`learn_motion` in a child process. Use as a context manager: `forward(on_event)` is
     the handler to give the parent's own work, `result(on_event)` waits for the motion
     and returns its `name:tag`; leaving the block stops a child still running."""
@@ -70,7 +70,7 @@ class MotionAlongside:
         self._outcome: tuple[str, Any] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> MotionAlongside:
+    def __enter__(self) -> MotionProcess:
         read, write = os.pipe()
         self._process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(write)], stdin=subprocess.PIPE, pass_fds=(write,)
