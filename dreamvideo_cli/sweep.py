@@ -152,7 +152,7 @@ def run_sweep(
 
 def _scorers(names: list[str], device: str) -> dict[str, Any]:
     """The named metrics, made and prepared (missing weights fail before any compose)."""
-    from dreamvideo_cli.evaluate import metric_classes, prepare_metric
+    from dreamvideo_cli.evaluate import metric_classes
     from dreamvideo_cli.runtime import pick_device
 
     if not names:
@@ -160,7 +160,7 @@ def _scorers(names: list[str], device: str) -> dict[str, Any]:
     classes, _ = metric_classes(names)
     metrics = {name: cls(device=str(pick_device(device))) for name, cls in classes.items()}
     for metric in metrics.values():
-        prepare_metric(metric)
+        metric.prepare()
     return metrics
 
 

@@ -10,9 +10,8 @@ checkpoints and `--resume` are the trainer's (learn/trainer.py).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.motion_data import MotionClips
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer, open_backbone
-from dreamvideo_cli.registry_entries import check_new_name, store_adapter
+from dreamvideo_cli.registry_entries import check_new_name
 from dreamvideo_cli.run_layout import Stage
 from dreamvideo_cli.runtime import autocast, quiet_libraries
 
@@ -75,7 +74,6 @@ def learn_motion(
 ) -> Manifest:
     """Learn the motion `name` from the clips in `clips_dir`; returns the registry manifest."""
     quiet_libraries()
-    started = time.monotonic()
     resumed = None
     if resume is not None:
         resumed, config, name, clips_dir = resumed_config(
@@ -112,29 +110,12 @@ def learn_motion(
     with trainer.session():
         train_motion_adapter(trainer, motion, data, config, config.preview_prompt or phrase)
     motion.detach()
-    trainer.finish()
-
-    return store_adapter(
+    return trainer.publish(
         registry,
-        kind="motion",
-        name=name,
-        backbone=backbone,
-        adapters=motion,
-        extra_tensors=None,
-        checkpoints=trainer.checkpoint_files(),
-        fields={
-            "phrase": phrase,
-            "training": {
-                **asdict(config),
-                "run": trainer.run.id,
-                "clips": [p.name for p in paths],
-                "captions": sorted(set(texts)),
-            },
-            "seed": config.seed,
-            "dataset_digest": media.dataset_digest(paths),
-            "duration_s": round(time.monotonic() - started, 2),
-            "description": config.description,
-        },
+        name,
+        motion,
+        inputs=paths,
+        fields={"phrase": phrase, "training": {"clips": [p.name for p in paths], "captions": sorted(set(texts))}},
         reference_images=[(paths[0], Image.fromarray(data.preview[0]))],
         preview=media.contact_sheet(data.preview, columns=8, max_frames=16, label=f"{name}: {phrase}"),
     )

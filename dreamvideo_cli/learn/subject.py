@@ -11,9 +11,8 @@ checkpoints and `--resume` are the trainer's (learn/trainer.py).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from dreamvideo_cli.backbone import Components, VideoFormat
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer
-from dreamvideo_cli.registry_entries import check_new_name, store_adapter
+from dreamvideo_cli.registry_entries import check_new_name
 from dreamvideo_cli.run_layout import Stage
 from dreamvideo_cli.runtime import autocast, encode_text, quiet_libraries, to_tensor_images, tokenize
 from dreamvideo_cli.text import Tokens
@@ -109,7 +108,6 @@ def learn_subject(
 ) -> Manifest:
     """Learn `name` from the photos in `photos_dir`; returns the stored registry manifest."""
     quiet_libraries()
-    started = time.monotonic()
     resumed, config = None, replace(config)  # the run records its seed in its own copy
     if resume is not None:
         resumed, config, name, photos_dir = resumed_config(
@@ -142,25 +140,13 @@ def learn_subject(
             textual_inversion(trainer, placeholder, ids, data, config, preview_prompt, f"{token} from {init_word!r}")
         train_identity_adapter(trainer, identity, placeholder, ids, data, config, preview_prompt)
     identity.detach()
-    trainer.finish()
-
-    return store_adapter(
+    return trainer.publish(
         registry,
-        kind="subject",
-        name=name,
-        backbone=trainer.backbone,
-        adapters=identity,
+        name,
+        identity,
+        inputs=paths,
+        fields={"token": token, "init_word": init_word, "training": {"photos": [p.name for p in paths]}},
         extra_tensors={"token": placeholder.vectors.detach().cpu()[placeholder.token_row]},
-        checkpoints=trainer.checkpoint_files(),
-        fields={
-            "token": token,
-            "init_word": init_word,
-            "training": {**asdict(config), "run": trainer.run.id, "photos": [p.name for p in paths]},
-            "seed": config.seed,
-            "dataset_digest": media.dataset_digest(paths),
-            "duration_s": round(time.monotonic() - started, 2),
-            "description": config.description,
-        },
         reference_images=[(p, img) for p, img in photos],
         preview=media.contact_sheet(
             data.crops,

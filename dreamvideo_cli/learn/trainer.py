@@ -19,14 +19,18 @@ has always written, so a run started by an earlier release resumes.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from PIL import Image
 from torch import nn
 
+from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
 from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, StepDone
@@ -37,9 +41,13 @@ from dreamvideo_cli.learn.previews import write_preview
 from dreamvideo_cli.learn.run_folder import Run, save_tensors
 from dreamvideo_cli.learn.streams import RandomStreams
 from dreamvideo_cli.plugins import get_backbone
+from dreamvideo_cli.registry_entries import store_adapter
 from dreamvideo_cli.run_layout import STAGES, Stage
 from dreamvideo_cli.runtime import frozen_dtype, pick_device, prepare_denoiser
 from dreamvideo_cli.speed import compiled_denoiser, gradient_checkpointing
+
+if TYPE_CHECKING:
+    from dv_registry import Manifest, Registry
 
 
 class RunSettings(Protocol):
@@ -58,6 +66,7 @@ class RunSettings(Protocol):
     preview_every: int
     save_every: int
     log_every: int
+    description: str
 
 
 def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
@@ -94,6 +103,7 @@ class Trainer:
         resumed: bool,
     ) -> None:
         self.run, self.backbone, self.parts, self.settings, self.on_event = run, backbone, parts, settings, on_event
+        self.started = time.monotonic()
         self.sites: list[AdapterSite] = backbone.adapter_sites(parts.denoiser)
         self.streams = RandomStreams(parts.device, settings.seed or 0)
         self.stop = StopRequested()
@@ -303,9 +313,43 @@ class Trainer:
         """A short video with the adapters as they stand, kept as `previews/<label>.png`."""
         return write_preview(self.parts, self.backbone, self.run, label, prompt, frames, self.on_event, release_text)
 
-    def finish(self) -> None:
-        """The loss curve beside the run's log."""
+    def publish(
+        self,
+        registry: Registry,
+        name: str,
+        adapters: AdapterSet,
+        *,
+        inputs: list[Path],
+        fields: dict[str, Any],
+        reference_images: list[tuple[Path, Image.Image]],
+        preview: Image.Image,
+        extra_tensors: dict[str, torch.Tensor] | None = None,
+    ) -> Manifest:
+        """The loss curve beside the run's log, then the run's result as a new registry version
+        of `name` (its checkpoints as `stepK` tags), recording the settings, the seed, the
+        inputs' digest and how long the run took."""
         self.run.save_loss_plot()
+        kind = self.run.config()["kind"]
+        training = {**asdict(self.settings), "run": self.run.id, **fields.pop("training", {})}  # type: ignore[call-overload]
+        return store_adapter(
+            registry,
+            kind=kind,
+            name=name,
+            backbone=self.backbone,
+            adapters=adapters,
+            extra_tensors=extra_tensors,
+            checkpoints=self.checkpoint_files(),
+            fields={
+                **fields,
+                "training": training,
+                "seed": self.settings.seed,
+                "dataset_digest": media.dataset_digest(inputs),
+                "duration_s": round(time.monotonic() - self.started, 2),
+                "description": self.settings.description,
+            },
+            reference_images=reference_images,
+            preview=preview,
+        )
 
 
 def _every(period: int, step: int) -> bool:
