@@ -15,7 +15,7 @@ Where adapters go and how each is wired into its block is the denoiser family's
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamvideo_cli.backbone import AdapterKind, AdapterSite
-
-# Kept importable from here for code written when every denoiser was a UNet3D.
-from dreamvideo_cli.families.unet3d import find_adapter_sites
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.speed import Checkpointed
 
 __all__ = [
     "AdapterSet",
@@ -37,7 +36,6 @@ __all__ = [
     "adapter_parameter_count",
     "adapter_parameter_counts",
     "add_placeholder_token",
-    "find_adapter_sites",
     "remove_placeholder_tokens",
     "resolve_site",
 ]
@@ -177,8 +175,6 @@ def adapter_parameter_counts(sites: Iterable[AdapterSite], condition_dim: int, d
 def resolve_site(root: nn.Module, path: str) -> nn.Module:
     """The module at a dotted site path, looking through activation-checkpoint wrappers
     (so adapters attach the same way with or without `--gradient-checkpointing`)."""
-    from dreamvideo_cli.speed import Checkpointed
-
     module = root
     for part in path.split("."):
         while isinstance(module, Checkpointed):
@@ -360,11 +356,6 @@ class AdapterSet(nn.Module):
                     param.copy_(value.to(param.dtype))
 
 
-def iter_trainable(modules: Iterable[nn.Module]) -> Iterator[nn.Parameter]:
-    for module in modules:
-        yield from (p for p in module.parameters() if p.requires_grad)
-
-
 class PlaceholderEmbedding(nn.Module):
     """A text encoder's frozen token table plus learnable rows for new placeholder tokens.
 
@@ -394,8 +385,6 @@ class PlaceholderEmbedding(nn.Module):
 def add_placeholder_token(tokenizer: Any, text_encoder: Any, token: str, init_word: str) -> PlaceholderEmbedding:
     """Add `token` to the tokenizer and give the text encoder a learnable row for it,
     initialised from the embedding of `init_word` (the mean of its pieces)."""
-    from dreamvideo_cli.errors import DVError
-
     init_ids = tokenizer(init_word, add_special_tokens=False)["input_ids"]
     if not init_ids:
         raise DVError(f"the init word {init_word!r} has no tokens", "pass a plain word like --init-word dog")

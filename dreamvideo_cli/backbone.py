@@ -22,12 +22,14 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.objectives import DDPMObjective, NoiseSchedule, Objective
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from dreamvideo_cli.codecs import LatentCodec
-    from dreamvideo_cli.objectives import Objective
     from dreamvideo_cli.text import TextEncoding
 
 AdapterKind = Literal["identity", "motion"]
@@ -41,20 +43,6 @@ class VideoFormat:
     width: int
     frames: int
     fps: int
-
-
-@dataclass(frozen=True)
-class NoiseSchedule:
-    """A DDPM training noise schedule (`objectives.DDPMObjective` wraps it)."""
-
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"
-    prediction_type: str = "epsilon"
-
-    def as_config(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -188,23 +176,23 @@ class Components:
     device: torch.device
     dtype: torch.dtype  # the dtype the frozen denoiser runs in
 
-    # Read-only names kept for plugins and scripts written against the UNet-only contract.
-    @property
-    def unet(self) -> nn.Module:
-        return self.denoiser
-
-    @property
-    def vae(self) -> Any:
-        """The codec's VAE, where it has one."""
-        return getattr(self.codec, "vae", None)
-
+    # Read-only shortcuts into the parts above, for code that works on the raw models:
+    # textual inversion adds its token to the tokenizer and a row to the text encoder's
+    # embeddings; tests and scripts call a frame-VAE codec's VAE directly.
     @property
     def tokenizer(self) -> Any:
+        """The text encoding's tokenizer (`text.tokenizer`)."""
         return self.text.tokenizer
 
     @property
     def text_encoder(self) -> Any:
+        """The text encoding's model (`text.model`)."""
         return self.text.model
+
+    @property
+    def vae(self) -> Any:
+        """The codec's VAE (`codec.vae`), or None for a codec that has none."""
+        return getattr(self.codec, "vae", None)
 
     def denoise(
         self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, model: nn.Module | None = None
@@ -216,9 +204,9 @@ class Components:
 class Backbone(ABC):
     """A frozen text-to-video model that DreamVideo adapters attach to.
 
-    Subclasses set the class attributes and implement `build_denoiser`, `fingerprint` and
-    `load`. `family` says where adapters go; `training_objective` defaults to DDPM with
-    `schedule`.
+    Subclasses set the class attributes and implement `family`, `build_denoiser`,
+    `fingerprint` and `load`. `family` says how the denoiser is called and where adapters
+    go; `training_objective` defaults to DDPM with `schedule`.
     """
 
     name: ClassVar[str]
@@ -240,27 +228,19 @@ class Backbone(ABC):
         self.random_weights = random_weights
 
     @classmethod
+    @abstractmethod
     def family(cls) -> DenoiserFamily:
-        """The denoiser family; the default is diffusers' UNet3D."""
-        from dreamvideo_cli.families.unet3d import UNET3D
-
-        return UNET3D
+        """The denoiser family (e.g. `dreamvideo_cli.UNET3D`). A method, not a class
+        attribute, so that registering a backbone does not import torch: import the family
+        inside it."""
 
     @classmethod
     def training_objective(cls) -> Objective:
-        from dreamvideo_cli.objectives import DDPMObjective
-
         return DDPMObjective(cls.schedule)
 
+    @abstractmethod
     def build_denoiser(self, device: str = "meta") -> nn.Module:
         """The denoiser's architecture with uninitialised (meta) or random weights."""
-        return self.build_unet(device)
-
-    def build_unet(self, device: str = "meta") -> nn.Module:
-        """The name `build_denoiser` had when every backbone was a UNet; override either."""
-        if type(self).build_denoiser is not Backbone.build_denoiser:
-            return self.build_denoiser(device)
-        raise NotImplementedError(f"{type(self).__name__} implements neither build_denoiser nor build_unet")
 
     def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
         return self.family().adapter_sites(denoiser)
@@ -274,8 +254,6 @@ class Backbone(ABC):
     def check_frames(self, frames: int) -> None:
         """Refuse, in one line, a frame count the codec cannot take (a video VAE that
         compresses time takes k * factor + 1 frames)."""
-        from dreamvideo_cli.errors import DVError
-
         factor = self.temporal_compression
         if frames < 1:
             raise DVError(f"--frames must be at least 1, got {frames}", f"use --frames {self.video_format.frames}")

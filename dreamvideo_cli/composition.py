@@ -6,6 +6,7 @@ their scales, build the prompt, pick the appearance guide, sample, write the vid
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dreamvideo_cli import __version__, media
+from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet, add_placeholder_token, remove_placeholder_tokens
 from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
 from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
@@ -204,7 +205,7 @@ def compose(
 
     fps = config.fps or backbone.video_format.fps
     metadata = {
-        "dv_version": __version__,
+        "dv_version": importlib.metadata.version("dreamvideo"),
         "prompt": final_prompt,
         "user_prompt": prompt,
         "negative_prompt": config.negative_prompt,

@@ -6,8 +6,8 @@ subject's init word before text alignment is scored (the authors scored "a dog e
 pizza", not the learned token), and a metric whose inputs are missing is skipped with a
 warning, or is an error when it was asked for by name.
 
-The helpers that pick, prepare and run metrics (`metric_classes`, `prepare_metric`,
-`score_sample`, ...) are shared with evaluation grids, which live in `dreamvideo_cli.grid`.
+The helpers that pick and run metrics (`metric_classes`, `score_sample`, ...) are shared
+with evaluation grids (`dreamvideo_cli.grid`) and sweeps.
 
 The engine never prints: it emits `dreamvideo_cli.events`.
 """
@@ -18,7 +18,6 @@ import dataclasses
 import math
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dreamvideo_cli import media
+from dreamvideo_cli import media, plugins
 from dreamvideo_cli.errors import DVError, MissingWeightsError
 from dreamvideo_cli.events import (
     EventHandler,
@@ -37,6 +36,9 @@ from dreamvideo_cli.events import (
     ignore_events,
 )
 from dreamvideo_cli.metrics import EvalSample, Metric
+from dreamvideo_cli.registry_entries import reference_images
+from dreamvideo_cli.runtime import pick_device
+from dv_registry import RegistryError
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -50,7 +52,6 @@ __all__ = [
     "evaluate_videos",
     "expand_videos",
     "metric_classes",
-    "prepare_metric",
     "reference_arrays",
     "score_sample",
     "unmet_needs",
@@ -80,8 +81,6 @@ def eval_prompt(prompt: str, token: str | None = None, init_word: str | None = N
 
 def _subject_from_metadata(registry: Registry, recorded: dict[str, Any]) -> tuple[Manifest | None, str | None]:
     """The recorded subject's manifest, by digest first (tags move), else by its ref."""
-    from dv_registry import RegistryError
-
     ref = str(recorded.get("ref") or "")
     digest = str(recorded.get("digest") or "")
     name = ref.split("@")[0].split(":")[0]
@@ -105,8 +104,6 @@ def _resolve_subject(registry: Registry, ref: str) -> Manifest:
 
 def reference_arrays(registry: Registry, manifest: Manifest) -> list[npt.NDArray[np.uint8]]:
     """The subject's reference photos, as RGB arrays."""
-    from dreamvideo_cli.learn.store import reference_images
-
     return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in reference_images(registry, manifest)]
 
 
@@ -115,24 +112,13 @@ def reference_arrays(registry: Registry, manifest: Manifest) -> list[npt.NDArray
 
 def metric_classes(names: Sequence[str] | None) -> tuple[dict[str, type[Metric]], bool]:
     """The metrics to compute, and whether the user named them (then missing inputs are errors)."""
-    from dreamvideo_cli.plugins import get_metric, get_metrics
-
     if names:
         wanted = list(dict.fromkeys(n.strip() for name in names for n in name.split(",") if n.strip()))
-        return {name: get_metric(name) for name in wanted}, True
-    found = {name: reg.item for name, reg in sorted(get_metrics().items())}
+        return {name: plugins.get_metric(name) for name in wanted}, True
+    found = {name: reg.item for name, reg in sorted(plugins.get_metrics().items())}
     if not found:
         raise DVError("no metrics are installed", "install dv-metrics, or a plugin that registers metrics")
     return found, False
-
-
-def prepare_metric(metric: Metric) -> None:
-    """Load the metric's weights now, if it can (so missing weights fail before any work)."""
-    # Loading weights up front turns "weights missing" into an error before any work;
-    # `prepare` is optional for metric plugins.
-    prepare = getattr(metric, "prepare", None)
-    if callable(prepare):
-        prepare()
 
 
 def unmet_needs(cls: type[Metric], has: set[str]) -> list[str]:
@@ -141,8 +127,6 @@ def unmet_needs(cls: type[Metric], has: set[str]) -> list[str]:
 
 
 def _device(name: str) -> str:
-    from dreamvideo_cli.runtime import pick_device
-
     return str(pick_device(name))
 
 
@@ -284,7 +268,7 @@ def evaluate_videos(
     needed = [name for name in classes if any(name not in plan.skipped for plan in plans)]
     instances = {name: classes[name](device_name) for name in needed}
     for metric in instances.values():
-        prepare_metric(metric)
+        metric.prepare()  # missing weights fail here, before any video is decoded
 
     references: dict[str, list[npt.NDArray[np.uint8]]] = {}
     results: list[VideoScores] = []
@@ -317,21 +301,3 @@ def evaluate_videos(
         on_event(StepDone("eval", step, len(plans)))
     on_event(StageFinished("eval"))
     return results
-
-
-# ---------------------------------------------------------------- moved to dreamvideo_cli.grid
-
-_MOVED_TO_GRID = frozenset({"GridCell", "GridResult", "GridSpec", "grid_cells", "read_prompts", "run_grid"})
-
-
-def __getattr__(name: str) -> Any:
-    """The grid names this module used to hold, for one release (PEP 562: imported on first use,
-    so that `dreamvideo_cli.grid`, which builds on this module, is not a cycle)."""
-    if name not in _MOVED_TO_GRID:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"dreamvideo_cli.evaluate.{name} moved to dreamvideo_cli.grid.{name}", DeprecationWarning, stacklevel=2
-    )
-    from dreamvideo_cli import grid
-
-    return getattr(grid, name)

@@ -13,12 +13,29 @@ Rectified flow (Wan 2.1 and most video transformers), with s in [0, 1]:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from dreamvideo_cli.backbone import NoiseSchedule
+# torch is imported inside the methods that run on tensors: a backbone states its
+# `NoiseSchedule` when its class is defined, which happens when dv registers plugins, and
+# registering must not import torch (`dv --help` stays instant).
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A DDPM training noise schedule (`DDPMObjective` wraps it), in diffusers' terms."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+    def as_config(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Objective(ABC):
@@ -44,6 +61,8 @@ class Objective(ABC):
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return values.to(like.device, torch.float32).view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -72,6 +91,8 @@ class DDPMObjective(Objective):
         return self._scheduler
 
     def sample_timesteps(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        import torch
+
         return torch.randint(0, self.num_train_timesteps, (n,), generator=generator, device=device)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -106,6 +127,8 @@ class FlowMatchObjective(Objective):
         return self.shift * u / (1 + (self.shift - 1) * u)
 
     def sample_timesteps(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        import torch
+
         u = torch.sigmoid(torch.randn((n,), generator=generator, device=device))
         return self.shifted(u)
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.objectives import DDPMObjective, FlowMatchObjective, Objective
 
-# Registering samplers must not import torch (`dv --help` stays instant): the objective
-# classes are imported when a scheduler is built.
-if TYPE_CHECKING:
-    from dreamvideo_cli.objectives import DDPMObjective, FlowMatchObjective, Objective
+# Registering samplers must not import torch or diffusers (`dv --help` stays instant):
+# each scheduler's class is imported when it is built.
 
 
 @dataclass(frozen=True)
@@ -21,20 +20,16 @@ class Sampler:
     name: str
     description: str
     default_steps: int
-    # Builds a fresh diffusers scheduler; imported lazily so registering costs nothing.
+    # Builds a fresh diffusers scheduler.
     make_scheduler: Callable[[Objective], Any]
 
 
 def _flow(objective: Objective) -> FlowMatchObjective | None:
     """The objective when it is rectified flow, else None."""
-    from dreamvideo_cli.objectives import FlowMatchObjective
-
     return objective if isinstance(objective, FlowMatchObjective) else None
 
 
 def _ddpm(objective: Objective, sampler: str) -> DDPMObjective:
-    from dreamvideo_cli.objectives import DDPMObjective
-
     if not isinstance(objective, DDPMObjective):
         raise DVError(
             f"the {sampler} sampler needs a DDPM backbone, and this one is trained on rectified flow",

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
+from dreamvideo_cli.backbone import Backbone, Components, DenoiserFamily, Fingerprint, VideoFormat
+from dreamvideo_cli.objectives import NoiseSchedule
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -150,6 +151,12 @@ class TinyBackbone(Backbone):
     video_format = VideoFormat(height=32, width=32, frames=8, fps=8)
     appearance_dim = 16
     schedule = NoiseSchedule()
+
+    @classmethod
+    def family(cls) -> DenoiserFamily:
+        from dreamvideo_cli.families.unet3d import UNET3D  # imports torch: not at registration
+
+        return UNET3D
 
     def build_denoiser(self, device: str = "meta") -> Any:
         import torch

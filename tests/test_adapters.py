@@ -13,12 +13,11 @@ from dreamvideo_cli.adapters import (
     adapter_parameter_count,
     adapter_parameter_counts,
     add_placeholder_token,
-    find_adapter_sites,
     remove_placeholder_tokens,
 )
 from dreamvideo_cli.backbone import AdapterSite
-from dreamvideo_cli.families.unet3d import IDENTITY_SLOTS, MOTION_SLOTS
-from dreamvideo_cli.learn.common import diffusion_loss
+from dreamvideo_cli.families.unet3d import IDENTITY_SLOTS, MOTION_SLOTS, find_adapter_sites
+from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.testing import TinyBackbone
 
 
@@ -29,7 +28,7 @@ def parts():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def unet(parts):  # type: ignore[no-untyped-def]
-    return parts.unet
+    return parts.denoiser
 
 
 def _inputs(frames: int = 4, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,7 +64,7 @@ def test_sites_are_every_spatial_cross_attention_and_every_temporal_block(unet) 
 
 
 def test_attaching_at_initialisation_is_bit_identical(parts) -> None:  # type: ignore[no-untyped-def]
-    unet = parts.unet
+    unet = parts.denoiser
     sites = find_adapter_sites(unet)
     x, t, context = _inputs()
     with torch.no_grad():
@@ -83,7 +82,7 @@ def test_attaching_at_initialisation_is_bit_identical(parts) -> None:  # type: i
 
 
 def test_trained_adapters_change_the_output_and_detach_restores_it(parts) -> None:  # type: ignore[no-untyped-def]
-    unet = parts.unet
+    unet = parts.denoiser
     sites = find_adapter_sites(unet)
     x, t, context = _inputs()
     with torch.no_grad():
@@ -105,8 +104,8 @@ def test_trained_adapters_change_the_output_and_detach_restores_it(parts) -> Non
 
 def test_identity_adapter_reads_the_pre_norm_state_beside_cross_attention(parts) -> None:  # type: ignore[no-untyped-def]
     """x_out = attn2(norm2(x)) + x + up(GELU(down(x))) for a block, checked by hand."""
-    sites = [s for s in find_adapter_sites(parts.unet) if s.kind == "identity"]
-    block = parts.unet.get_submodule(sites[0].path)
+    sites = [s for s in find_adapter_sites(parts.denoiser) if s.kind == "identity"]
+    block = parts.denoiser.get_submodule(sites[0].path)
     d = sites[0].width
     x = torch.randn(2, 5, d)
     context = torch.randn(2, 16, 32)
@@ -115,7 +114,7 @@ def test_identity_adapter_reads_the_pre_norm_state_beside_cross_attention(parts)
     adapters = AdapterSet("identity", sites[:1])
     _randomise(adapters)
     adapter = next(iter(adapters.adapters.values()))
-    adapters.attach(parts.unet)
+    adapters.attach(parts.denoiser)
     try:
         with torch.no_grad():
             got = block.attn2(block.norm2(x), encoder_hidden_states=context)
@@ -144,7 +143,7 @@ def test_motion_adapter_broadcasts_the_appearance_over_frames_and_positions() ->
 
 
 def test_parameter_counts_match_the_closed_form(parts) -> None:  # type: ignore[no-untyped-def]
-    sites = find_adapter_sites(parts.unet)
+    sites = find_adapter_sites(parts.denoiser)
     c = parts.appearance_dim
     identity = AdapterSet("identity", sites)
     motion = AdapterSet("motion", sites, condition_dim=c)
@@ -157,7 +156,8 @@ def test_parameter_counts_match_the_closed_form(parts) -> None:  # type: ignore[
 
 
 def test_reference_parameter_counts_for_modelscope_widths() -> None:
-    """reference-implementation.md: 12,409,120 identity and 77,966,496 motion parameters."""
+    """The authors' code on ModelScopeT2V's widths: 12,409,120 identity and 77,966,496
+    motion parameters (docs/method.md, docs/backbones.md)."""
     widths = [320] * 5 + [640] * 5 + [1280] * 6
     sites = [AdapterSite(f"s{i}", "identity", w, IDENTITY_SLOTS) for i, w in enumerate(widths)]
     sites += [AdapterSite(f"t{i}", "motion", w, MOTION_SLOTS) for i, w in enumerate([*widths, 512])]
@@ -176,7 +176,7 @@ def test_up_projection_starts_at_zero() -> None:
 
 
 def test_state_dict_round_trip_and_mismatch(parts) -> None:  # type: ignore[no-untyped-def]
-    sites = find_adapter_sites(parts.unet)
+    sites = find_adapter_sites(parts.denoiser)
     a = AdapterSet("motion", sites, condition_dim=parts.appearance_dim)
     _randomise(a)
     b = AdapterSet("motion", sites, condition_dim=parts.appearance_dim)
@@ -212,7 +212,7 @@ def test_only_adapters_learn_frozen_weights_stay_and_loss_falls() -> None:
     """A short run on a fixed batch: the loss falls, only adapter parameters get
     gradients, and every frozen UNet weight is bit-for-bit unchanged."""
     parts = TinyBackbone().load("cpu")
-    unet = parts.unet
+    unet = parts.denoiser
     frozen = {k: v.clone() for k, v in unet.state_dict().items()}
     sites = find_adapter_sites(unet)
     motion = AdapterSet("motion", sites, condition_dim=parts.appearance_dim).attach(unet)

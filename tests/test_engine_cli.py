@@ -356,7 +356,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
 
 def test_composes_sharing_one_loaded_backbone_match_fresh_ones(home: Path, photos: Path, clips: Path) -> None:
     """An evaluation grid reuses the loaded backbone; compose must leave it as it found it."""
-    from dreamvideo_cli.composition import ComposeConfig, BackboneCache, compose
+    from dreamvideo_cli.composition import BackboneCache, ComposeConfig, compose
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
     from dv_registry import Registry
 

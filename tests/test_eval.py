@@ -22,7 +22,8 @@ from PIL import Image
 from dreamvideo_cli import media
 from dreamvideo_cli.cli import app, main
 from dreamvideo_cli.cli.eval import install
-from dreamvideo_cli.evaluate import GridSpec, eval_prompt, evaluate_videos, grid_cells, read_prompts
+from dreamvideo_cli.evaluate import eval_prompt, evaluate_videos
+from dreamvideo_cli.grid import GridSpec, grid_cells, read_prompts
 from dreamvideo_cli.plugins import pm
 
 try:
@@ -121,7 +122,7 @@ def fake_metrics() -> Iterator[types.ModuleType]:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A registry with subject `cat` and motion `walk` on the tiny backbone, and one composed video."""
-    from dreamvideo_cli.compose import ComposeConfig, compose
+    from dreamvideo_cli.composition import ComposeConfig, compose
     from dreamvideo_cli.learn import MotionConfig, SubjectConfig, learn_motion, learn_subject
     from dv_registry import Registry
 
@@ -256,8 +257,6 @@ def test_user_errors_are_one_line(
     assert code == 1 and "no videos in" in one_error_line(err)
     code, _, err = run(["eval", str(tmp_path), "-m", "no-such-metric"], capsys)
     assert code == 1 and "unknown metric" in one_error_line(err)
-    code, _, err = run(["eval", "--grid", "--subjects", "cat", "--motions", "walk"], capsys)
-    assert code == 1 and "--prompts" in one_error_line(err)
     code, _, err = run(["eval"], capsys)
     assert code == 1 and "no videos" in one_error_line(err)
 
@@ -287,7 +286,7 @@ def _prompts(folder: Path) -> Path:
 
 
 def test_prompts_file_and_cells(tmp_path: Path) -> None:
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
 
     assert read_prompts(_prompts(tmp_path)) == ["in the snow", "on the beach"]
     spec = GridSpec(["dog:v1", "-"], ["walk"], ["a", "b"], [0, 1], tmp_path, ComposeConfig())
@@ -354,17 +353,17 @@ def test_grid_writes_results_summary_and_sheet(grid_once: Path) -> None:
 def test_grid_rerun_skips_done_cells(
     grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import dreamvideo_cli.compose
+    import dreamvideo_cli.composition
 
     before = (grid_once / "results.json").read_text()
     composed: list[str] = []
-    real = dreamvideo_cli.compose.compose
+    real = dreamvideo_cli.composition.compose
 
     def counting(*args: object, **kwargs: object) -> object:
         composed.append(str(args[0]))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dreamvideo_cli.compose, "compose", counting)
+    monkeypatch.setattr(dreamvideo_cli.composition, "compose", counting)
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     args = [
         "eval",
@@ -403,44 +402,11 @@ def test_grid_rerun_skips_done_cells(
     assert (grid_once / "results.json").read_text() == before
 
 
-def test_deprecated_grid_flag_still_runs_the_grid(
-    grid_once: Path, studio: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`dv eval --grid ...` (before `dv eval grid`) works for one release, with one note on stderr."""
-    before = (grid_once / "results.json").read_text()
-    monkeypatch.setenv("DV_HOME", str(studio / "home"))
-    args = [
-        "eval",
-        "--grid",
-        "--subjects",
-        "cat,-",
-        "--motions",
-        "walk",
-        "--prompts",
-        str(grid_once.parent / "prompts.txt"),
-        "-o",
-        str(grid_once),
-        *GRID_OPTIONS,
-    ]
-    code, out, err = run(args, capsys)
-    assert code == 0, err
-    notes = [line for line in err.splitlines() if "deprecated" in line]
-    assert len(notes) == 1 and "dv eval grid" in notes[0] and notes[0].startswith("warning")
-    assert "4 already done" in err and "overall" in out
-    assert (grid_once / "results.json").read_text() == before
-
-    # The new form says nothing of the sort.
-    code, _, err = run(["eval", "grid", *args[2:]], capsys)
-    assert code == 0, err
-    assert "deprecated" not in err
-
-
 def test_grid_subcommand_errors_and_help(
     home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk"], capsys)
     assert code == 1 and "--prompts" in one_error_line(err)
-    assert "deprecated" not in err
     code, _, err = run(
         [
             "eval",
@@ -476,13 +442,15 @@ def test_grid_subcommand_errors_and_help(
         capsys,
     )
     assert code == 1 and "not a subject" in one_error_line(err)
-    code, _, err = run(["eval", str(tmp_path), "--subjects", "cat"], capsys)
-    assert code == 1 and "dv eval grid" in one_error_line(err)
+    # Grid options belong to `dv eval grid` only (`dv eval --grid` was never released).
+    for option in ("--subjects", "--grid"):
+        code, _, err = run(["eval", str(tmp_path), option, "cat"], capsys)
+        assert code == 2 and f"No such option: {option}" in err
 
     # `dv eval --help` is the help of scoring videos, and names the grid subcommand.
     code, out, _ = run(["eval", "--help"], capsys)
     assert code == 0 and "--metric" in out and "--subject " in out and "grid" in out
-    assert "--subjects" not in out and "--grid" not in out  # the deprecated flag is hidden
+    assert "--subjects" not in out and "--grid" not in out
     code, out, _ = run(["eval", "grid", "--help"], capsys)
     assert code == 0 and "--subjects" in out and "--prompts" in out and "--steps" in out
 
@@ -490,7 +458,7 @@ def test_grid_subcommand_errors_and_help(
 def test_plan_status_and_merge_read_a_finished_grid_back(grid_once: Path, studio: Path, fake_metrics: object) -> None:
     """The grid's three steps on their own: planning keys every cell as the run did, every
     cell is done, and merging its result files gives results.json's cells."""
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
     from dreamvideo_cli.grid import cell_status, merge_results, plan_grid
     from dv_registry import Registry
 
@@ -511,15 +479,6 @@ def test_plan_status_and_merge_read_a_finished_grid_back(grid_once: Path, studio
     )
     assert {cell_status(other, cell)[0] for cell in other.cells} == {"compose"}
     assert [c["status"] for c in merge_results(other)] == ["missing"] * 4
-
-
-def test_grid_names_moved_out_of_evaluate() -> None:
-    from dreamvideo_cli import evaluate, grid
-
-    with pytest.warns(DeprecationWarning, match="dreamvideo_cli.grid.run_grid"):
-        assert evaluate.run_grid is grid.run_grid
-    with pytest.raises(AttributeError):
-        evaluate.no_such_name  # noqa: B018
 
 
 @pytest.mark.slow
@@ -576,7 +535,7 @@ def test_grid_two_processes_match_one(grid_once: Path, studio: Path, tmp_path: P
 def test_a_cell_without_a_motion_leaves_motion_metrics_blank(studio: Path) -> None:
     """A motion metric cannot score a video made without a motion: the cell's score is
     blank with the reason, as subject metrics are in subject-less cells, not a failure."""
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
     from dreamvideo_cli.grid import plan_grid
     from dv_registry import Registry
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from dreamvideo_cli import plugins
-from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, VideoFormat
+from dreamvideo_cli.backbone import Backbone, Components, DenoiserFamily, Fingerprint, VideoFormat
 from dreamvideo_cli.cli import main
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.hookspecs import hookimpl
@@ -27,10 +27,16 @@ class FakeBackbone(Backbone):
     video_format = VideoFormat(64, 96, 4, 4)
     appearance_dim = 8
 
-    def build_unet(self, device: str = "meta") -> Any:
+    @classmethod
+    def family(cls) -> DenoiserFamily:
         from dreamvideo_cli.testing import TinyBackbone
 
-        return TinyBackbone().build_unet(device)
+        return TinyBackbone.family()
+
+    def build_denoiser(self, device: str = "meta") -> Any:
+        from dreamvideo_cli.testing import TinyBackbone
+
+        return TinyBackbone().build_denoiser(device)
 
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(self.name, "fake", "0")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.sampling import initial_noise, sample_latents
 from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.runtime import encode_text, tokenize
 from dreamvideo_cli.samplers import DDIM, UNIPC
+from dreamvideo_cli.sampling import initial_noise, sample_latents
 from dreamvideo_cli.testing import TinyBackbone
 
 PROMPT = "a dog walking on the beach"

@@ -7,34 +7,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from dreamvideo_cli.adapters import AdapterSet, find_adapter_sites
-from dreamvideo_cli.learn.common import diffusion_loss
-from dreamvideo_cli.speed import (
-    Checkpointed,
-    ChunkedAttnProcessor,
-    chunk_temporal_attention,
-    gradient_checkpointing,
-)
+from dreamvideo_cli.adapters import AdapterSet
+from dreamvideo_cli.families.unet3d import ChunkedAttnProcessor, chunk_temporal_attention, find_adapter_sites
+from dreamvideo_cli.learn.loss import diffusion_loss
+from dreamvideo_cli.speed import Checkpointed, gradient_checkpointing
 from dreamvideo_cli.testing import TinyBackbone
 
 
 def _grads(checkpointing: bool) -> tuple[float, dict[str, torch.Tensor]]:
     parts = TinyBackbone().load("cpu")
-    motion = AdapterSet("motion", find_adapter_sites(parts.unet), condition_dim=parts.appearance_dim)
+    motion = AdapterSet("motion", find_adapter_sites(parts.denoiser), condition_dim=parts.appearance_dim)
     with torch.no_grad():
         for p in motion.parameters():
             p.normal_(std=0.02, generator=torch.Generator().manual_seed(p.numel()))
-    motion.attach(parts.unet)
+    motion.attach(parts.denoiser)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 4, 4, 16, 16, generator=g)
     context = torch.randn(2, 16, 32, generator=g)
     motion.set_appearance(torch.randn(2, parts.appearance_dim, generator=g))
-    with gradient_checkpointing(parts.unet, checkpointing):
+    with gradient_checkpointing(parts.denoiser, parts.family, enabled=checkpointing):
         if checkpointing:
-            assert any(isinstance(m, Checkpointed) for m in parts.unet.modules())
+            assert any(isinstance(m, Checkpointed) for m in parts.denoiser.modules())
         loss = diffusion_loss(parts, x0, context, torch.Generator().manual_seed(1), 0.1)
         loss.backward()
-    assert not any(isinstance(m, Checkpointed) for m in parts.unet.modules())
+    assert not any(isinstance(m, Checkpointed) for m in parts.denoiser.modules())
     motion.detach()
     return loss.item(), {n: p.grad.clone() for n, p in motion.named_parameters() if p.grad is not None}
 
@@ -55,11 +51,11 @@ def test_chunked_temporal_attention_is_exact() -> None:
     t = torch.tensor([5, 900])
     context = torch.randn(2, 16, 32, generator=g)
     with torch.no_grad():
-        before = parts.unet(x, t, encoder_hidden_states=context).sample
+        before = parts.denoiser(x, t, encoder_hidden_states=context).sample
         # 2 videos x 16x16 positions = 512 sequences per temporal attention: chunks of 100.
-        assert chunk_temporal_attention(parts.unet, chunk=100) > 0
-        after = parts.unet(x, t, encoder_hidden_states=context).sample
-    assert any(isinstance(getattr(m, "processor", None), ChunkedAttnProcessor) for m in parts.unet.modules())
+        assert chunk_temporal_attention(parts.denoiser, chunk=100) > 0
+        after = parts.denoiser(x, t, encoder_hidden_states=context).sample
+    assert any(isinstance(getattr(m, "processor", None), ChunkedAttnProcessor) for m in parts.denoiser.modules())
     assert torch.allclose(before, after, atol=1e-5)
 
 
@@ -70,8 +66,8 @@ def test_learning_with_checkpointing_gives_the_same_adapter(tmp_path: object) ->
     import numpy as np
 
     from dreamvideo_cli.learn import MotionConfig, learn_motion
-    from dreamvideo_cli.learn.store import load_adapter_tensors
     from dreamvideo_cli.media import write_video
+    from dreamvideo_cli.registry_entries import load_adapter_tensors
     from dv_registry import Registry
 
     root = Path(str(tmp_path))
@@ -100,7 +96,7 @@ def test_compiled_learning_gives_the_same_subject(tmp_path: Path, monkeypatch: p
     from PIL import Image
 
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
-    from dreamvideo_cli.learn.store import load_adapter_tensors
+    from dreamvideo_cli.registry_entries import load_adapter_tensors
     from dreamvideo_cli.speed import COMPILE_BACKEND_ENV
     from dv_registry import Registry
 

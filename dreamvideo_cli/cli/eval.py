@@ -1,18 +1,19 @@
 """`dv eval VIDEO...` scores videos; `dv eval grid ...` composes and scores a whole grid.
 
-`dv eval --grid ...` (before `dv eval grid`) still works for one release, with a one-line
-deprecation note on stderr.
+The engine (evaluate, grid, the registry) is imported inside the commands: `dv --help`
+builds this group without importing numpy, torch or rich.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
-from dreamvideo_cli.cli._output import out, print_json, warn
+from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
 if TYPE_CHECKING:
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 
 # The command that scores videos has no name of its own: `dv eval VIDEO...` is it.
 _SCORE = "score-videos"
-GRID_DEPRECATED = (
-    "`dv eval --grid` is deprecated and will be removed in the next release; use `dv eval grid` (same options)"
-)
 
 
 class EvalGroup(TyperGroup):
@@ -107,60 +105,17 @@ def eval_command(
     metric: list[str] = METRIC,
     device: str = DEVICE,
     json: bool = typer.Option(False, "--json", help="Print the scores as JSON on stdout."),
-    # Deprecated: `dv eval --grid ...` is `dv eval grid ...` (hidden; removed in the next release).
-    grid: bool = typer.Option(False, "--grid", hidden=True),
-    subjects: str = typer.Option(None, "--subjects", hidden=True),
-    motions: str = typer.Option(None, "--motions", hidden=True),
-    prompts: Path = typer.Option(None, "--prompts", hidden=True),
-    output: Path = typer.Option(None, "-o", "--output", hidden=True),
-    seeds: int = typer.Option(1, "--seeds", hidden=True),
-    seed: int = typer.Option(0, "--seed", hidden=True),
-    steps: int = typer.Option(None, "--steps", hidden=True),
-    guidance: float = typer.Option(None, "--guidance", hidden=True),
-    frames: int = typer.Option(None, "--frames", hidden=True),
-    fps: int = typer.Option(None, "--fps", hidden=True),
-    sampler: str = typer.Option(None, "--sampler", hidden=True),
-    subject_scale: float = typer.Option(1.0, "--subject-scale", hidden=True),
-    motion_scale: float = typer.Option(1.0, "--motion-scale", hidden=True),
-    appearance_strength: float = typer.Option(1.0, "--appearance-strength", hidden=True),
-    negative_prompt: str = typer.Option("", "--negative-prompt", hidden=True),
-    backbone_path: str = typer.Option(None, "--backbone-path", hidden=True),
 ) -> None:
     """Score videos with CLIP-T, CLIP-I, DINO-I, temporal consistency (and any installed metric).
 
     `dv eval grid ...` composes every subject x motion x prompt x seed and scores each; run it
     under `accelerate launch` to split the cells across processes or GPUs.
     """
-    if grid:
-        if _is_main_process():
-            warn(GRID_DEPRECATED)
-        if videos:
-            raise DVError(
-                "--grid composes its own videos; it takes no VIDEO arguments", "drop the videos, and use `dv eval grid`"
-            )
-        if subject is not None or prompt is not None:
-            raise DVError(
-                "--subject and --prompt score given videos; a grid takes --subjects and --prompts",
-                "use --subjects A,B --prompts FILE",
-            )
-        grid_command(
-            subjects=subjects, motions=motions, prompts=prompts, output=output, seeds=seeds, seed=seed,
-            metric=metric, device=device, json=json, steps=steps, guidance=guidance, frames=frames, fps=fps,
-            sampler=sampler, subject_scale=subject_scale, motion_scale=motion_scale,
-            appearance_strength=appearance_strength, negative_prompt=negative_prompt, backbone_path=backbone_path,
-        )  # fmt: skip
-        return
-
-    from dreamvideo_cli.cli._progress import ProgressRenderer
-    from dv_registry import Registry
-
     if not videos:
         raise DVError("no videos to score", "usage: dv eval VIDEO... or dv eval grid ...")
-    grid_only = {"--subjects": subjects, "--motions": motions, "--prompts": prompts, "-o": output}
-    given = [flag for flag, value in grid_only.items() if value is not None]
-    if given:
-        raise DVError(f"{', '.join(given)} only apply to a grid", "use `dv eval grid ...`")
+    from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.evaluate import evaluate_videos
+    from dv_registry import Registry
 
     with ProgressRenderer(quiet=json) as progress:
         scores = evaluate_videos(
@@ -214,7 +169,7 @@ def grid_command(
         raise DVError("--seeds must be at least 1", "pass --seeds 1 or more")
 
     from dreamvideo_cli.cli._progress import ProgressRenderer
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
     from dreamvideo_cli.grid import GridSpec, read_prompts, run_grid
     from dv_registry import Registry
 
@@ -261,8 +216,6 @@ def _split(value: str | None) -> list[str]:
 def _is_main_process() -> bool:
     """Process 0 of an `accelerate launch` / torchrun group (the environment says, before any
     state is made), or a plain run."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dreamvideo_cli import media
+from dreamvideo_cli import composition, media
 from dreamvideo_cli.errors import DVError, Interrupted, MissingWeightsError
-from dreamvideo_cli.evaluate import eval_prompt, prepare_metric, reference_arrays, score_sample
+from dreamvideo_cli.evaluate import eval_prompt, reference_arrays, score_sample
 from dreamvideo_cli.events import EventHandler, Note
 from dreamvideo_cli.grid.plan import GridCell, GridPlan
 from dreamvideo_cli.metrics import EvalSample, Metric
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from accelerate import PartialState
 
-    from dreamvideo_cli.compose import ComposeConfig, LoadedBackbone
     from dv_registry import Manifest, Registry
 
 __all__ = ["CellRunner", "run_cell", "start_runner"]
@@ -41,20 +40,19 @@ class CellRunner:
 
     registry: Registry
     rank: int
-    compose_config: ComposeConfig
+    compose_config: composition.ComposeConfig
     metrics: dict[str, Metric]
-    loaded: LoadedBackbone
+    loaded: composition.BackboneCache
     on_event: EventHandler
     references: dict[str, list[npt.NDArray[np.uint8]]] = field(default_factory=dict)
 
     def compose(self, cell: GridCell, video: Path) -> tuple[str, Any]:
         """Compose the cell into `video`; returns the final prompt and the seconds it took."""
-        from dreamvideo_cli.compose import compose  # looked up now, so tests can count calls
-
         config = dataclasses.replace(self.compose_config, seed=cell.seed)
-        result = compose(
+        # Looked up on the module at each call, so tests can count calls.
+        result = composition.compose(
             cell.subject, cell.motion, cell.prompt, video, config,
-            registry=self.registry, on_event=self._forward, loaded=self.loaded,
+            registry=self.registry, on_event=self._forward, cache=self.loaded,
         )  # fmt: skip
         return result.prompt, result.metadata.get("seconds")
 
@@ -73,8 +71,6 @@ def start_runner(
     plan: GridPlan, registry: Registry, pending: list[GridCell], state: PartialState, on_event: EventHandler
 ) -> CellRunner:
     """This process's runner: its devices, and the metrics some pending cell needs, loaded."""
-    from dreamvideo_cli.compose import LoadedBackbone
-
     device = _process_device(plan.spec.compose.device, state)
     metric_device = _process_device(plan.spec.metric_device, state) if plan.spec.metric_device else device
     needed = [name for name in plan.metrics if any(name not in plan.blank_metrics(c) for c in pending)]
@@ -82,9 +78,9 @@ def start_runner(
     # Every process loads the metric weights before anyone composes, so a missing download
     # stops all of them at once instead of after the first cell.
     for metric in metrics.values():
-        prepare_metric(metric)
+        metric.prepare()
     config = dataclasses.replace(plan.spec.compose, device=device)
-    return CellRunner(registry, int(state.process_index), config, metrics, LoadedBackbone(), on_event)
+    return CellRunner(registry, int(state.process_index), config, metrics, composition.BackboneCache(), on_event)
 
 
 def run_cell(plan: GridPlan, cell: GridCell, previous: dict[str, Any] | None, runner: CellRunner) -> dict[str, Any]:

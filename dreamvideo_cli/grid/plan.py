@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.evaluate import NEED_WORDS, metric_classes, unmet_needs
 from dreamvideo_cli.metrics import Metric
+from dreamvideo_cli.plugins import get_sampler
 from dv_registry.fsutil import atomic_write_bytes, read_json_object
 
 if TYPE_CHECKING:
-    from dreamvideo_cli.compose import ComposeConfig
+    from dreamvideo_cli.composition import ComposeConfig
     from dv_registry import Manifest, Registry
 
 __all__ = [
@@ -158,8 +159,6 @@ def plan_grid(spec: GridSpec, registry: Registry) -> GridPlan:
             if "reference_images" in cls.needs and all(s == "-" for s in spec.subjects):
                 raise DVError(f"metric {name} needs a subject, and this grid has none", "pass --subjects")
     if spec.compose.sampler:
-        from dreamvideo_cli.plugins import get_sampler
-
         get_sampler(spec.compose.sampler)  # a typo should fail once, not once per cell
     plan = GridPlan(
         spec=spec,

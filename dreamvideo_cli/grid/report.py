@@ -12,17 +12,15 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from dreamvideo_cli import media
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, StageFinished, StageStarted, StepDone, ignore_events
 from dreamvideo_cli.grid.plan import GridPlan, write_text_atomic
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 __all__ = [
     "FRAMES_PER_ROW",
@@ -164,8 +162,6 @@ def grid_contact_sheets(
     on_event: EventHandler = ignore_events,
 ) -> list[Image.Image]:
     """One row per cell (a caption, then evenly spaced frames), at most ROWS_PER_SHEET rows a page."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.load_default(size=11)
     label_width, gap = 260, 2
     row_height = thumb
@@ -205,8 +201,6 @@ def _caption(cell: dict[str, Any], metric_names: list[str]) -> list[str]:
 
 def _row_tiles(video: Path, ok: bool, thumb: int) -> list[Image.Image]:
     """Evenly spaced frames of a cell's video, each fitted into a thumb x thumb square."""
-    from PIL import Image, ImageOps
-
     if not ok or not video.is_file():
         return []
     try:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from accelerate import PartialState
+
 from dreamvideo_cli.events import (
     EventHandler,
     Note,
@@ -25,8 +28,6 @@ from dreamvideo_cli.grid.plan import GridPlan, GridSpec, cell_status, plan_grid
 from dreamvideo_cli.grid.report import merge_results, summarize, write_grid_outputs
 
 if TYPE_CHECKING:
-    from accelerate import PartialState
-
     from dv_registry import Registry
 
 __all__ = ["GridResult", "run_grid"]
@@ -117,8 +118,5 @@ def _announce(plan: GridPlan, resumed: int, world: int, on_event: EventHandler) 
 def _grid_state(device: str) -> PartialState:
     """accelerate's process state; on a CPU it must be asked for explicitly, or each process
     of `accelerate launch --multi_gpu` would think it is alone."""
-    import torch
-    from accelerate import PartialState
-
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     return PartialState(cpu=cpu)

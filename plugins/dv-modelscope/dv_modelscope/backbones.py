@@ -16,9 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dreamvideo_cli.backbone import Backbone, Components, Fingerprint, NoiseSchedule, VideoFormat
+from dreamvideo_cli.backbone import Backbone, Components, DenoiserFamily, Fingerprint, VideoFormat
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.hub import local_identity
+from dreamvideo_cli.objectives import NoiseSchedule
 from dv_modelscope import configs
 from dv_modelscope.hub import (
     FP16_SAFETENSORS,
@@ -79,6 +80,12 @@ class DiffusersT2VBackbone(Backbone):
         self._loaded: tuple[str, str] | None = None  # (hub id, commit) that `load` read
 
     # --- the contract ----------------------------------------------------------------------
+
+    @classmethod
+    def family(cls) -> DenoiserFamily:
+        from dreamvideo_cli import UNET3D  # imports torch: not at registration
+
+        return UNET3D
 
     def build_denoiser(self, device: str = "meta") -> nn.Module:
         import torch

@@ -36,7 +36,7 @@ def check_components(parts: Components) -> None:
     context = parts.text_encoder(ids)[0]  # [1, 77, D]
     assert context.shape[:2] == (1, 77)
     latents = torch.randn(1, 4, 2, 8, 8)
-    noise = parts.unet(latents, torch.tensor([10]), encoder_hidden_states=context).sample
+    noise = parts.denoiser(latents, torch.tensor([10]), encoder_hidden_states=context).sample
     assert noise.shape == latents.shape
     images = parts.vae.decode(latents[:, :, 0] / parts.codec.scale_factor).sample  # type: ignore[attr-defined]
     assert images.shape[1] == 3
@@ -44,8 +44,8 @@ def check_components(parts: Components) -> None:
     assert embeds.shape == (3, TINY_OPEN_CLIP_CFG["embed_dim"])
     assert parts.codec.scale_factor == pytest.approx(0.18215)  # type: ignore[attr-defined]
     assert (parts.codec.temporal_factor, parts.codec.channels) == (1, 4)
-    assert not any(p.requires_grad for p in parts.unet.parameters())
-    assert parts.unet.dtype == torch.float32  # the fp16 variant was upcast to the requested dtype
+    assert not any(p.requires_grad for p in parts.denoiser.parameters())
+    assert parts.denoiser.dtype == torch.float32  # the fp16 variant was upcast to the requested dtype
 
 
 def test_load_from_a_local_folder(local_folder: Path) -> None:
@@ -171,7 +171,7 @@ def test_a_sharded_fp16_local_folder_loads(tiny_parts: tuple[Path, Path], tmp_pa
     assert not any(folder.glob("*/*.fp16.safetensors"))  # sharded: no single file
     parts = ModelScopeBackbone(path=str(folder)).load("cpu")
     check_components(parts)
-    for name, loaded in (("unet", parts.unet), ("vae", parts.vae), ("text_encoder", parts.text_encoder)):
+    for name, loaded in (("unet", parts.denoiser), ("vae", parts.vae), ("text_encoder", parts.text_encoder)):
         expected = originals[name].state_dict()
         for key, value in loaded.state_dict().items():
             torch.testing.assert_close(value, expected[key].float(), msg=f"{name}.{key}")
@@ -226,7 +226,7 @@ def test_random_weights(tiny_parts: tuple[Path, Path], monkeypatch: pytest.Monke
     check_components(parts)
     assert len(parts.tokenizer) == 49408  # CLIP's own vocabulary, rebuilt offline
     again = TinyRandomBackbone(random_weights=True).load("cpu")
-    assert torch.equal(next(parts.unet.parameters()), next(again.unet.parameters()))  # seeded
+    assert torch.equal(next(parts.denoiser.parameters()), next(again.denoiser.parameters()))  # seeded
 
 
 def test_random_fingerprint_differs_from_a_real_one(tiny_parts: tuple[Path, Path], hf_cache: Path) -> None:

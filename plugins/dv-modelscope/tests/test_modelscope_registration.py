@@ -67,7 +67,7 @@ def test_adapter_sites_on_the_meta_unet(cls: type[ModelScopeBackbone]) -> None:
     from dreamvideo_cli.adapters import adapter_parameter_counts
 
     backbone = cls()
-    unet = backbone.build_unet("meta")
+    unet = backbone.build_denoiser("meta")
     assert next(unet.parameters()).is_meta
     sites = backbone.adapter_sites(unet)
     widths = Counter((s.kind, s.width) for s in sites)

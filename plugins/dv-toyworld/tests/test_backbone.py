@@ -21,7 +21,7 @@ def test_every_world_word_is_one_token() -> None:
 
 def test_unet_on_meta_and_adapter_sites() -> None:
     backbone = ToyWorldBackbone()
-    unet = backbone.build_unet("meta")
+    unet = backbone.build_denoiser("meta")
     sites = backbone.adapter_sites(unet)
     kinds = {s.kind for s in sites}
     assert kinds == {"identity", "motion"}
@@ -54,11 +54,11 @@ def test_loads_weights_and_runs(weights_file: Path) -> None:
         ["a red circle on snow"], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt"
     ).input_ids
     context = parts.text_encoder(ids)[0]
-    assert context.shape == (1, model.MAX_TOKENS, parts.unet.config.cross_attention_dim)
+    assert context.shape == (1, model.MAX_TOKENS, parts.denoiser.config.cross_attention_dim)
     e = parts.appearance_encoder(torch.rand(3, 3, 64, 64))
     assert e.shape == (3, parts.appearance_dim)
     with torch.no_grad():
-        eps = parts.unet(torch.randn(1, 48, 8, 8, 8), torch.tensor([500]), encoder_hidden_states=context).sample
+        eps = parts.denoiser(torch.randn(1, 48, 8, 8, 8), torch.tensor([500]), encoder_hidden_states=context).sample
     assert eps.shape == (1, 48, 8, 8, 8) and torch.isfinite(eps).all()
 
 

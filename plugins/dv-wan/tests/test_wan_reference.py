@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dreamvideo_cli.adapters import AdapterSet
-from dreamvideo_cli.sampling import initial_noise, sample_latents
 from dreamvideo_cli.runtime import encode_text, tokenize
 from dreamvideo_cli.samplers import EULER, UNIPC
+from dreamvideo_cli.sampling import initial_noise, sample_latents
 from dv_wan import configs
 from dv_wan.backbones import TinyWanBackbone
 
