@@ -15,7 +15,7 @@ from diffusers import AutoencoderKLWan
 
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Components
-from dreamvideo_cli.learn.common import diffusion_loss
+from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.objectives import FlowMatchObjective
 from dv_wan import configs
 from dv_wan.backbones import WanBackbone

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class MotionConfig:
-    """Defaults are the authors' (docs/method.md, "Hyper-parameters")."""
+    """Defaults are the authors' (docs/method.md: "Motion learning", "Common to both")."""
 
     backbone: str = "modelscope"
     backbone_path: str | None = None

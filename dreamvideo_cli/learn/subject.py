@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class SubjectConfig:
-    """Defaults are the authors' (docs/method.md, "Hyper-parameters")."""
+    """Defaults are the authors' (docs/method.md: "Subject learning", "Common to both")."""
 
     backbone: str = "modelscope"
     backbone_path: str | None = None
