@@ -17,11 +17,16 @@ def diffusion_loss(
     offset_noise: float,
     mask: torch.Tensor | None = None,
     model: nn.Module | None = None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """The backbone's training loss on clean latents x0 [B, C, F', h, w] (DDPM epsilon or
     v, or rectified flow: `parts.objective`), optionally multiplied by a 0/1 mask
     [B, 1 or C, F', h, w] as the authors do for subjects. `model` is the denoiser or a
-    wrapper of it (compiled, sharded)."""
+    wrapper of it (compiled, sharded).
+
+    `rows` is this process's share of a global batch (data parallel): the noise and the
+    timesteps are drawn for the whole batch, as one process would draw them, and the loss is
+    computed on these rows only."""
     objective = parts.objective
     b, c = x0.shape[:2]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -29,6 +34,9 @@ def diffusion_loss(
         # One offset per video and channel, shared by every frame and position.
         noise = noise + offset_noise * torch.randn((b, c, 1, 1, 1), generator=generator, device=x0.device)
     t = objective.sample_timesteps(b, generator, x0.device)
+    if rows is not None:
+        x0, noise, t, context = x0[rows], noise[rows], t[rows], context[rows]
+        mask = mask[rows] if mask is not None else None
     xt = objective.add_noise(x0, noise, t)
     pred = parts.denoise(xt.to(parts.dtype), objective.model_timestep(t), context, model)
     se = (pred.float() - objective.target(x0, noise, t).float()) ** 2

@@ -43,7 +43,7 @@ class MotionConfig:
     steps: int = 1000
     frames: int | None = None  # None: the backbone's (the paper's 32 at 8 fps; Wan: 33 at 16)
     fps: int | None = None
-    batch_size: int = 1
+    batch_size: int = 1  # per process: the global batch is this times the number of processes
     lr: float = 1e-5
     text_dropout: float = 0.5
     image_dropout: float = 0.1  # p_image_zero; the authors used 0 to 0.5
@@ -52,6 +52,7 @@ class MotionConfig:
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    shard: bool = False  # FSDP2-shard the frozen denoiser over the launched processes
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the motion adapter's bottleneck; None: the backbone's default
     preview_every: int = 0  # compose a preview every K steps (and at the end); 0: none
@@ -147,10 +148,9 @@ def motion_loss(
     parts = trainer.parts
 
     def loss() -> torch.Tensor:
-        batch = data.batch(
-            config.batch_size, trainer.streams.numpy, config.text_dropout, config.image_dropout, parts.device
-        )
-        motion.set_appearance(batch.appearance)  # [B, C']
+        size = trainer.global_batch(config.batch_size)
+        batch = data.batch(size, trainer.streams.numpy, config.text_dropout, config.image_dropout, parts.device)
+        motion.set_appearance(batch.appearance[trainer.rows(size)])  # this process's rows, [B / N, C']
         with autocast(parts.device):
             return trainer.diffusion_loss(batch.x0, batch.context.to(parts.dtype))
 

@@ -25,6 +25,7 @@ def write_preview(
     frames: int,
     on_event: EventHandler,
     release_text: bool = True,
+    keep: bool = True,
 ) -> Path:
     """Compose a short video with the adapters as they stand (attached by the caller) and
     keep its contact sheet as `previews/<label>.png` in the run folder. It draws its noise
@@ -36,6 +37,8 @@ def write_preview(
     )  # fmt: skip
     video = sample_video(parts, request, release_text=release_text)
     path = run.folder / "previews" / f"{label}.png"
+    if not keep:  # another process of a distributed run keeps it
+        return path
     path.parent.mkdir(exist_ok=True)
     media.save_png(media.contact_sheet(video, columns=8, max_frames=16, label=f"{label}: {prompt}"), path)
     on_event(Note(f"preview: {path}"))

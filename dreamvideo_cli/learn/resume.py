@@ -20,6 +20,7 @@ RESUMABLE_SETTINGS = frozenset(
         "save_every",
         "compile",
         "gradient_checkpointing",
+        "shard",
         "description",
         "preview_every",
         "preview_prompt",

@@ -2,8 +2,10 @@
 timesteps and noise each step draws) and a numpy generator (which clip, window and guide
 frame). Both are saved with the run's state, so a resumed run draws what it would have drawn.
 
-Each rank of a distributed run draws from its own streams, derived from the run's seed and
-its rank; rank 0's are the single-process run's, so one process learns exactly as before.
+Every process of a distributed run holds the same streams and draws the whole global batch
+from them, then computes on its own rows of it (`Trainer.rows`): so each process trains on
+different photos, windows, timesteps and noise, N processes with batch B learn exactly what
+one process with batch N * B learns, and a saved state resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -14,18 +16,10 @@ import numpy as np
 import torch
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank `rank`'s streams: the run's own on rank 0, independent ones elsewhere."""
-    if rank == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0] % 2**31)
-
-
 class RandomStreams:
-    def __init__(self, device: torch.device, seed: int, rank: int = 0) -> None:
-        own = rank_seed(seed, rank)
-        self.torch = torch.Generator(device=device).manual_seed(own)
-        self.numpy = np.random.default_rng(own)
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.torch = torch.Generator(device=device).manual_seed(seed)
+        self.numpy = np.random.default_rng(seed)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The streams' positions: a tensor and a JSON-able value (the keys runs have always used)."""

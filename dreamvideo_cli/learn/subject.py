@@ -46,13 +46,14 @@ class SubjectConfig:
     masks: str | None = None
     embedding_steps: int = 3000
     adapter_steps: int = 1000
-    batch_size: int = 4
+    batch_size: int = 4  # per process: the global batch is this times the number of processes
     lr_embedding: float = 1e-4
     lr_adapter: float = 1e-5
     warmup_steps: int = 10
     weight_decay: float = 0.0
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    shard: bool = False  # FSDP2-shard the frozen denoiser over the launched processes
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the identity adapter's bottleneck; None: the backbone's default
     preview_every: int = 0  # compose a preview every K steps of each stage (and at its end); 0: none
@@ -171,7 +172,7 @@ def textual_inversion(
     placeholder.vectors.requires_grad_(True)
 
     def loss() -> torch.Tensor:
-        x0, mask = data.batch(config.batch_size, trainer.streams.torch)  # [B, C, 1, h, w]
+        x0, mask = data.batch(trainer.global_batch(config.batch_size), trainer.streams.torch)  # [B, C, 1, h, w]
         with autocast(parts.device):
             context = encode_text(parts, ids).expand(x0.shape[0], -1, -1)  # [B, T, D]
             return trainer.diffusion_loss(x0, context, mask)
@@ -223,7 +224,7 @@ def identity_loss(
     parts = trainer.parts
 
     def loss() -> torch.Tensor:
-        x0, mask = data.batch(batch_size, trainer.streams.torch)  # [B, C, 1, h, w]
+        x0, mask = data.batch(trainer.global_batch(batch_size), trainer.streams.torch)  # [B, C, 1, h, w]
         with autocast(parts.device):
             return trainer.diffusion_loss(x0, context.expand(x0.shape[0], -1, -1).to(parts.dtype), mask)
 

@@ -14,6 +14,13 @@ What the trainer does each step, in order (`Trainer.train`):
 The run's state (`Run.save_state`) is the trainables registered with `keep`, the random
 streams and the optimizer, as safetensors + JSON, never a pickle; the same keys the engine
 has always written, so a run started by an earlier release resumes.
+
+Under `torchrun` or `accelerate launch` one run spans N processes (`distributed.py`): every
+process draws the whole global batch from the same streams and computes its own rows of it
+(`diffusion_loss(rows=...)`), the trainables' gradients are averaged after backward, a stop
+is agreed by all processes at the same step, and only rank 0 writes (the run folder, the
+log, checkpoints, previews, the registry entry). With `--shard` the frozen denoiser's blocks
+are sharded with FSDP2 and the adapters stay whole on every rank.
 """
 
 from __future__ import annotations
@@ -27,13 +34,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
-from dreamvideo_cli.events import CheckpointSaved, EventHandler, Note, StageFinished, StageStarted, StepDone
+from dreamvideo_cli.distributed import DistributedContext, average_gradients, shard_denoiser
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.events import (
+    CheckpointSaved,
+    EventHandler,
+    Note,
+    StageFinished,
+    StageStarted,
+    StepDone,
+    ignore_events,
+)
 from dreamvideo_cli.learn.interrupts import StopRequested, interrupted
 from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.learn.optim import AdamWWithWarmup
@@ -67,6 +85,7 @@ class RunSettings(Protocol):
     save_every: int
     log_every: int
     description: str
+    shard: bool
 
 
 def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
@@ -101,7 +120,11 @@ class Trainer:
         on_event: EventHandler,
         *,
         resumed: bool,
+        ctx: DistributedContext | None = None,
     ) -> None:
+        self.ctx = ctx or DistributedContext(device=parts.device)
+        # Progress is the main process's to report; the others would repeat it.
+        on_event = on_event if self.ctx.is_main else ignore_events
         self.run, self.backbone, self.parts, self.settings, self.on_event = run, backbone, parts, settings, on_event
         self.started = time.monotonic()
         self.sites: list[AdapterSite] = backbone.adapter_sites(parts.denoiser)
@@ -113,6 +136,8 @@ class Trainer:
         self._wrappers: list[DenoiserWrapper] = []
         self._gradient_hooks: list[GradientHook] = []
         self._saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = run.load_state() if resumed else None
+        if self.ctx.is_distributed:
+            self.on_gradients(lambda params: average_gradients(params, self.ctx))
         self.order = STAGES[run.config()["kind"]]
         self.stage, self.step = self.order[0], 0
         if self._saved is not None:
@@ -135,18 +160,32 @@ class Trainer:
         """A new run folder (its seed drawn now and recorded in the config) or the resumed
         one, then every frozen part loaded on the run's device and prepared."""
         backbone, fingerprint = opened or open_backbone(settings)
+        ctx = DistributedContext.from_environment(pick_device(settings.device))
+        if settings.shard and not ctx.is_distributed:
+            raise DVError(
+                "--shard splits the frozen weights over several processes, and this is one",
+                "launch with torchrun --nproc-per-node N -m dreamvideo_cli ... (or accelerate launch)",
+            )
+        if not ctx.is_main:
+            on_event = ignore_events
+        # One seed and one run folder for all processes: rank 0's.
+        seed = settings.seed if settings.seed is not None or not ctx.is_main else secrets.randbelow(2**31)
+        settings.seed = seed_everything(ctx.broadcast_object(seed))
         if resumed is None:
-            settings.seed = seed_everything(settings.seed)
-            run = Run.create(registry_home, kind, name, settings, inputs)
+            folder = Run.create(registry_home, kind, name, settings, inputs).folder if ctx.is_main else Path()
+            run = Run(ctx.broadcast_object(folder))
         else:
-            seed_everything(settings.seed)
             run = resumed
-        on_event(Note(f"run {run.id} in {run.folder}"))
-        device = pick_device(settings.device)
-        on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
-        parts = backbone.load(device, frozen_dtype(device))
+        on_event(
+            Note(f"run {run.id} in {run.folder}" + (f", {ctx.world_size} processes" if ctx.is_distributed else ""))
+        )
+        on_event(Note(f"loading backbone {fingerprint.describe()} on {ctx.device}"))
+        parts = backbone.load(ctx.device, frozen_dtype(ctx.device))
         prepare_denoiser(parts)
-        return cls(run, backbone, parts, settings, on_event, resumed=resumed is not None)
+        if settings.shard:
+            units = shard_denoiser(parts, ctx)
+            on_event(Note(f"frozen denoiser sharded over {ctx.world_size} processes in {units} units"))
+        return cls(run, backbone, parts, settings, on_event, resumed=resumed is not None, ctx=ctx)
 
     # --- what trains, and the hooks the scale and memory work plugs in -------------------------
 
@@ -182,7 +221,8 @@ class Trainer:
                 else:
                     trainable.copy_(tensors[name])
         self.streams.restore(tensors, meta)
-        self.run.truncate_losses(self.stage, self.step)
+        if self.ctx.is_main:
+            self.run.truncate_losses(self.stage, self.step)
         self.on_event(Note(f"resuming {self.stage} at step {self.step}"))
 
     @contextmanager
@@ -201,11 +241,22 @@ class Trainer:
 
     # --- the step loop -------------------------------------------------------------------------
 
+    def global_batch(self, per_process: int) -> int:
+        """The samples one step draws: the per-process batch times the number of processes."""
+        return per_process * self.ctx.world_size
+
+    def rows(self, global_batch: int) -> slice:
+        """This process's rows of a global batch."""
+        b = global_batch // self.ctx.world_size
+        return slice(self.ctx.rank * b, (self.ctx.rank + 1) * b)
+
     def diffusion_loss(self, x0: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The backbone's training loss on clean latents x0 [B, C, F', h, w] with context
-        [B, T, D], drawing timesteps and noise from the run's stream."""
+        """The backbone's training loss on this process's rows of the global batch: clean
+        latents x0 [B, C, F', h, w] with context [B, T, D], timesteps and noise drawn from
+        the run's stream for all B."""
+        rows = self.rows(x0.shape[0]) if self.ctx.is_distributed else None
         return diffusion_loss(
-            self.parts, x0, context, self.streams.torch, self.settings.offset_noise, mask, model=self.model
+            self.parts, x0, context, self.streams.torch, self.settings.offset_noise, mask, model=self.model, rows=rows
         )
 
     def train(
@@ -232,8 +283,9 @@ class Trainer:
         self.on_event(StageStarted(stage, total, describe))
         pending: list[torch.Tensor] = []
         while self.step < total:
-            if self.stop:
+            if self.ctx.any_rank(bool(self.stop)):  # every process stops at the same step
                 self.save_state(optimizer)
+                self.ctx.close()
                 raise interrupted(self.run, stage, self.step)
             pending.append(self.step_once(params, optimizer, loss_fn))
             self.step += 1
@@ -277,15 +329,21 @@ class Trainer:
         """Progress; losses are read back from the device only every `log_every` steps, so the
         loop does not wait on the GPU at each step."""
         if self.step % max(1, self.settings.log_every) == 0 or self.step == total:
-            values = torch.stack(pending).float().cpu().tolist()
-            self.run.log_losses(self.stage, self.step - len(values) + 1, values)
+            losses = torch.stack(pending).float()
+            if self.ctx.is_distributed:  # the global batch's loss: the mean of the processes' means
+                dist.all_reduce(losses)
+                losses /= self.ctx.world_size
+            values = losses.cpu().tolist()
+            if self.ctx.is_main:
+                self.run.log_losses(self.stage, self.step - len(values) + 1, values)
             pending.clear()
             self.on_event(StepDone(self.stage, self.step, total, loss=values[-1], lr=lr))
         else:
             self.on_event(StepDone(self.stage, self.step, total))
 
     def _save_checkpoint(self, adapters: AdapterSet) -> None:
-        save_tensors(self.checkpoint_path(self.step), adapters.adapter_state_dict())
+        if self.ctx.is_main:
+            save_tensors(self.checkpoint_path(self.step), adapters.adapter_state_dict())
         self.checkpoints.append(self.step)
         self.on_event(CheckpointSaved(self.stage, self.step, str(self.run.folder)))
 
@@ -297,7 +355,10 @@ class Trainer:
         return {f"step{s}": self.checkpoint_path(s) for s in self.checkpoints}
 
     def save_state(self, optimizer: AdamWWithWarmup | None) -> None:
-        """Everything `--resume` needs to go on exactly where the run stands."""
+        """Everything `--resume` needs to go on exactly where the run stands (identical on
+        every process, so rank 0's is the run's)."""
+        if not self.ctx.is_main:
+            return
         tensors: dict[str, torch.Tensor] = {}
         for name, trainable in self._kept.items():
             if isinstance(trainable, AdapterSet):
@@ -310,8 +371,11 @@ class Trainer:
         self.run.save_state({**tensors, **stream_tensors, **opt_tensors}, {**meta, **stream_meta})
 
     def write_preview(self, label: str, prompt: str, frames: int, *, release_text: bool = True) -> Path:
-        """A short video with the adapters as they stand, kept as `previews/<label>.png`."""
-        return write_preview(self.parts, self.backbone, self.run, label, prompt, frames, self.on_event, release_text)
+        """A short video with the adapters as they stand, kept as `previews/<label>.png`. Every
+        process samples it (a sharded denoiser needs them all); rank 0 keeps it."""
+        return write_preview(
+            self.parts, self.backbone, self.run, label, prompt, frames, self.on_event, release_text, self.ctx.is_main
+        )
 
     def publish(
         self,
@@ -327,7 +391,28 @@ class Trainer:
     ) -> Manifest:
         """The loss curve beside the run's log, then the run's result as a new registry version
         of `name` (its checkpoints as `stepK` tags), recording the settings, the seed, the
-        inputs' digest and how long the run took."""
+        inputs' digest and how long the run took. Rank 0 stores it, once every process has
+        finished; the others return its manifest."""
+        manifest = None
+        with self.ctx.fail_together("the last step"):  # a process that failed commits nothing
+            pass
+        if self.ctx.is_main:
+            manifest = self._store(registry, name, adapters, inputs, fields, reference_images, preview, extra_tensors)
+        manifest = self.ctx.broadcast_object(manifest)
+        self.ctx.close()  # the run is over: leave the process group
+        return manifest  # type: ignore[return-value]
+
+    def _store(
+        self,
+        registry: Registry,
+        name: str,
+        adapters: AdapterSet,
+        inputs: list[Path],
+        fields: dict[str, Any],
+        reference_images: list[tuple[Path, Image.Image]],
+        preview: Image.Image,
+        extra_tensors: dict[str, torch.Tensor] | None,
+    ) -> Manifest:
         self.run.save_loss_plot()
         kind = self.run.config()["kind"]
         training = {**asdict(self.settings), "run": self.run.id, **fields.pop("training", {})}  # type: ignore[call-overload]
