@@ -1,49 +1,57 @@
 """Learning over several processes with torch.distributed, one device each, as launched by
-`torchrun` or `accelerate launch`: the building blocks the trainer calls.
+`torchrun` or `accelerate launch`: the building blocks the trainer (learn/trainer.py) calls.
 
 - `DistributedContext`: the process group from the launcher's environment (NCCL on CUDA,
   gloo on the CPU), one device per process, rank 0 the only writer, and `fail_together`,
   which turns a failure on any rank into a failure on every rank before anything is committed.
-- Random streams: `rank_seed` for what each process draws on its own; `slot_generators`
-  for what each sample of the global batch draws, so that N processes with B samples each
-  draw what one process with N * B samples draws (the same losses and adapters).
+- Random streams need nothing from here: every process holds the same streams, seeded with
+  the run's seed (learn/streams.py), draws the whole global batch from them (photos, clip
+  windows, noise, timesteps) as one process with batch N * B would, and computes the loss on
+  its own rows of it (`Trainer.rows`, `diffusion_loss(rows=...)`). So one process draws
+  what earlier releases drew, and a saved state resumes on any number of processes.
 - Data parallel: the trainables (adapters, the placeholder row) are a few million values,
   so instead of wrapping the denoiser in DDP the trainer averages their gradients itself
-  after backward (`average_gradients`, one flat all-reduce), having broadcast rank 0's
-  initial values (`broadcast_parameters`). This works the same with a sharded denoiser, a
-  compiled one or gradient checkpointing, and covers trainables outside the denoiser.
+  after backward (`average_gradients`, one flat all-reduce). This works the same with a
+  sharded denoiser, a compiled one or gradient checkpointing, and covers trainables outside
+  the denoiser. They start identical because every rank initialises them after seeding with
+  the same seed; `broadcast_parameters` gives every rank rank 0's values where that is not so
+  (values read by one rank), and `max_divergence` checks that ranks did not drift.
 - Sharded frozen weights (`shard_frozen`, `shard_denoiser`): FSDP2 `fully_shard` on each
   layer the family checkpoints and then on the whole denoiser, leaving out every parameter
   that requires grad, so the adapters stay whole on every rank and are averaged as above.
 
 What the trainer calls, and when:
 
-    ctx = DistributedContext.from_environment(device)     # first: process group, ctx.device
-    run folder, registry entry, previews on disk: `if ctx.is_main` (its id: ctx.broadcast_object)
-    parts = backbone.load(ctx.device, dtype); attach adapters; add the placeholder token
-    if shard: shard_denoiser(parts, ctx)                 # adapters attached before or after
-    broadcast_parameters(trainables, ctx)                # after a resume too; then the optimizer
-    every step:
-        if ctx.any_rank(stop_requested): save (below), stop     # every rank at the same step
-        gens = slot_generators(seed, ctx, batch, step=step)      # each sample's draws
-        loss.backward(); average_gradients(trainables, ctx); clip; optimizer.step()
-    saving:  with ctx.fail_together("saving"): rank 0 writes temporary files
-             then rank 0 alone renames them into place
-    finally: ctx.close()
+    Trainer.start:
+        ctx = DistributedContext.from_environment(pick_device(settings.device))   # first
+        seed_everything(ctx.broadcast_object(seed))     # rank 0's seed (drawn there if unset)
+        a new run folder: made by rank 0 alone, its path ctx.broadcast_object'ed to the others
+        parts = backbone.load(ctx.device, dtype); prepare_denoiser(parts)
+        if --shard: shard_denoiser(parts, ctx)           # the stage attaches adapters after
+    Trainer(...): average_gradients(params, ctx) registered as a gradient hook
+    every step (Trainer.train):
+        if ctx.any_rank(stop requested): rank 0 saves the state; ctx.close(); stop
+        loss on this rank's rows of the global batch; loss.backward()
+        average_gradients(params, ctx); optimizer step
+        every log_every steps: the pending losses all-reduced (their mean over ranks)
+    rank 0 alone writes: the run folder, the loss log, checkpoints, the state, previews (every
+        rank samples a preview, which a sharded denoiser needs), the registry entry
+    Trainer.publish:
+        with ctx.fail_together("the last step"): ...    # a rank that failed commits nothing
+        rank 0 stores the version; its manifest ctx.broadcast_object'ed; ctx.close()
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -59,12 +67,8 @@ __all__ = [
     "frozen_bytes",
     "launched",
     "max_divergence",
-    "per_slot",
-    "rank_seed",
     "shard_denoiser",
     "shard_frozen",
-    "slot_generators",
-    "stream_seed",
 ]
 
 T = TypeVar("T")
@@ -72,8 +76,6 @@ T = TypeVar("T")
 # Long enough for the slowest rank to load a 14B model before the first collective; a rank
 # that dies is noticed sooner, by the launcher (it stops the other processes).
 DEFAULT_TIMEOUT = timedelta(minutes=10)
-# Keys of `stream_seed`, so rank streams and sample-slot streams never coincide.
-_RANK_STREAM, _SLOT_STREAM = 0, 1
 
 
 class PeerFailed(DVError):
@@ -234,50 +236,6 @@ class DistributedContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-# -- random streams ---------------------------------------------------------------------
-def stream_seed(seed: int, *key: int) -> int:
-    """A seed for the stream `key` of the run seeded `seed`. numpy's SeedSequence hashes the
-    pair, so neighbouring keys (rank 0 and 1, slot 3 and 4) give unrelated streams, unlike
-    seed + rank, which makes run 1's rank 0 run 0's rank 1."""
-    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(1, dtype=np.uint64)
-    return int(state[0]) & (2**63 - 1)
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of process `rank`'s own stream (what it alone draws: data order, augmentation)."""
-    return stream_seed(seed, _RANK_STREAM, rank)
-
-
-def slot_generators(
-    seed: int,
-    ctx: DistributedContext,
-    per_rank_batch: int,
-    *,
-    step: int | None = None,
-    device: torch.device | None = None,
-) -> list[torch.Generator]:
-    """One generator for each sample this rank holds of the global batch: slots
-    rank * B .. rank * B + B - 1 of world_size * B. Drawing each sample's photo, clip window,
-    timestep and noise from its slot's generator makes N processes with batch B draw exactly
-    what one process with batch N * B draws.
-
-    With `step`, the generators are those of that step alone (keyed by seed, slot and step):
-    a resumed run needs only the step number, whatever the number of processes. Without it,
-    they are made once and drawn from all run long: save each `get_state()` to resume."""
-    first = ctx.rank * per_rank_batch
-    key = () if step is None else (step,)
-    return [
-        torch.Generator(device or ctx.device).manual_seed(stream_seed(seed, _SLOT_STREAM, slot, *key))
-        for slot in range(first, first + per_rank_batch)
-    ]
-
-
-def per_slot(generators: Sequence[torch.Generator], draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
-    """`draw` once per slot, concatenated on dim 0, e.g. noise for the batch:
-    `per_slot(gens, lambda g: torch.randn((1, *shape), generator=g, device=device))`."""
-    return torch.cat([draw(g) for g in generators])
 
 
 # -- data parallel ------------------------------------------------------------------------

@@ -5,9 +5,10 @@
 Each rank writes OUT/<scenario>.rank<R>.json and .safetensors; the test compares them with
 the same functions run in one process (`learn`, with no launcher). Scenarios:
 - `context`: the context's answers and collectives (also run first by `learn`).
-- `learn`: the context, streams and gradient averaging, then a few AdamW steps of motion
-  adapters on the tiny UNet, replicated and sharded (adapters attached before and after
-  sharding, with gradient checkpointing), and on the tiny Wan, sharded.
+- `learn`: the context and gradient averaging, then a few AdamW steps of motion adapters on
+  the tiny UNet, replicated and sharded (adapters attached before and after sharding, with
+  gradient checkpointing), and on the tiny Wan, sharded. As the trainer does, every rank
+  draws the whole global batch from the same stream and computes the loss on its own rows.
 - `fail`: rank 1 raises inside `fail_together`; both ranks must stop without committing.
 - `die`: rank 1 exits at once; rank 0 waits in a collective; the launcher must end the run.
 """
@@ -34,21 +35,22 @@ from dreamvideo_cli.distributed import (
     broadcast_parameters,
     frozen_bytes,
     max_divergence,
-    per_slot,
-    rank_seed,
     shard_denoiser,
-    slot_generators,
 )
+from dreamvideo_cli.learn.loss import diffusion_loss
+from dreamvideo_cli.learn.streams import RandomStreams
+from dreamvideo_cli.learn.trainer import Trainer
 
 SEED = 1234
 GLOBAL_BATCH = 4
 STEPS = 3
 # AdamW's first steps move every value by about lr * g / |g|, so a gradient entry that is
 # float noise (1e-10, its sign differing between a batch split in two and a whole one) moves
-# by up to lr either way: at 1e-3 the adapters of 1 and 2 processes differ by 1.8e-5 after
-# 3 steps, at 1e-4 by 1.8e-6. The gradients themselves agree within 1e-8.
+# by up to lr either way: at 1e-4 the adapters of 1 and 2 processes differ by 1.5e-6 after
+# 3 steps, while the gradients themselves agree within 1e-8.
 LR = 1e-4
-N_DATA = 6  # "photos" the slots draw from
+N_DATA = 6  # "photos" each step draws GLOBAL_BATCH of
+OFFSET_NOISE = 0.1  # the learn configs' default: one more draw from the stream per step
 # (name, backbone, sharded: None, "before" or "after" attaching, gradient checkpointing)
 LEARN_CASES: tuple[tuple[str, str, str | None, bool], ...] = (
     ("unet", "tiny", None, False),
@@ -68,12 +70,21 @@ def _backbone(name: str) -> Backbone:
     return TinyWanBackbone()
 
 
+def rows(ctx: DistributedContext, global_batch: int) -> slice:
+    """This rank's rows of a global batch, as the trainer slices them: `Trainer.rows` on a
+    trainer that holds only `ctx`."""
+    trainer = object.__new__(Trainer)
+    trainer.ctx = ctx
+    return trainer.rows(global_batch)
+
+
 def learn(
     ctx: DistributedContext, backbone_name: str, shard: str | None, checkpointing: bool
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """STEPS AdamW steps of motion adapters plus a trainable context offset (standing in for
     the placeholder row: a trainable outside the denoiser) on a global batch of GLOBAL_BATCH
-    samples split over the ranks, each sample drawn from its slot's generator."""
+    samples split over the ranks: every rank draws the whole batch (which samples, noise,
+    timesteps) from the same stream, seeded SEED, and computes the loss on its own rows."""
     from dreamvideo_cli.speed import gradient_checkpointing
 
     backbone = _backbone(backbone_name)
@@ -89,7 +100,7 @@ def learn(
 
     # Each rank starts from its own random values (W_up too, so every gradient is non-zero);
     # the broadcast makes them rank 0's.
-    g = torch.Generator().manual_seed(rank_seed(SEED, ctx.rank))
+    g = torch.Generator().manual_seed(SEED + 1 + ctx.rank)
     with torch.no_grad():
         for p in trainables:
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
@@ -113,24 +124,21 @@ def learn(
     contexts = torch.randn(N_DATA, tokens, width, generator=data)
     appearance = torch.randn(N_DATA, parts.appearance_dim, generator=data)
 
-    per_rank = GLOBAL_BATCH // ctx.world_size
-    sample_shape = (1, *latents.shape[1:])
-    objective = parts.objective
+    stream = RandomStreams(ctx.device, SEED).torch  # the same on every rank
+    share = rows(ctx, GLOBAL_BATCH)
     optimizer = torch.optim.AdamW([p for p in trainables if p.requires_grad], lr=LR)
     tensors: dict[str, torch.Tensor] = {}
     losses = []
     for step in range(STEPS):
-        gens = slot_generators(SEED, ctx, per_rank, step=step)
-        index = per_slot(gens, lambda g: torch.randint(0, N_DATA, (1,), generator=g))
-        x0 = latents[index]
-        noise = per_slot(gens, lambda g: torch.randn(sample_shape, generator=g))
-        t = per_slot(gens, lambda g: objective.sample_timesteps(1, g, ctx.device))
-        adapters.set_appearance(appearance[index])
+        index = torch.randint(0, N_DATA, (GLOBAL_BATCH,), generator=stream)  # the whole global batch
+        adapters.set_appearance(appearance[index][share])  # this rank's rows, as motion.py sets them
         with gradient_checkpointing(denoiser, family=parts.family, enabled=checkpointing):
-            prediction = parts.denoise(
-                objective.add_noise(x0, noise, t), objective.model_timestep(t), contexts[index] + offset
-            )
-            loss = ((prediction - objective.target(x0, noise, t)) ** 2).mean()
+            # Noise and timesteps drawn for the whole batch; on one process rows=None, as the
+            # trainer passes.
+            loss = diffusion_loss(
+                parts, latents[index], contexts[index] + offset, stream, OFFSET_NOISE,
+                rows=share if ctx.is_distributed else None,
+            )  # fmt: skip
             loss.backward()
         average_gradients(trainables, ctx)
         if step == 0:
@@ -164,6 +172,7 @@ def _context_checks(ctx: DistributedContext) -> dict[str, Any]:
         if ctx.any_rank(ctx.rank == 1 and step == 3):
             stopped_at = step
             break
+    share = rows(ctx, 4)
     return {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
@@ -174,8 +183,8 @@ def _context_checks(ctx: DistributedContext) -> dict[str, Any]:
         "all_ok_true": ctx.all_ok(True),
         "all_ok_one_false": ctx.all_ok(ctx.rank != 1),
         "broadcast_object": ctx.broadcast_object(f"from rank {ctx.rank}"),
-        "slot_draws": [float(torch.rand(1, generator=g).item()) for g in slot_generators(SEED, ctx, 2)],
-        "rank_seed": rank_seed(SEED, ctx.rank),
+        "stream_draws": torch.rand(4, generator=RandomStreams(ctx.device, SEED).torch).tolist(),
+        "rows": [share.start, share.stop],
         "grad_on_one_rank": used_on_one.grad.tolist() if used_on_one.grad is not None else None,
         "stopped_at": stopped_at,
     }

@@ -24,9 +24,6 @@ from dreamvideo_cli.distributed import (
     broadcast_parameters,
     launched,
     max_divergence,
-    rank_seed,
-    slot_generators,
-    stream_seed,
 )
 from dreamvideo_cli.errors import DVError
 
@@ -117,20 +114,37 @@ def test_one_process_without_a_launcher() -> None:
         DistributedContext.from_environment("cpu", environ={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
 
 
-def test_streams_are_reproducible_and_distinct() -> None:
-    assert stream_seed(7, 0, 1) == stream_seed(7, 0, 1)
-    seeds = {rank_seed(seed, rank) for seed in range(3) for rank in range(4)}
-    assert len(seeds) == 12  # unlike seed + rank, run 1's rank 0 is not run 0's rank 1
-    one = DistributedContext()
-    draws = [torch.rand(1, generator=g).item() for g in slot_generators(3, one, 4)]
-    again = [torch.rand(1, generator=g).item() for g in slot_generators(3, one, 4)]
-    assert draws == again and len(set(draws)) == 4
-    # Keyed by step: another stream every step, the same one again on resuming at that step.
-    step_2 = [torch.rand(1, generator=g).item() for g in slot_generators(3, one, 4, step=2)]
-    assert step_2 == [torch.rand(1, generator=g).item() for g in slot_generators(3, one, 4, step=2)]
-    assert not set(step_2) & set(draws) and not set(step_2) & {
-        torch.rand(1, generator=g).item() for g in slot_generators(3, one, 4, step=3)
-    }
+def test_the_ranks_rows_make_the_global_batch() -> None:
+    """The trainer's design in one process: two ranks, each drawing the whole batch of 4 from
+    the same stream and computing its own rows (`Trainer.rows`), have a mean loss and a mean
+    gradient that are one process's on the whole batch."""
+    from dreamvideo_cli.learn.loss import diffusion_loss
+    from dreamvideo_cli.learn.streams import RandomStreams
+    from dreamvideo_cli.testing import TinyBackbone
+    from tests.distributed_worker import OFFSET_NOISE, SEED, rows
+
+    parts = TinyBackbone().load(torch.device("cpu"))
+    config: Any = parts.denoiser.config
+    data = torch.Generator().manual_seed(SEED)
+    x0 = torch.randn(4, int(config.in_channels), 4, 8, 8, generator=data)
+    offset = torch.nn.Parameter(torch.zeros(int(config.cross_attention_dim)))
+    context = torch.randn(4, 8, offset.numel(), generator=data)
+
+    def loss_and_grad(share: slice | None) -> tuple[float, torch.Tensor]:
+        stream = RandomStreams(torch.device("cpu"), SEED).torch
+        offset.grad = None
+        loss = diffusion_loss(parts, x0, context + offset, stream, OFFSET_NOISE, rows=share)
+        loss.backward()
+        assert offset.grad is not None
+        return float(loss.item()), offset.grad.clone()
+
+    whole = loss_and_grad(None)
+    shares = [rows(DistributedContext(rank=r, world_size=2), 4) for r in (0, 1)]
+    assert shares == [slice(0, 2), slice(2, 4)]
+    halves = [loss_and_grad(share) for share in shares]
+    assert halves[0][0] != halves[1][0]  # different samples, noise and timesteps
+    assert (halves[0][0] + halves[1][0]) / 2 == pytest.approx(whole[0], abs=1e-6)
+    assert torch.allclose((halves[0][1] + halves[1][1]) / 2, whole[1], atol=1e-7, rtol=0)
 
 
 @pytest.mark.slow
@@ -143,11 +157,10 @@ def test_context_from_the_launchers_environment(learned: Path) -> None:
         assert info["broadcast_object"] == "from rank 0"
         assert info["grad_on_one_rank"] == [1.0, 1.0]  # a gradient on rank 1 only: (0 + 2) / 2
         assert info["stopped_at"] == 3  # rank 1 alone asked to stop, at step 3
-    assert ranks[0]["rank_seed"] != ranks[1]["rank_seed"]
-    # Slots of the global batch: rank 0 holds 0-1 and rank 1 holds 2-3, drawing what one
-    # process drawing all four draws.
-    one = [torch.rand(1, generator=g).item() for g in slot_generators(1234, DistributedContext(), 4)]
-    assert ranks[0]["slot_draws"] + ranks[1]["slot_draws"] == pytest.approx(one, abs=0)
+    # Every rank holds the same stream and draws the whole global batch from it; of a batch
+    # of 4, rank 0 computes rows 0-1 and rank 1 rows 2-3.
+    assert ranks[0]["stream_draws"] == ranks[1]["stream_draws"]
+    assert [ranks[0]["rows"], ranks[1]["rows"]] == [[0, 2], [2, 4]]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,12 @@ PREVIEW_EVERY = typer.Option(
     help="Every K steps (and at the end) compose a short preview into the run folder's previews/ (0: none).",
 )
 PREVIEW_PROMPT = typer.Option(None, "--preview-prompt", help="The previews' prompt (default: the run's own caption).")
+SHARD = typer.Option(
+    False,
+    "--shard",
+    help="Under torchrun or accelerate launch: shard the frozen denoiser's blocks over the processes (FSDP2), "
+    "for a backbone one card cannot hold. Without it, several processes learn data parallel.",
+)
 ADAPTER_WIDTH = typer.Option(
     None,
     "--adapter-width",
@@ -55,6 +62,8 @@ ADAPTER_WIDTH = typer.Option(
 
 
 def _finish(manifest: Any, json: bool) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 reports it
+        return
     if json:
         print_json({"ref": manifest.ref, "digest": manifest.digest} | manifest.model_dump(mode="json"))
         return
@@ -82,7 +91,12 @@ def subject_learn(
     masks: Path = typer.Option(None, "--masks", help="Folder of subject masks named like the photos."),
     embedding_steps: int = typer.Option(3000, "--embedding-steps", help="Textual inversion steps."),
     adapter_steps: int = typer.Option(1000, "--adapter-steps", help="Identity adapter steps."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Images per step."),
+    batch_size: int = typer.Option(
+        4,
+        "--batch-size",
+        help="Images per step and process; under N processes a step sees N times this "
+        "(the paper's 4 on 2 processes: --batch-size 2).",
+    ),
     lr_embedding: float = typer.Option(1e-4, "--lr-embedding"),
     lr_adapter: float = typer.Option(1e-5, "--lr-adapter"),
     save_every: int = SAVE_EVERY,
@@ -93,6 +107,7 @@ def subject_learn(
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
+    shard: bool = SHARD,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -122,6 +137,7 @@ def subject_learn(
         description=description,
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
+        shard=shard,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
@@ -147,7 +163,12 @@ def motion_learn(
     fps: int = typer.Option(
         None, "--fps", help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16)."
     ),
-    batch_size: int = typer.Option(1, "--batch-size", help="Clips per step."),
+    batch_size: int = typer.Option(
+        1,
+        "--batch-size",
+        help="Clip windows per step and process; under N processes a step sees N times this "
+        "(the same samples in 1/N of the steps: --steps divided by N).",
+    ),
     lr: float = typer.Option(1e-5, "--lr"),
     text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
     image_dropout: float = typer.Option(0.1, "--image-dropout", help="Probability of a zero appearance embedding."),
@@ -162,6 +183,7 @@ def motion_learn(
     device: str = DEVICE,
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
+    shard: bool = SHARD,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -193,6 +215,7 @@ def motion_learn(
         description=description,
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
+        shard=shard,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,

@@ -41,7 +41,7 @@ from torch import nn
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerprint
-from dreamvideo_cli.distributed import DistributedContext, average_gradients, shard_denoiser
+from dreamvideo_cli.distributed import DistributedContext, average_gradients, frozen_bytes, shard_denoiser
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import (
     CheckpointSaved,
@@ -184,7 +184,13 @@ class Trainer:
         prepare_denoiser(parts)
         if settings.shard:
             units = shard_denoiser(parts, ctx)
-            on_event(Note(f"frozen denoiser sharded over {ctx.world_size} processes in {units} units"))
+            held, whole = frozen_bytes(parts.denoiser)
+            on_event(
+                Note(
+                    f"frozen denoiser sharded over {ctx.world_size} processes in {units} units: "
+                    f"each holds {held / 2**20:.1f} of its {whole / 2**20:.1f} MiB"
+                )
+            )
         return cls(run, backbone, parts, settings, on_event, resumed=resumed is not None, ctx=ctx)
 
     # --- what trains, and the hooks the scale and memory work plugs in -------------------------
