@@ -13,7 +13,7 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone, Components
+from dreamvideo_cli.distributed import DistributedContext
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.learn.motion import MotionConfig, motion_loss
@@ -59,6 +60,8 @@ class BenchResult:
     tflop_per_step: float | None
     achieved_tflops: float | None
     fraction_of_peak: float | None
+    processes: int = 1  # "dv, N processes": one data-parallel step over N processes
+    samples_per_second: float | None = None  # training steps: the global batch over the step's time
 
 
 @dataclass
@@ -141,7 +144,10 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
     quiet_libraries()
     if config.compile:  # compilation, then CUDA-graph recording, happen in the first calls
         config = replace(config, warmup=max(config.warmup, 3))
-    device = pick_device(config.device)
+    ctx = DistributedContext.from_environment(pick_device(config.device))  # under a launcher: N processes
+    device = ctx.device
+    if not ctx.is_main:
+        on_event = ignore_events
     backbone = get_backbone(config.backbone)(path=config.backbone_path, random_weights=config.random_weights)
     fmt = backbone.video_format
     frames = config.frames or fmt.frames
@@ -153,9 +159,9 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
 
     with tempfile.TemporaryDirectory(prefix="dv-bench-") as scratch:  # the trainers' run folders
         if "subject" in config.only:
-            results += _bench_subject(backbone, parts, config, Path(scratch), on_event)
+            results += _bench_subject(backbone, parts, config, Path(scratch), ctx, on_event)
         if "motion" in config.only:
-            results += _bench_motion(backbone, parts, frames, config, Path(scratch), on_event)
+            results += _bench_motion(backbone, parts, frames, config, Path(scratch), ctx, on_event)
 
     if "compose" in config.only:
         guidance = backbone.sampling.guidance if config.guidance is None else config.guidance
@@ -170,6 +176,15 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
         eager = next(r for r in results if r.name == name and r.path == "eager")
         fast = next(r for r in results if r.name == name and r.path == "dv")
         speedups[name] = eager.seconds_per_step / fast.seconds_per_step
+    # Scaling efficiency: samples per second over N processes against N times one process's.
+    scaling = {
+        r.name: r.samples_per_second / (r.processes * one.samples_per_second)
+        for r in results
+        if r.processes > 1 and r.samples_per_second
+        for one in results
+        if one.name == r.name and one.path == "dv" and one.samples_per_second
+    }
+    ctx.close()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "backbone": backbone.fingerprint().as_dict(),
@@ -177,20 +192,58 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
         "config": asdict(config),
         "results": [asdict(r) for r in results],
         "speedup": speedups,
+        "processes": ctx.world_size,
+        "scaling": scaling,
         "torch": torch.__version__,
     }
 
 
 def _trainer(
-    kind: str, settings: SubjectConfig | MotionConfig, backbone: Backbone, parts: Components, scratch: Path
+    kind: str,
+    settings: SubjectConfig | MotionConfig,
+    backbone: Backbone,
+    parts: Components,
+    scratch: Path,
+    ctx: DistributedContext | None = None,
 ) -> Trainer:
-    """A trainer on a throwaway run folder: the step `dv subject learn` / `dv motion learn` take."""
+    """A trainer on a throwaway run folder: the step `dv subject learn` / `dv motion learn` take
+    (over the launched processes with `ctx`)."""
     run = Run.create(scratch, kind, "bench", settings, scratch)
-    return Trainer(run, backbone, parts, settings, ignore_events, resumed=False)
+    return Trainer(run, backbone, parts, settings, ignore_events, resumed=False, ctx=ctx)
+
+
+def _per_sample(result: BenchResult, samples: int, processes: int = 1) -> BenchResult:
+    return replace(result, processes=processes, samples_per_second=samples * processes / result.seconds_per_step)
+
+
+def _data_parallel(
+    name: str,
+    trainer: Trainer,
+    params: Sequence[torch.Tensor],
+    loss: Callable[[], torch.Tensor],
+    batch: int,
+    config: BenchConfig,
+    on_event: EventHandler,
+) -> list[BenchResult]:
+    """The same step over the launched processes (gradients averaged, each its rows of the
+    global batch); nothing when dv runs as one process."""
+    if not trainer.ctx.is_distributed:
+        return []
+    optimizer = trainer.optimizer(params, 1e-5)
+    with trainer.session():
+        step = partial(trainer.step_once, params, optimizer, loss)
+        path = f"dv, {trainer.ctx.world_size} processes"
+        result = _measure(name, path, step, config, trainer.ctx.device, on_event)
+    return [_per_sample(result, batch, trainer.ctx.world_size)]
 
 
 def _bench_subject(
-    backbone: Backbone, parts: Components, config: BenchConfig, scratch: Path, on_event: EventHandler
+    backbone: Backbone,
+    parts: Components,
+    config: BenchConfig,
+    scratch: Path,
+    ctx: DistributedContext,
+    on_event: EventHandler,
 ) -> list[BenchResult]:
     """eager: each step encodes the photos and the caption, then runs the denoiser; dv: the
     trainer's identity-adapter step on latents and a context encoded once."""
@@ -198,6 +251,7 @@ def _bench_subject(
     images = torch.rand((config.images, 3, fmt.height, fmt.width), generator=_generator(device), device=device)
     settings = SubjectConfig(backbone=backbone.name, compile=config.compile, seed=0)
     trainer = _trainer("subject", settings, backbone, parts, scratch)
+    shared = _trainer("subject", settings, backbone, parts, scratch, ctx)  # before attaching: it reads the sites
     identity = AdapterSet.for_backbone("identity", trainer.sites, None, backbone.adapter_design).to(device)
     identity.attach(parts.denoiser)
     params = list(identity.parameters())
@@ -214,20 +268,25 @@ def _bench_subject(
             return diffusion_loss(parts, x0, ctx, trainer.streams.torch, settings.offset_noise)
 
     fast_loss = identity_loss(trainer, data, context, config.images)
-    results = [
-        _measure(
-            "subject step", "eager", partial(trainer.step_once, params, optimizer, eager_loss), config, device, on_event
-        )
-    ]
+    eager_step = partial(trainer.step_once, params, optimizer, eager_loss)
+    results = [_per_sample(_measure("subject step", "eager", eager_step, config, device, on_event), config.images)]
     with trainer.session():
         step = partial(trainer.step_once, params, optimizer, fast_loss)
-        results.append(_measure("subject step", "dv", step, config, device, on_event))
+        results.append(_per_sample(_measure("subject step", "dv", step, config, device, on_event), config.images))
+    loss = identity_loss(shared, data, context, config.images)
+    results += _data_parallel("subject step", shared, params, loss, config.images, config, on_event)
     identity.detach()
     return results
 
 
 def _bench_motion(
-    backbone: Backbone, parts: Components, frames: int, config: BenchConfig, scratch: Path, on_event: EventHandler
+    backbone: Backbone,
+    parts: Components,
+    frames: int,
+    config: BenchConfig,
+    scratch: Path,
+    ctx: DistributedContext,
+    on_event: EventHandler,
 ) -> list[BenchResult]:
     """eager: each step encodes the clip, the caption and the guide frame; dv: the trainer's
     motion-adapter step on the clip as `dv motion learn` encodes it (written to an mp4 first)."""
@@ -238,6 +297,7 @@ def _bench_motion(
         gradient_checkpointing=config.gradient_checkpointing,
     )  # fmt: skip
     trainer = _trainer("motion", settings, backbone, parts, scratch)
+    shared = _trainer("motion", settings, backbone, parts, scratch, ctx)  # before attaching: it reads the sites
     motion = AdapterSet.for_backbone("motion", trainer.sites, parts.appearance_dim, backbone.adapter_design)
     motion.to(device).attach(parts.denoiser)
     params = list(motion.parameters())
@@ -257,14 +317,13 @@ def _bench_motion(
     data = MotionClips.encode(
         parts, fmt, [media.probe_clip(video)], ["a bear walking"], frames, fmt.fps, ignore_events, backbone.name
     )
-    results = [
-        _measure(
-            "motion step", "eager", partial(trainer.step_once, params, optimizer, eager_loss), config, device, on_event
-        )
-    ]
+    eager_step = partial(trainer.step_once, params, optimizer, eager_loss)
+    results = [_per_sample(_measure("motion step", "eager", eager_step, config, device, on_event), 1)]
     with trainer.session():
         step = partial(trainer.step_once, params, optimizer, motion_loss(trainer, motion, data, settings))
-        results.append(_measure("motion step", "dv", step, config, device, on_event))
+        results.append(_per_sample(_measure("motion step", "dv", step, config, device, on_event), 1))
+    loss = motion_loss(shared, motion, data, settings)
+    results += _data_parallel("motion step", shared, params, loss, 1, config, on_event)
     motion.detach()
     return results
 

@@ -221,3 +221,15 @@ def test_a_stopped_launch_resumes_where_it_stopped(tmp_path: Path, photos: Path)
     (run,) = (home / "runs").iterdir()
     _run(home, ["subject", "learn", "--resume", run.name, "--device", "cpu"], processes=2)
     _assert_close(_stored(tmp_path / "one", "cat"), _stored(home, "cat"))
+
+
+def test_bench_under_the_launcher_reports_the_scaling(tmp_path: Path) -> None:
+    import json
+
+    args = ["bench", "--backbone", "tiny", "--device", "cpu", "--frames", "2", "--repeats", "1"]
+    output = _run(tmp_path, [*args, "--only", "subject,motion", "--json"], processes=2)
+    report = json.loads(output[output.index("{") : output.rindex("}") + 1])  # rank 0 alone prints
+    assert report["processes"] == 2 and set(report["scaling"]) == {"subject step", "motion step"}
+    parallel = [r for r in report["results"] if r["processes"] == 2]
+    assert [r["path"] for r in parallel] == ["dv, 2 processes"] * 2
+    assert all(r["samples_per_second"] > 0 for r in parallel)

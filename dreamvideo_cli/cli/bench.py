@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from dreamvideo_cli.cli._output import out, print_json
@@ -38,7 +40,9 @@ def bench(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
-    """Time the subject step, the motion step and a full compose, both ways, in one run."""
+    """Time the subject step, the motion step and a full compose, both ways, in one run. Under
+    torchrun or accelerate launch, also the data-parallel step over the processes and its
+    scaling against one process."""
     from dreamvideo_cli.bench import BenchConfig, run_bench
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.errors import DVError
@@ -61,13 +65,16 @@ def bench(
     )
     with ProgressRenderer(quiet=json) as progress:
         report = run_bench(config, on_event=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, rank 0 reports for all
+        return
     if json:
         print_json(report)
         return
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("stage", "path", "ms/step", "speed-up", "peak GiB", "TFLOP/step", "TFLOP/s", "of peak"):
+    columns = ("stage", "path", "ms/step", "speed-up", "samples/s", "peak GiB", "TFLOP/step", "TFLOP/s", "of peak")
+    for column in columns:
         table.add_column(column)
     for r in report["results"]:
         speedup = f"{report['speedup'][r['name']]:.2f}x" if r["path"] == "dv" else ""
@@ -76,6 +83,7 @@ def bench(
             r["path"],
             f"{r['seconds_per_step'] * 1000:.1f}",
             speedup,
+            f"{r['samples_per_second']:.2f}" if r["samples_per_second"] is not None else "",
             f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "",
             f"{r['tflop_per_step']:.3f}" if r["tflop_per_step"] is not None else "",
             f"{r['achieved_tflops']:.2f}" if r["achieved_tflops"] is not None else "",
@@ -83,3 +91,7 @@ def bench(
         )
     out.print(f"device: {report['device']}, backbone: {report['backbone']['backbone']}, frames: {report['frames']}")
     out.print(table)
+    for name, efficiency in report["scaling"].items():
+        out.print(
+            f"{name}: {report['processes']} processes reach {efficiency:.0%} of {report['processes']}x one process's samples/s"
+        )
