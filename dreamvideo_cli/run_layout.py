@@ -8,6 +8,8 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from dreamvideo_cli.errors import DVError
+
 STATE_JSON = "state.json"  # in a run's checkpoints/: where the resumable state stands
 
 
@@ -36,6 +38,15 @@ STEPS_FIELD: dict[Stage, str] = {
     Stage.IDENTITY: "adapter_steps",
     Stage.MOTION: "steps",
 }
+
+
+def check_step_counts(**counts: int | None) -> None:
+    """Refuse, in one line and before anything loads, a step count or batch that would learn
+    nothing (`--steps 0`, `--embedding-steps -1`): a run must never publish what it did not learn."""
+    for field, value in counts.items():
+        if value is not None and value < 1:
+            flag = "--" + field.replace("_", "-")
+            raise DVError(f"{flag} must be at least 1, got {value}", f"leave {flag} out for the default")
 
 
 def stage_of_steps_field(field: str) -> Stage | None:

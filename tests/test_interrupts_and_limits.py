@@ -228,7 +228,7 @@ def test_resume_applies_a_new_stage_end_and_says_so(studio: Path, tmp_path: Path
     log = EventLog()
     requested = SubjectConfig(embedding_steps=4, device="cpu")  # everything else left at its default
     manifest = learn_subject(
-        studio / "photos", "ignored", requested, registry=Registry(home), resume=run_id, on_event=log
+        studio / "photos", "paused", requested, registry=Registry(home), resume=run_id, on_event=log
     )
     assert manifest.name == "paused" and manifest.training["embedding_steps"] == 4
     assert manifest.training["adapter_steps"] == 2 and manifest.training["backbone"] == "tiny"
@@ -253,7 +253,7 @@ def test_resume_refuses_what_the_saved_state_cannot_follow(
     run_id = _interrupted_subject_run(home, studio / "photos")
     with pytest.raises(DVError, match=expected):
         learn_subject(
-            studio / "photos", "x", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id
+            studio / "photos", "paused", SubjectConfig(device="cpu", **change), registry=Registry(home), resume=run_id
         )  # type: ignore[arg-type]
 
 
@@ -297,3 +297,39 @@ def test_prompt_building(prompt: str, token: str | None, phrase: str, expected: 
     from dreamvideo_cli.composition import build_prompt
 
     assert build_prompt(prompt, token, phrase) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["motion", "learn", "CLIPS", "--name", "z", "--steps", "-5"],
+        ["motion", "learn", "CLIPS", "--name", "z", "--steps", "0"],
+        ["subject", "learn", "PHOTOS", "--name", "z", "--embedding-steps", "-1"],
+        ["subject", "learn", "PHOTOS", "--name", "z", "--embedding-steps", "0", "--adapter-steps", "0"],
+        ["subject", "learn", "PHOTOS", "--name", "z", "--batch-size", "0"],
+    ],
+)
+def test_a_run_that_would_learn_nothing_is_refused_before_torch_loads(studio: Path, args: list[str]) -> None:
+    env = {**os.environ, "DV_HOME": str(studio / "refused-home")}
+    args = [str(studio / "photos") if a == "PHOTOS" else str(studio / "clips") if a == "CLIPS" else a for a in args]
+    code = f"import sys\nfrom dreamvideo_cli.cli import main\nrc = main({args!r})\nprint(rc, 'torch' in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False"], done.stderr
+    assert done.stderr.count("\n") == 1 and "must be at least 1" in done.stderr
+    assert not (studio / "refused-home" / "manifests").exists()
+
+
+def test_resume_refuses_another_name_and_a_finished_run(studio: Path, tmp_path: Path) -> None:
+    from dreamvideo_cli.errors import DVError
+    from dreamvideo_cli.learn import SubjectConfig, learn_subject
+    from dv_registry import Registry
+
+    home = tmp_path / "home"
+    run_id = _interrupted_subject_run(home, studio / "photos")
+    config = SubjectConfig(device="cpu")
+    with pytest.raises(DVError, match="learns 'paused', not 'other'"):
+        learn_subject(studio / "photos", "other", config, registry=Registry(home), resume=run_id)
+    learn_subject(studio / "photos", "", config, registry=Registry(home), resume=run_id)  # finishes it: v1
+    with pytest.raises(DVError, match="has finished"):
+        learn_subject(studio / "photos", "", config, registry=Registry(home), resume=run_id)
+    assert Registry(home).tags("paused") == ["latest", "v1"]  # no duplicate v2

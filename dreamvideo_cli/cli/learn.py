@@ -1,4 +1,5 @@
-"""`dv subject learn` and `dv motion learn`."""
+"""`dv subject learn` and `dv motion learn`. The engine (and torch) is imported inside the
+commands, after the arguments are checked: `dv --help` and a mistyped count stay instant."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.run_layout import check_step_counts
 
 subject_app = typer.Typer(help="Learn a subject from 3-5 photos.", no_args_is_help=True)
 motion_app = typer.Typer(help="Learn a motion from one or more clips.", no_args_is_help=True)
@@ -116,6 +118,7 @@ def subject_learn(
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter. Paper Section 3.2."""
+    check_step_counts(embedding_steps=embedding_steps, adapter_steps=adapter_steps, batch_size=batch_size)
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
     from dv_registry import Registry
 
@@ -192,6 +195,7 @@ def motion_learn(
     json: bool = JSON,
 ) -> None:
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
+    check_step_counts(steps=steps, batch_size=batch_size, frames=frames, fps=fps)
     from dreamvideo_cli.learn import MotionConfig, learn_motion
     from dv_registry import Registry
 

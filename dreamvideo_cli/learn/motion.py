@@ -25,7 +25,7 @@ from dreamvideo_cli.learn.motion_data import MotionClips
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer, open_backbone
 from dreamvideo_cli.registry_entries import check_new_name
-from dreamvideo_cli.run_layout import Stage
+from dreamvideo_cli.run_layout import Stage, check_step_counts
 from dreamvideo_cli.runtime import autocast, quiet_libraries
 
 if TYPE_CHECKING:
@@ -74,11 +74,12 @@ def learn_motion(
     resume: str | None = None,
 ) -> Manifest:
     """Learn the motion `name` from the clips in `clips_dir`; returns the registry manifest."""
+    check_step_counts(steps=config.steps, batch_size=config.batch_size, frames=config.frames, fps=config.fps)
     quiet_libraries()
     resumed = None
     if resume is not None:
         resumed, config, name, clips_dir = resumed_config(
-            registry.home, resume, "motion", MotionConfig, config, on_event
+            registry.home, resume, "motion", MotionConfig, config, on_event, name
         )
     check_new_name(registry, "motion", name)
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note
 from dreamvideo_cli.learn.run_folder import Run
-from dreamvideo_cli.run_layout import STAGES, Stage, stage_of_steps_field
+from dreamvideo_cli.run_layout import STAGES, STEPS_FIELD, Stage, stage_of_steps_field
 
 # Settings a resumed run may change: how it runs, not what it learns.
 RESUMABLE_SETTINGS = frozenset(
@@ -37,6 +37,7 @@ def resumed_config(
     config_type: type[ConfigT],
     requested: ConfigT | str,
     on_event: EventHandler | None = None,
+    name: str | None = None,
 ) -> tuple[Run, ConfigT, str, Path]:
     """Open a run to resume: its saved config, name and inputs.
 
@@ -49,6 +50,16 @@ def resumed_config(
     saved = run.config()
     if saved["kind"] != kind:
         raise DVError(f"run {resume!r} is a {saved['kind']} run", f"resume it with `dv {saved['kind']} learn`")
+    if name and name != saved["name"]:
+        raise DVError(
+            f"run {run.id} learns {saved['name']!r}, not {name!r}",
+            f"resume without --name, or start a new run for {name!r}",
+        )
+    if _finished(run.state_meta(), kind, saved["config"]):
+        raise DVError(
+            f"run {run.id} has finished: its result is {saved['name']!r} in the registry",
+            f"see `dv show {saved['name']}`, or start a new run",
+        )
     values = dict(saved["config"])
     if isinstance(requested, str):
         values["device"] = requested
@@ -77,6 +88,16 @@ def resumed_config(
     if applied and on_event is not None:
         on_event(Note(f"resuming with {', '.join(applied)}"))
     return run, config_type(**values), saved["name"], Path(saved["inputs"])
+
+
+def _finished(state: dict[str, Any], kind: str, config: dict[str, Any]) -> bool:
+    """Whether the saved state is a run's end (a motion run of an earlier release saved its
+    last stage at its last step rather than `done`)."""
+    last = STAGES[kind][-1]
+    total = config.get(STEPS_FIELD[last])
+    return state["stage"] == Stage.DONE or (
+        state["stage"] == last and isinstance(total, int) and state["step"] >= total
+    )
 
 
 def stage_can_lengthen(state: dict[str, Any], kind: str, stage: Stage, total: int) -> bool:
