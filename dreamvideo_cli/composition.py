@@ -21,6 +21,7 @@ from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerpri
 from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
+from dreamvideo_cli.objectives import DDPMObjective
 from dreamvideo_cli.plugins import get_backbone, get_sampler
 from dreamvideo_cli.registry_entries import load_adapter_tensors, reference_images
 from dreamvideo_cli.runtime import (
@@ -32,6 +33,7 @@ from dreamvideo_cli.runtime import (
     quiet_libraries,
     to_tensor_images,
 )
+from dreamvideo_cli.samplers import Sampler
 from dreamvideo_cli.sampling import VideoRequest, sample_video
 
 if TYPE_CHECKING:
@@ -234,11 +236,12 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
     defaults = backbone.sampling
     sampler = get_sampler(config.sampler or defaults.sampler)
     steps = config.steps or (defaults.steps if sampler.name == defaults.sampler else sampler.default_steps)
-    trained_levels = backbone.training_objective().num_train_timesteps
-    if steps > trained_levels:
+    limit = _most_steps(backbone, sampler)
+    if steps > limit:
         raise DVError(
-            f"--steps {steps} is more than the {trained_levels} noise levels {backbone.name} was trained with",
-            f"use at most --steps {trained_levels}",
+            f"--steps {steps} is more than {sampler.name} can take on the "
+            f"{backbone.training_objective().num_train_timesteps} noise levels {backbone.name} was trained with",
+            f"use at most --steps {limit}",
         )
     fmt = backbone.video_format
     frames = config.frames or fmt.frames
@@ -248,6 +251,21 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
     return VideoRequest(
         prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.negative_prompt, config.eta
     )
+
+
+def _most_steps(backbone: Backbone, sampler: Sampler) -> int:
+    """The most sampling steps `sampler` can take on the backbone's trained noise levels: all of
+    them, less those a DDPM sampler's offset pushes past the last (DDIM at 1000 of 1000)."""
+    objective = backbone.training_objective()
+    limit = objective.num_train_timesteps
+    if isinstance(objective, DDPMObjective):
+        scheduler = sampler.make_scheduler(objective)
+        while limit > 1:
+            scheduler.set_timesteps(limit)
+            if int(scheduler.timesteps.max()) < objective.num_train_timesteps:
+                break
+            limit -= 1
+    return limit
 
 
 def _attach_subject(

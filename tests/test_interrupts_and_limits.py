@@ -97,7 +97,8 @@ def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Pa
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--steps", "2000"], "at most --steps 1000"),
+        (["--steps", "2000"], "at most --steps 999"),
+        (["--steps", "1000"], "at most --steps 999"),  # DDIM's offset: step 1000 of 1000 is past the last level
         (["--steps", "0"], "--steps must be at least 1"),
         (["--frames", "0"], "--frames must be at least 1"),
     ],
