@@ -334,3 +334,20 @@ def test_resume_refuses_another_name_and_a_finished_run(studio: Path, tmp_path: 
     with pytest.raises(DVError, match="has finished"):
         learn_subject(studio / "photos", "", config, registry=Registry(home), resume=run_id)
     assert Registry(home).tags("paused") == ["latest", "v1"]  # no duplicate v2
+
+
+def test_running_out_of_gpu_memory_is_one_line(
+    studio: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    import dreamvideo_cli.composition
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(dreamvideo_cli.composition, "sample_video", out_of_memory)
+    code, err = _run(
+        studio, ["compose", "rex", "-", "x", "-o", str(tmp_path / "x.mp4"), "--device", "cpu"], capsys, monkeypatch
+    )
+    assert code == 1 and "ran out of memory" in _one_error_line(err) and "dv plan" in err

@@ -72,6 +72,18 @@ def _is_usage_error(exc: Exception) -> bool:
     return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
+OUT_OF_MEMORY = (
+    "the GPU ran out of memory (hint: `dv plan subject|motion|compose --backbone B ...` says what fits and "
+    "which settings make it fit; --fit applies them)"
+)
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    """torch's OutOfMemoryError (CUDA, MPS), matched by name: the CLI does not import torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+
+
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -116,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
             return int(exc.exit_code)  # type: ignore[attr-defined]
+        if _is_out_of_memory(exc):
+            error_line(OUT_OF_MEMORY)
+            return 1
         raise
     finally:
         if previous_term is not None:
