@@ -1,10 +1,10 @@
 """Long clips: peak memory and wall time of `dv motion learn`, and random-access reading.
 
-    uv run python scripts/bench_long_clip.py make  --out /tmp/dv-long            # two clips
-    uv run python scripts/bench_long_clip.py learn --clips /tmp/dv-long/10s      # one run
-    uv run python scripts/bench_long_clip.py learn --clips /tmp/dv-long/10min \\
-        --python /tmp/dv-before/.venv/bin/python                                 # another checkout
-    uv run python scripts/bench_long_clip.py read  --clip /tmp/dv-long/10min/clip.mp4
+    uv run python scripts/bench_long_clip.py make  --out CLIPS_DIR               # two clips
+    uv run python scripts/bench_long_clip.py learn --clips CLIPS_DIR/10s         # one run
+    uv run python scripts/bench_long_clip.py learn --clips CLIPS_DIR/10min \\
+        --python ../dv-before/.venv/bin/python        # another checkout (git worktree add)
+    uv run python scripts/bench_long_clip.py read  --clip CLIPS_DIR/10min/clip.mp4
 
 `make` writes a 10-second and a 10-minute 1280x720 30 fps H.264 clip with PyAV (a textured
 background with a moving rectangle, x264 `ultrafast`), each in its own folder, since

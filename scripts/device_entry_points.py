@@ -1,7 +1,8 @@
 """Make the workspace's distributions visible to importlib.metadata on a machine where
-they cannot be pip-installed (the GPU device: no network, no build backend): one
-dist-info folder per distribution, holding its entry points, in a folder on PYTHONPATH.
-Plugins then register exactly as if installed. Usage: python scripts/device_entry_points.py SITE"""
+they cannot be pip-installed (a GPU machine with no network and no build backend, as
+scripts/gpu-checks.sh expects): one dist-info folder per distribution, holding its entry
+points, in a folder on PYTHONPATH. Plugins then register exactly as if installed.
+Usage: python scripts/device_entry_points.py SITE"""
 
 from __future__ import annotations
 

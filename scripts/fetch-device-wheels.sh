@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run HERE (not on the device) before scripts/gpu-checks.sh: fills .whl/ with the wheels the
-# device image lacks (Python 3.12 there) and .gpu-data/ with a few photos and a clip to
-# learn from. Both folders are git-ignored; pass them in the device run's `carry`.
-# Sizes: about 46 MB of wheels. decord2 (27 MB) is left out to stay under the 64 MiB a run
-# may carry: dreamvideo_cli.media needs PyAV (writing, in-order reads) and falls back to it
+# Run on a machine with network access before scripts/gpu-checks.sh on a machine with a GPU
+# and no network: fills .whl/ with Python 3.12 wheels of the dependencies listed below
+# (every other dependency of dv, torch and transformers among them, must already be
+# installed there), and .gpu-data/ with a few photos and a clip to learn from. Both
+# folders are git-ignored; copy them to the GPU machine with the checkout.
+# Sizes: about 46 MB of wheels. decord2 (27 MB) is left out to keep both folders under
+# 64 MiB: dreamvideo_cli.media needs PyAV (writing, in-order reads) and falls back to it
 # for every read when decord is not installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

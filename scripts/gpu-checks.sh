@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The GPU checklist (issue 19), for a session lent the device. Prepare HERE first:
-#   scripts/fetch-device-wheels.sh
-# then run on the device, carrying the wheels and the data, e.g. with the device tool:
-#   run(command="bash scripts/gpu-checks.sh", carry=[".whl", ".gpu-data"], timeout_s=580)
-# Each check has its own time limit; results come back as $OUT/results.jsonl (one JSON
+# The GPU checklist: measures on a GPU what docs/benchmarks.md lists as "not measured yet".
+# It runs on a machine with a GPU and no network, after scripts/fetch-device-wheels.sh on a
+# machine with one:
+#   bash scripts/fetch-device-wheels.sh     # with network: fills .whl/ and .gpu-data/
+#   # copy the checkout, .whl/ and .gpu-data/ included, to the GPU machine; there:
+#   bash scripts/gpu-checks.sh
+# Each check has its own time limit; results are written to $OUT/results.jsonl (one JSON
 # object per check: name, seconds, exit code, and the command's JSON output) and $OUT/log.txt.
-# CHECKS=a,b runs a subset: bench,compile,checkpointing,recipe,wan,toyworld. One device command
-# may run 10 minutes and a session has 15 in all (machine start included), so run it as
-#   CHECKS=bench,checkpointing,wan   (about 8 min at most), then, time permitting,
-#   CHECKS=compile,recipe            (about 9 min at most); toyworld last, if anything is left
-#   (pretraining, the probe and the demo with the new weights: about 8.5 min at most).
+# OUT (default /tmp/gpu-checks), SITE (where the wheels are installed, default /tmp/site)
+# and DV_HOME (default /tmp/dv-home) are folders on the GPU machine; set them to move them.
+# CHECKS=a,b runs a subset: bench,compile,checkpointing,recipe,wan,toyworld. All of them
+# take up to about 25 minutes; to keep each command under 10 minutes, run them in parts:
+#   CHECKS=bench,checkpointing,wan   (about 8 min at most), then
+#   CHECKS=compile,recipe            (about 9 min at most), then
+#   CHECKS=toyworld                  (pretraining, the probe and the demo with the new
+#                                     weights: about 8.5 min at most).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-checks}
@@ -68,7 +73,7 @@ fi
 if wanted toyworld; then
     check toyworld-pretrain 240 $PY -m dv_toyworld.pretrain --device "$DEVICE" --seed 0 --steps "$TOY_STEPS" --save-every 1000 --out "$OUT/toyworld.safetensors"
     check toyworld-probe 120 $PY -m dv_toyworld.probe --weights "$OUT/toyworld.safetensors" --json
-    # The demo with the new weights, on the device's CPU cores (the toy model's ops are too
+    # The demo with the new weights, on the GPU machine's CPU cores (the toy model's ops are too
     # small for a GPU); compare with docs/toyworld.md's figures for the committed weights.
     check toyworld-demo 150 env DV_TOYWORLD_WEIGHTS="$OUT/toyworld.safetensors" "${DV[@]}" demo --json --out "$OUT/toy-demo"
 fi
