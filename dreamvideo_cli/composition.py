@@ -21,6 +21,7 @@ from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerpri
 from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
+from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
 from dreamvideo_cli.objectives import DDPMObjective
 from dreamvideo_cli.plugins import get_backbone, get_sampler
 from dreamvideo_cli.registry_entries import load_adapter_tensors, reference_images
@@ -57,6 +58,8 @@ class ComposeConfig:
     gif: bool = False
     device: str = "auto"
     backbone_path: str | None = None
+    fp8: bool = False  # scaled e4m3 storage of the frozen denoiser's linear weights (a measured error)
+    blocks_to_swap: int = 0  # frozen weights of N blocks stream in from host memory (exact)
 
 
 @dataclass
@@ -122,13 +125,22 @@ class BackboneCache:
         self._key: tuple[Any, ...] | None = None
         self._parts: Components | None = None
 
-    def get(self, backbone: Backbone, device: torch.device) -> Components:
-        key = (type(backbone), backbone.path, backbone.random_weights, str(device))
+    def get(self, backbone: Backbone, device: torch.device, fp8: bool = False) -> Components:
+        key = (type(backbone), backbone.path, backbone.random_weights, str(device), fp8)
         if self._parts is None or key != self._key:
             self._parts = None  # free the old weights before loading new ones
-            self._parts = backbone.load(device, frozen_dtype(device))
+            self._parts = load_parts(backbone, device, fp8)
             self._key = key
         return self._parts
+
+
+def load_parts(backbone: Backbone, device: torch.device, fp8: bool) -> Components:
+    """The frozen parts on `device`, prepared, the denoiser's linear weights in fp8 if asked."""
+    parts = backbone.load(device, frozen_dtype(device))
+    prepare_denoiser(parts)
+    if fp8:
+        store_fp8(parts)
+    return parts
 
 
 def backbone_for(manifests: list[Manifest], backbone_path: str | None) -> tuple[Backbone, Fingerprint]:
@@ -182,10 +194,9 @@ def compose(
 
     device = pick_device(config.device)
     on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
-    parts = cache.get(backbone, device) if cache is not None else backbone.load(device, frozen_dtype(device))
+    parts = cache.get(backbone, device, config.fp8) if cache is not None else load_parts(backbone, device, config.fp8)
     check_backbone(backbone, fingerprint, next(m.ref for m in (subject, motion) if m is not None))
     sites = backbone.adapter_sites(parts.denoiser)
-    prepare_denoiser(parts)
 
     # Loaded parts may be reused by the next compose (a grid): undo every change to them.
     with contextlib.ExitStack() as undo:
@@ -203,7 +214,8 @@ def compose(
                 guide = encode_appearance(parts, to_tensor_images([np.asarray(guide_image)], device))
             motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))  # [2, C']: cond, uncond
         request = replace(request, prompt=final_prompt)
-        video = sample_video(parts, request, on_event=on_event)
+        with levers_applied(parts, MemoryLevers(blocks_to_swap=config.blocks_to_swap)):
+            video = sample_video(parts, request, on_event=on_event)
 
     fps = config.fps or backbone.video_format.fps
     metadata = {
@@ -225,6 +237,7 @@ def compose(
         "motion_scale": config.motion_scale,
         "appearance_strength": config.appearance_strength,
         "appearance_image": guide_source,
+        "fp8": config.fp8,
         "backbone": fingerprint.as_dict(),
         "seconds": round(time.monotonic() - started, 2),
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
@@ -59,6 +60,8 @@ def compose(
     gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside the video."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     backbone_path: str = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone."),
+    fp8: bool = FP8,
+    blocks_to_swap: int = BLOCKS_TO_SWAP,
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
@@ -105,6 +108,8 @@ def compose(
         gif=gif,
         device=device,
         backbone_path=backbone_path,
+        fp8=fp8,
+        blocks_to_swap=blocks_to_swap,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

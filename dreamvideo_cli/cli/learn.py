@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8, OFFLOAD_ACTIVATIONS
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.run_layout import check_step_counts
@@ -110,6 +111,9 @@ def subject_learn(
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
     shard: bool = SHARD,
+    fp8: bool = FP8,
+    blocks_to_swap: int = BLOCKS_TO_SWAP,
+    offload_activations: bool = OFFLOAD_ACTIVATIONS,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -141,6 +145,9 @@ def subject_learn(
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
         shard=shard,
+        fp8=fp8,
+        blocks_to_swap=blocks_to_swap,
+        offload_activations=offload_activations,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
@@ -187,6 +194,9 @@ def motion_learn(
     gradient_checkpointing: bool = CHECKPOINTING,
     compile: bool = COMPILE,
     shard: bool = SHARD,
+    fp8: bool = FP8,
+    blocks_to_swap: int = BLOCKS_TO_SWAP,
+    offload_activations: bool = OFFLOAD_ACTIVATIONS,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -220,6 +230,9 @@ def motion_learn(
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
         shard=shard,
+        fp8=fp8,
+        blocks_to_swap=blocks_to_swap,
+        offload_activations=offload_activations,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,

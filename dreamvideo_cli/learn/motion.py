@@ -53,6 +53,9 @@ class MotionConfig:
     offset_noise: float = 0.1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     shard: bool = False  # FSDP2-shard the frozen denoiser over the launched processes
+    fp8: bool = False  # scaled e4m3 storage of the frozen denoiser's linear weights (a measured error)
+    blocks_to_swap: int = 0  # frozen weights of N blocks stream in from host memory (exact)
+    offload_activations: bool = False  # tensors saved for backward wait in host memory (exact)
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the motion adapter's bottleneck; None: the backbone's default
     preview_every: int = 0  # compose a preview every K steps (and at the end); 0: none

@@ -21,6 +21,8 @@ RESUMABLE_SETTINGS = frozenset(
         "compile",
         "gradient_checkpointing",
         "shard",
+        "blocks_to_swap",
+        "offload_activations",
         "description",
         "preview_every",
         "preview_prompt",

@@ -58,6 +58,7 @@ from dreamvideo_cli.learn.optim import AdamWWithWarmup
 from dreamvideo_cli.learn.previews import write_preview
 from dreamvideo_cli.learn.run_folder import Run, save_tensors
 from dreamvideo_cli.learn.streams import RandomStreams
+from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
 from dreamvideo_cli.plugins import get_backbone
 from dreamvideo_cli.registry_entries import store_adapter
 from dreamvideo_cli.run_layout import STAGES, Stage
@@ -86,6 +87,9 @@ class RunSettings(Protocol):
     log_every: int
     description: str
     shard: bool
+    fp8: bool
+    blocks_to_swap: int
+    offload_activations: bool
 
 
 def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
@@ -128,6 +132,7 @@ class Trainer:
         self.run, self.backbone, self.parts, self.settings, self.on_event = run, backbone, parts, settings, on_event
         self.started = time.monotonic()
         self.sites: list[AdapterSite] = backbone.adapter_sites(parts.denoiser)
+        self.levers = MemoryLevers(settings.fp8, settings.blocks_to_swap, settings.offload_activations)
         self.streams = RandomStreams(parts.device, settings.seed or 0)
         self.stop = StopRequested()
         self.model: nn.Module = parts.denoiser  # what each step calls: the denoiser, maybe wrapped
@@ -161,6 +166,16 @@ class Trainer:
         one, then every frozen part loaded on the run's device and prepared."""
         backbone, fingerprint = opened or open_backbone(settings)
         ctx = DistributedContext.from_environment(pick_device(settings.device))
+        if settings.shard and (settings.fp8 or settings.blocks_to_swap):
+            raise DVError(
+                "--shard does not combine with --fp8 or --blocks-to-swap yet",
+                "shard alone over more processes, or use the levers on one process",
+            )
+        if settings.compile and settings.blocks_to_swap:
+            raise DVError(
+                "--compile does not combine with --blocks-to-swap (swapped weights change under the compiled graph)",
+                "leave out one of them",
+            )
         if settings.shard and not ctx.is_distributed:
             raise DVError(
                 "--shard splits the frozen weights over several processes, and this is one",
@@ -182,6 +197,9 @@ class Trainer:
         on_event(Note(f"loading backbone {fingerprint.describe()} on {ctx.device}"))
         parts = backbone.load(ctx.device, frozen_dtype(ctx.device))
         prepare_denoiser(parts)
+        if settings.fp8:
+            saved = store_fp8(parts)
+            on_event(Note(f"frozen denoiser's linear weights stored as scaled fp8: {saved / 2**30:.2f} GiB saved"))
         if settings.shard:
             units = shard_denoiser(parts, ctx)
             held, whole = frozen_bytes(parts.denoiser)
@@ -242,7 +260,7 @@ class Trainer:
         checkpointing = gradient_checkpointing(
             self.parts.denoiser, self.parts.family, enabled=self.settings.gradient_checkpointing
         )
-        with self.stop.installed(), checkpointing:
+        with self.stop.installed(), levers_applied(self.parts, self.levers), checkpointing:
             yield self
 
     # --- the step loop -------------------------------------------------------------------------
