@@ -1,5 +1,6 @@
-"""Wan 2.1 text-to-video (1.3B and 14B) and a tiny random-weight Wan for tests, as dv
-backbones. Registering imports nothing heavy; torch and diffusers load in `load`.
+"""Wan 2.1 text-to-video (1.3B and 14B), Wan 2.2 TI2V-5B as text-to-video, and tiny
+random-weight models of both for tests, as dv backbones. Registering imports nothing heavy;
+torch and diffusers load in `load`.
 
 Where the weights come from, in order: `random_weights=True` (the full-size architecture,
 seeded random weights, nothing read); `path=DIR` (a local WanPipeline folder:
@@ -10,7 +11,7 @@ HF_HUB_OFFLINE is not set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dreamvideo_cli.backbone import (
     AdapterDesign,
@@ -28,12 +29,18 @@ if TYPE_CHECKING:
     from torch import nn
 
     from dreamvideo_cli.objectives import Objective
+    from dv_wan.configs import WanSize
     from dv_wan.loading import WanParts
 
 # Wan 2.1's samplers use flow shift 3.0 at 480p (diffusers' Wan docs; the hub's scheduler
 # config of the T2V repositories); training draws timesteps shifted the same way
 # (musubi-tuner recommends --discrete_flow_shift 3.0 for the 1.3B model).
 FLOW_SHIFT = 3.0
+# Wan 2.2 TI2V-5B samples at 720p with shift 5.0 (its scheduler config as diffusers converts
+# it; Wan's wan_ti2v_5B.py `sample_shift`). The engine draws training timesteps with the
+# sampler's shift, so training uses 5.0 too: more of the steps at high noise, where the
+# larger token grid of 720p keeps more of the signal (the reason samplers shift more there).
+FLOW_SHIFT_22 = 5.0
 
 
 class WanBackbone(Backbone):
@@ -41,7 +48,12 @@ class WanBackbone(Backbone):
     description = "Wan 2.1 T2V 1.3B (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), a flow-matching diffusion transformer"
     hub_id: ClassVar[str] = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     hub_revision: ClassVar[str] = "main"
-    size: ClassVar[Literal["1.3B", "14B"]] = "1.3B"
+    size: ClassVar[WanSize] = "1.3B"
+    flow_shift: ClassVar[float] = FLOW_SHIFT
+    # WanPipeline's `expand_timesteps` (the family's per-token timesteps), and the pixel sizes
+    # the codec takes (None: any; Wan 2.1 as it always was).
+    per_token_timesteps: ClassVar[bool] = False
+    size_multiple: ClassVar[int | None] = None
     video_format = VideoFormat(height=480, width=832, frames=81, fps=16)  # WanPipeline's defaults
     temporal_compression = configs.VAE_TEMPORAL_FACTOR
     appearance_dim = configs.APPEARANCE_DIM  # OpenCLIP ViT-H-14's image embedding, as for ModelScope
@@ -60,15 +72,15 @@ class WanBackbone(Backbone):
 
     @classmethod
     def family(cls) -> DenoiserFamily:
-        from dv_wan.family import WAN
+        from dv_wan.family import WAN, WAN22_TI2V
 
-        return WAN
+        return WAN22_TI2V if cls.per_token_timesteps else WAN
 
     @classmethod
     def training_objective(cls) -> Objective:
         from dreamvideo_cli.objectives import FlowMatchObjective
 
-        return FlowMatchObjective(shift=FLOW_SHIFT)
+        return FlowMatchObjective(shift=cls.flow_shift)
 
     def build_denoiser(self, device: str = "meta") -> nn.Module:
         import torch
@@ -80,14 +92,14 @@ class WanBackbone(Backbone):
 
     def fingerprint(self) -> Fingerprint:
 
-        return loading.fingerprint(self.name, self.hub_id, self.hub_revision, self.path, self.random_weights)
+        return loading.fingerprint(self.name, self.hub_id, self.hub_revision, self.path, self.random_weights, self.size)
 
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
 
         if self.random_weights:
             return loading.build_random(self.size, device, dtype)
-        pipeline, appearance = loading.locate(self.hub_id, self.hub_revision, self.path)
-        return loading.load_folder(pipeline, appearance, device, dtype)
+        pipeline, appearance = loading.locate(self.hub_id, self.hub_revision, self.path, self.size)
+        return loading.load_folder(pipeline, appearance, device, dtype, self.size)
 
     def load(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
         import torch
@@ -106,7 +118,7 @@ class WanBackbone(Backbone):
             denoiser=parts.transformer,
             family=self.family(),
             objective=self.training_objective(),
-            codec=WanVideoCodec(parts.vae),
+            codec=WanVideoCodec(parts.vae, size_multiple=self.size_multiple, label=self.name),
             text=text,
             appearance_encoder=parts.appearance,
             appearance_dim=self.appearance_dim,
@@ -120,6 +132,28 @@ class Wan14BBackbone(WanBackbone):
     description = "Wan 2.1 T2V 14B (Wan-AI/Wan2.1-T2V-14B-Diffusers), a flow-matching diffusion transformer"
     hub_id = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
     size = "14B"
+
+
+class Wan22TI2V5BBackbone(WanBackbone):
+    """Wan 2.2 TI2V-5B used for text-to-video: Wan 2.1's block layout at 3072 wide, Wan 2.2's
+    48-channel VAE (16x spatial, 4x temporal), per-token timesteps; sizes multiples of 32."""
+
+    name = "wan2.2-5b"
+    description = "Wan 2.2 TI2V-5B as text-to-video (Wan-AI/Wan2.2-TI2V-5B-Diffusers), 720p at 24 fps"
+    hub_id = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    size = "5B"
+    flow_shift = FLOW_SHIFT_22
+    per_token_timesteps = True
+    size_multiple = configs.VAE22_CONFIG["scale_factor_spatial"] * 2  # times the transformer's 2x2 patch
+    # Wan's wan_ti2v_5B.py: 121 frames at 24 fps, 1280 wide and 704 high (its "1280*704" is
+    # width*height); WanPipeline samples it at these with 50 steps and guidance 5.0.
+    video_format = VideoFormat(height=704, width=1280, frames=121, fps=24)
+    # 49 frames at the model's own 24 fps: two seconds, 13 latent frames, 11,440 tokens at
+    # 704x1280 (fewer than Wan 2.1's 33 frames at 480x832, 14,040). Clips are sampled at the
+    # fps compose writes, so a learnt motion plays at the speed it was shown.
+    motion_frames = 49
+    motion_fps = 24
+    # The same 128-wide bottleneck as Wan 2.1 (docs/method.md): d/2 would be 1536 here.
 
 
 class TinyWanBackbone(WanBackbone):
@@ -137,24 +171,41 @@ class TinyWanBackbone(WanBackbone):
     motion_fps = 16
     offload_text_encoder = False
     max_text_length = tiny.TINY_MAX_LENGTH
+    tiny_version: ClassVar[tiny.TinyVersion] = "2.1"
+    tiny_revision: ClassVar[str] = tiny.TINY_WAN_REVISION
 
     def build_denoiser(self, device: str = "meta") -> nn.Module:
         import torch
         from diffusers import WanTransformer3DModel
 
+        channels = configs.VAE_CONFIGS[self.size]["z_dim"]
         with torch.device(device):
-            model: Any = WanTransformer3DModel(**tiny.tiny_transformer_config())
+            model: Any = WanTransformer3DModel(**tiny.tiny_transformer_config(channels))
         return model
 
     def fingerprint(self) -> Fingerprint:
 
         if self.path is not None:
-            return loading.fingerprint(self.name, "local", "main", self.path, False)
-        return Fingerprint(self.name, "dv_wan.tiny", tiny.TINY_WAN_REVISION)
+            return loading.fingerprint(self.name, "local", "main", self.path, False, self.size)
+        return Fingerprint(self.name, "dv_wan.tiny", self.tiny_revision)
 
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
 
         if self.path is not None:
-            pipeline, appearance = loading.locate(self.hub_id, self.hub_revision, self.path)
-            return loading.load_folder(pipeline, appearance, device, dtype)
-        return tiny.tiny_parts(device, dtype)
+            pipeline, appearance = loading.locate(self.hub_id, self.hub_revision, self.path, self.size)
+            return loading.load_folder(pipeline, appearance, device, dtype, self.size)
+        return tiny.tiny_parts(device, dtype, self.tiny_version)
+
+
+class TinyWan22Backbone(TinyWanBackbone, Wan22TI2V5BBackbone):
+    """The tiny Wan with TI2V-5B's differences: Wan 2.2's VAE (48 channels, 16x), per-token
+    timesteps, flow shift 5.0, sizes multiples of 32, 24 fps. Tiny-wan's everything else."""
+
+    name = "tiny-wan2.2-5b"
+    description = "random-weight Wan 2.2 TI2V-5B-shaped model for tests (no download)"
+    # Height and width differ so that a swapped pair cannot pass; 2x4 latents, 1x2 tokens a frame.
+    video_format = VideoFormat(height=32, width=64, frames=9, fps=24)
+    motion_frames = 9
+    motion_fps = 24
+    tiny_version = "2.2"
+    tiny_revision = tiny.TINY_WAN22_REVISION

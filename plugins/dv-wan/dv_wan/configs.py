@@ -1,6 +1,6 @@
-"""The architectures of Wan 2.1 T2V's parts, embedded so nothing has to be downloaded to build
-them: `dv backbones info` works on a fresh clone, and `--random-weights` builds the full-size
-model on a machine that has never seen the hub.
+"""The architectures of Wan 2.1 T2V's and Wan 2.2 TI2V-5B's parts, embedded so nothing has to be
+downloaded to build them: `dv backbones info` works on a fresh clone, and `--random-weights`
+builds the full-size model on a machine that has never seen the hub.
 
 Where the values come from (checked 2026-12; diffusers 0.42.1 and transformers 5.23 installed):
 - transformer/config.json of `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`: the keys and values below,
@@ -24,18 +24,40 @@ Where the values come from (checked 2026-12; diffusers 0.42.1 and transformers 5
   model_index.json names UniPCMultistepScheduler too (FlowMatchEulerDiscreteScheduler in its
   first commit); its scheduler file itself could not be read here, so the 14B gets the same
   default, which is used only when a folder has no scheduler/ of its own.
+
+Wan 2.2 TI2V-5B (`Wan-AI/Wan2.2-TI2V-5B-Diffusers`), used here as text-to-video:
+- transformer: diffusers' conversion script (scripts/convert_wan_to_diffusers.py, model type
+  "Wan2.2-TI2V-5B", at diffusers 58eb52c0) writes dim 3072 as 24 heads x 128, ffn 14336,
+  30 layers, 48 input and output channels, the rest as Wan 2.1 (patch (1, 2, 2), text 4096,
+  freq 256, RMS qk-norm across heads, cross-attention norm); `rope_max_seq_len` is not set
+  there, so the class default 1024 is saved. Wan's own `wan_ti2v_5B.py` has the same values.
+- vae: that script's `vae22_diffusers_config`: z_dim 48, base_dim 160, decoder_base_dim 256,
+  is_residual, 12 input and output channels (pixels patchified 2x2 first, patch_size 2),
+  scale factors 16 (space) and 4 (time), 48-value latents_mean / latents_std; the other keys are
+  AutoencoderKLWan's defaults (dim_mult [1, 2, 4, 4], 2 res blocks, no attention, time
+  downsampled in the last two stages). The script's `clip_output: False` is left out: diffusers
+  removed that argument a day after the release (#12041) and ignores it when loading.
+- text encoder and tokenizer: the same umT5-XXL as Wan 2.1 (the script saves google/umt5-xxl).
+- scheduler: the script writes UniPCMultistepScheduler(flow_prediction, use_flow_sigmas,
+  num_train_timesteps 1000, flow_shift 5.0) for TI2V, which is Wan 2.1's config with shift 5.0;
+  Wan's `wan_ti2v_5B.py` samples with shift 5.0, 50 steps, guidance 5.0, 121 frames at 24 fps.
+- the pipeline: WanPipeline(expand_timesteps=True), no transformer_2, boundary_ratio None.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-WanSize = Literal["1.3B", "14B"]
+# "5B" is Wan 2.2 TI2V-5B, the others Wan 2.1 T2V.
+WanSize = Literal["1.3B", "14B", "5B"]
 
 HUB_IDS: dict[WanSize, str] = {
     "1.3B": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "14B": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+    "5B": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
 }
+# How errors and hints name each model's weights.
+VERSIONS: dict[WanSize, str] = {"1.3B": "Wan 2.1", "14B": "Wan 2.1", "5B": "Wan 2.2"}
 
 # transformer/config.json (WanTransformer3DModel kwargs), shared keys first.
 _TRANSFORMER_COMMON: dict[str, Any] = {
@@ -55,9 +77,21 @@ _TRANSFORMER_COMMON: dict[str, Any] = {
 TRANSFORMER_CONFIGS: dict[WanSize, dict[str, Any]] = {
     "1.3B": {**_TRANSFORMER_COMMON, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30},
     "14B": {**_TRANSFORMER_COMMON, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40},
+    "5B": {
+        **_TRANSFORMER_COMMON,
+        "in_channels": 48,
+        "out_channels": 48,
+        "num_attention_heads": 24,
+        "ffn_dim": 14336,
+        "num_layers": 30,
+    },
 }
 # WanTransformer3DModel(**config) on the meta device, counted with nn.Module.parameters().
-TRANSFORMER_PARAMETERS: dict[WanSize, int] = {"1.3B": 1_418_996_800, "14B": 14_288_491_584}
+TRANSFORMER_PARAMETERS: dict[WanSize, int] = {
+    "1.3B": 1_418_996_800,
+    "14B": 14_288_491_584,
+    "5B": 4_999_787_712,
+}
 
 # vae/config.json (AutoencoderKLWan kwargs): 8x spatial, 4x temporal (first frame alone), 16
 # latent channels normalised per channel with these statistics.
@@ -85,6 +119,45 @@ VAE_SPATIAL_FACTOR = 8
 # Frames per latent frame after the first, so videos have k * 4 + 1 frames: the backbones'
 # `temporal_compression` and the codec's `temporal_factor` both read this.
 VAE_TEMPORAL_FACTOR = 4
+
+# Wan 2.2's VAE (TI2V-5B's vae/config.json): 48 latent channels, 16x spatial (a 2x2 pixel
+# patchify, then 8x) and 4x temporal with the first frame alone, a residual encoder and decoder.
+LATENTS_MEAN_22: list[float] = [
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+]  # fmt: skip
+LATENTS_STD_22: list[float] = [
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+]  # fmt: skip
+VAE22_CONFIG: dict[str, Any] = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "z_dim": 48,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_temporal": 4,
+    "scale_factor_spatial": 16,
+    "latents_mean": LATENTS_MEAN_22,
+    "latents_std": LATENTS_STD_22,
+}
+VAE22_PARAMETERS = 704_688_668
+VAE_CONFIGS: dict[WanSize, dict[str, Any]] = {"1.3B": VAE_CONFIG, "14B": VAE_CONFIG, "5B": VAE22_CONFIG}
 
 # text_encoder/config.json (transformers UMT5Config kwargs): umT5-XXL's encoder, 5.68B
 # parameters. The embedding table has 256,384 rows; the tokenizer has fewer ids, so a new
@@ -147,6 +220,13 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "steps_offset": 0,
     "final_sigmas_type": "zero",
     "rescale_betas_zero_snr": False,
+}
+# TI2V-5B's: the same scheduler shifted by 5.0 (its 720p samples; diffusers' conversion script).
+SCHEDULER_CONFIG_22: dict[str, Any] = {**SCHEDULER_CONFIG, "flow_shift": 5.0}
+SCHEDULER_CONFIGS: dict[WanSize, dict[str, Any]] = {
+    "1.3B": SCHEDULER_CONFIG,
+    "14B": SCHEDULER_CONFIG,
+    "5B": SCHEDULER_CONFIG_22,
 }
 
 # The appearance encoder: OpenCLIP ViT-H-14 trained on LAION-2B, the checkpoint the DreamVideo

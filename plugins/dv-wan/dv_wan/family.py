@@ -1,5 +1,5 @@
-"""Wan 2.1's diffusion transformer as a dv denoiser family: where DreamVideo's adapters go
-in a DiT block, how the transformer is called, its causal video VAE and its T5 text.
+"""Wan's diffusion transformer as a dv denoiser family: where DreamVideo's adapters go in a
+DiT block, how the transformer is called, and its causal video VAEs (Wan 2.1's and Wan 2.2's).
 
 A Wan block (diffusers `WanTransformerBlock`), with m = LN(x)(1 + scale) + shift from the
 timestep (adaLN, computed in the block's forward, outside the norm modules):
@@ -19,11 +19,16 @@ Motion has no separate temporal layers here: attn1 attends across frames and pos
 once, so the motion adapters sit where frames meet (attn1) and where each token's features
 are transformed (ffn); attn2 stays the identity adapter's, so a subject and a motion
 compose without sharing a sub-layer.
+
+Wan 2.2 TI2V-5B has the same block and is called with one timestep per token, as WanPipeline
+does with `expand_timesteps` (`WanTokenTimestepFamily`): each token then gets its own adaLN
+shift, scale and gate (`temb` of shape [B, L, 6, D] in the block), which the motion adapters
+see through the sub-layers they wrap, so their placement carries over unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,18 +36,36 @@ from torch import nn
 
 from dreamvideo_cli.backbone import AdapterSite, AdapterSlot, CheckpointTarget, DenoiserFamily
 from dreamvideo_cli.codecs import LatentCodec, to_uint8_frames
+from dreamvideo_cli.errors import DVError
 from dv_wan import configs
 
 IDENTITY_SLOTS = (AdapterSlot("attn2", "norm2", norm_in_fp32=True),)
 MOTION_SLOTS = (AdapterSlot("attn1"), AdapterSlot("ffn"))
 
 
+def token_timesteps(model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """Timesteps [B] -> [B, L], one per token of the patchified latents, built as WanPipeline
+    builds them with `expand_timesteps`: a float32 mask of ones over the latent grid, taken
+    at every patch's first position, times t. For text-to-video the mask is all ones, so every
+    token of a sample gets that sample's t (image-to-video would zero the first frame's)."""
+    config: Any = model.config
+    p_t, p_h, p_w = config.patch_size
+    frames, height, width = latents.shape[2:]
+    mask = torch.ones(frames, height, width, dtype=torch.float32, device=latents.device)
+    grid = mask[::p_t, ::p_h, ::p_w].flatten()  # [L]
+    return grid.unsqueeze(0) * timestep.view(-1, 1)  # [B, L]
+
+
 class WanFamily(DenoiserFamily):
     name = "wan-dit"
+    # WanPipeline's `expand_timesteps` (Wan 2.2 TI2V-5B): one timestep per token, not per sample.
+    per_token_timesteps: ClassVar[bool] = False
 
     def denoise(
         self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
+        if self.per_token_timesteps:
+            timestep = token_timesteps(model, latents, timestep)
         out: torch.Tensor = model(
             hidden_states=latents, timestep=timestep, encoder_hidden_states=context, return_dict=False
         )[0]
@@ -61,16 +84,32 @@ class WanFamily(DenoiserFamily):
         return [(blocks, i) for i in range(len(blocks))]
 
 
+class WanTokenTimestepFamily(WanFamily):
+    """Wan 2.2 TI2V-5B: Wan's blocks, called with per-token timesteps."""
+
+    name = "wan-dit-token-t"
+    per_token_timesteps = True
+
+
 WAN = WanFamily()
+WAN22_TI2V = WanTokenTimestepFamily()
 
 
 class WanVideoCodec(LatentCodec):
-    """AutoencoderKLWan: 8x spatial, 4x temporal with the first frame alone, latents
-    normalised per channel with the config's latents_mean / latents_std. Runs in fp32."""
+    """AutoencoderKLWan: Wan 2.1's (8x spatial) or Wan 2.2's (a 2x2 pixel patchify, then 8x:
+    16x), 4x temporal with the first frame alone, latents normalised per channel with the
+    config's latents_mean / latents_std. Runs in fp32.
+
+    `size_multiple`: the pixel sizes the model takes are multiples of this (the VAE's factor
+    times the transformer's 2x2 patch, as WanPipeline rounds them); other sizes are refused
+    in one line naming the nearest valid ones, with `label` naming the model. None takes any
+    size (Wan 2.1 as it was)."""
 
     temporal_factor = configs.VAE_TEMPORAL_FACTOR
 
-    def __init__(self, vae: Any, image_chunk: int = 8) -> None:
+    def __init__(
+        self, vae: Any, image_chunk: int = 8, size_multiple: int | None = None, label: str = "this Wan"
+    ) -> None:
         self.vae = vae
         config = vae.config
         self.channels = int(config.z_dim)
@@ -79,12 +118,33 @@ class WanVideoCodec(LatentCodec):
         self.mean = torch.tensor(config.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)  # [C, 1, 1, 1]
         self.std = torch.tensor(config.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
         self.image_chunk = image_chunk
+        self.size_multiple = size_multiple
+        self.label = label
+
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse, in one line, a size that is not a multiple of `size_multiple`."""
+        step = self.size_multiple
+        if step is None or (height % step == 0 and width % step == 0):
+            return
+        wrong = [(name, v) for name, v in (("height", height), ("width", width)) if v % step]
+        nearest = ", ".join(f"{name} {nearest_multiples(v, step)}" for name, v in wrong)
+        patch = step // self.spatial_factor
+        raise DVError(
+            f"height {height}, width {width} does not fit {self.label}: its sizes are multiples of {step} "
+            f"(the VAE's {self.spatial_factor}x times the transformer's {patch}x{patch} patch)",
+            f"use {nearest}",
+        )
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        self.check_size(height, width)
+        return super().latent_size(height, width)
 
     def _device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         # video [B, 3, F, H, W] in [0, 1] -> normalised latents [B, C, F', h, w]
+        self.check_size(*video.shape[-2:])
         device = self._device()
         z = self.vae.encode(video.to(device, torch.float32) * 2 - 1).latent_dist.mean.float()
         return (z - self.mean.to(device)) / self.std.to(device)
@@ -106,3 +166,9 @@ class WanVideoCodec(LatentCodec):
         z = latents.to(device, torch.float32) * self.std.to(device) + self.mean.to(device)
         video = self.vae.decode(z.unsqueeze(0)).sample[0]  # [3, F, H, W] in [-1, 1]
         return to_uint8_frames(video.permute(1, 0, 2, 3))
+
+
+def nearest_multiples(value: int, step: int) -> str:
+    """The multiples of `step` on either side of `value`, e.g. "704 or 736" for 720 and 32."""
+    lower = value // step * step
+    return f"{lower} or {lower + step}" if lower else str(step)

@@ -1,4 +1,6 @@
-"""Wan 2.1's weights: where they are, what they are called, and how they become frozen modules.
+"""Wan's weights (Wan 2.1 T2V, Wan 2.2 TI2V-5B): where they are, what they are called, and how
+they become frozen modules. Functions that name or default anything per model take its `size`
+(`configs.WanSize`: "1.3B", "14B" or "5B").
 
 Where the weights come from, in order (the same rules as dv-modelscope):
 - `random_weights`: the full-size architecture with seeded random weights, nothing read;
@@ -70,7 +72,7 @@ __all__ = [
 
 @dataclass
 class WanParts:
-    """The frozen parts of a Wan 2.1 text-to-video model, on one device."""
+    """The frozen parts of a Wan text-to-video model, on one device."""
 
     transformer: Any  # diffusers WanTransformer3DModel
     vae: Any  # diffusers AutoencoderKLWan, always float32 (diffusers advises fp32 for it)
@@ -88,7 +90,7 @@ PIPELINE_MODELS: dict[str, Library] = {
     "vae": "diffusers",
     "text_encoder": "transformers",
 }
-# Both repositories publish full-precision safetensors, the transformer and the text encoder
+# The repositories publish full-precision safetensors, the transformer and the text encoder
 # in shards (other formats in a local folder are accepted too).
 PIPELINE_LAYOUT = PipelineLayout(SAFETENSORS, PIPELINE_MODELS, sharded=True)
 
@@ -99,7 +101,8 @@ REDUCED_TEXT_ENCODER_LAYERS = 2
 # Sub-folders of a local folder that make up its identity. The scheduler is left out: its
 # config changes how one samples, not what an adapter was trained on.
 _FINGERPRINTED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder")
-_LABEL = "Wan 2.1 weights"
+# Which backbone a folder's VAE belongs to, named in the hint when a folder is of another Wan.
+_BY_LATENT_CHANNELS = {16: "Wan 2.1 (--backbone wan or wan-14b)", 48: "Wan 2.2 TI2V-5B (--backbone wan2.2-5b)"}
 _FOLDER_HINT = (
     "it needs transformer/, vae/, text_encoder/ (config.json and weights each) and tokenizer/ (tokenizer.json)"
 )
@@ -108,21 +111,39 @@ _FOLDER_HINT = (
 # --- where the weights are -----------------------------------------------------------------------
 
 
-def wan_sources(hub_id: str, revision: str) -> list[HubSource]:
+def wan_sources(hub_id: str, revision: str, size: WanSize = "1.3B") -> list[HubSource]:
     """The pipeline repository and the OpenCLIP appearance encoder's repository."""
     return [
-        HubSource(hub_id, revision, PIPELINE_LAYOUT, _LABEL),
+        HubSource(hub_id, revision, PIPELINE_LAYOUT, f"{configs.VERSIONS[size]} weights"),
         HubSource(
             configs.OPEN_CLIP_HUB_ID, "main", OpenCLIPLayout(), f"the {configs.OPEN_CLIP_ARCH} appearance encoder"
         ),
     ]
 
 
-def _local_root(path: str) -> Path:
+def _local_root(path: str, size: WanSize) -> Path:
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DVError(f"--backbone-path {path} is not a folder", f"pass a diffusers Wan 2.1 folder: {_FOLDER_HINT}")
+        raise DVError(
+            f"--backbone-path {path} is not a folder",
+            f"pass a diffusers {configs.VERSIONS[size]} folder: {_FOLDER_HINT}",
+        )
     return root
+
+
+def _check_latent_channels(root: Path, size: WanSize) -> None:
+    """Refuse a folder of another Wan (Wan 2.1's VAE has 16 latent channels, Wan 2.2's 48)
+    before anything loads: adapters learnt on it would be recorded under the wrong backbone."""
+    config = root / "vae" / "config.json"
+    expected = configs.VAE_CONFIGS[size]["z_dim"]
+    found = json.loads(config.read_text()).get("z_dim", 16)  # AutoencoderKLWan's default
+    if found != expected:
+        wanted = f"{configs.VERSIONS[size]} {size}"
+        other = _BY_LATENT_CHANNELS.get(found)
+        raise DVError(
+            f"--backbone-path {root} holds a model whose VAE has {found} latent channels; {wanted} has {expected}",
+            f"it looks like {other}: use that backbone, or a {wanted} folder" if other else f"pass a {wanted} folder",
+        )
 
 
 def _image_encoder_missing(files: set[str]) -> list[str] | None:
@@ -139,26 +160,29 @@ def _image_encoder_missing(files: set[str]) -> list[str] | None:
     return []
 
 
-def locate(hub_id: str, revision: str, path: str | None) -> tuple[Path, Path]:
+def locate(hub_id: str, revision: str, path: str | None, size: WanSize = "1.3B") -> tuple[Path, Path]:
     """(pipeline folder, appearance encoder folder) on this machine.
 
     With `path`, the local folder is checked first (one DVError naming everything it lacks);
     its image_encoder/ is used if it has one, else the OpenCLIP repository from the cache.
     Without, both repositories come from the cache, downloaded only when not offline; offline
-    and absent is one MissingWeightsError whose hint is the `hf download` command(s)."""
-    sources = wan_sources(hub_id, revision)
+    and absent is one MissingWeightsError whose hint is the `hf download` command(s). A local
+    folder of another Wan (by its VAE's latent channels) is refused."""
+    sources = wan_sources(hub_id, revision, size)
     if path is None:
         pipeline, appearance = resolve(sources)
         return pipeline, appearance
-    root = _local_root(path)
+    root = _local_root(path, size)
     files = list_files(root)
     missing = PIPELINE_LAYOUT.plan(files).missing
     encoder_missing = _image_encoder_missing(files)
     missing += encoder_missing or []
     if missing:
         raise DVError(
-            f"--backbone-path {root} is not a complete Wan 2.1 diffusers folder: no {', '.join(missing)}", _FOLDER_HINT
+            f"--backbone-path {root} is not a complete {configs.VERSIONS[size]} diffusers folder: no {', '.join(missing)}",
+            _FOLDER_HINT,
         )
+    _check_latent_channels(root, size)
     if encoder_missing is not None:
         return root, root / "image_encoder"
     alternative = (
@@ -168,7 +192,9 @@ def locate(hub_id: str, revision: str, path: str | None) -> tuple[Path, Path]:
     return root, appearance
 
 
-def fingerprint(name: str, hub_id: str, revision: str, path: str | None, random_weights: bool) -> Fingerprint:
+def fingerprint(
+    name: str, hub_id: str, revision: str, path: str | None, random_weights: bool, size: WanSize = "1.3B"
+) -> Fingerprint:
     """What `load` would return, named without any download: the hub id and the commit of the
     cached snapshot; for a local folder its hub identity when it is a cache snapshot, else a
     digest of its content (never its place); "random" for random weights.
@@ -179,13 +205,14 @@ def fingerprint(name: str, hub_id: str, revision: str, path: str | None, random_
     if random_weights:
         return Fingerprint(name, hub_id, RANDOM_REVISION, random_weights=True)
     if path is not None:
-        return Fingerprint(name, *local_identity(_local_root(path), _FINGERPRINTED_PARTS))
-    source = wan_sources(hub_id, revision)[0]
-    cached = source.cached_revision()
+        return Fingerprint(name, *local_identity(_local_root(path, size), _FINGERPRINTED_PARTS))
+    sources = wan_sources(hub_id, revision, size)
+    cached = sources[0].cached_revision()
     if cached is not None:
         return Fingerprint(name, hub_id, cached)
-    if offline():
-        raise missing_weights_error([(source, ["everything"])])
+    if offline():  # name every repository that is missing, as `locate` would, in one line
+        absent = [(s, s.missing_in(s.cached_folder())) for s in sources]
+        raise missing_weights_error([(s, missing) for s, missing in absent if missing])
     return Fingerprint(name, hub_id, revision)
 
 
@@ -243,11 +270,13 @@ def _limit_length(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_folder(pipeline: Path, appearance: Path, device: str | torch.device, dtype: torch.dtype) -> WanParts:
+def load_folder(
+    pipeline: Path, appearance: Path, device: str | torch.device, dtype: torch.dtype, size: WanSize = "1.3B"
+) -> WanParts:
     """Load a WanPipeline folder and an appearance encoder folder (OpenCLIP's layout with
     open_clip_config.json, or a transformers CLIPVisionModelWithProjection with config.json):
     transformer, text encoder and appearance encoder in `dtype`, the VAE in float32, all frozen
-    and on `device`."""
+    and on `device`. Without scheduler/ the scheduler config is `size`'s published one."""
     import torch
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
@@ -260,7 +289,9 @@ def load_folder(pipeline: Path, appearance: Path, device: str | torch.device, dt
     def weights(folder: str) -> dict[str, Any]:
         fmt = find_weights(files, folder, PIPELINE_MODELS[folder], SAFETENSORS)
         if fmt is None or f"{folder}/config.json" not in files:
-            raise DVError(f"{pipeline} is not a complete Wan 2.1 diffusers folder: no {folder}", _FOLDER_HINT)
+            raise DVError(
+                f"{pipeline} is not a complete {configs.VERSIONS[size]} diffusers folder: no {folder}", _FOLDER_HINT
+            )
         return {"variant": fmt.variant, "use_safetensors": fmt.safetensors}
 
     transformer = WanTransformer3DModel.from_pretrained(
@@ -271,7 +302,7 @@ def load_folder(pipeline: Path, appearance: Path, device: str | torch.device, dt
     tokenizer = _limit_length(AutoTokenizer.from_pretrained(pipeline / "tokenizer"))
     scheduler_file = pipeline / "scheduler" / "scheduler_config.json"
     scheduler_config = (
-        json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else dict(configs.SCHEDULER_CONFIG)
+        json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else dict(configs.SCHEDULER_CONFIGS[size])
     )
     encoder = load_appearance_encoder(appearance, device, dtype)
     return _freeze(WanParts(transformer, vae, text_encoder, tokenizer, scheduler_config, encoder), device)
@@ -284,7 +315,7 @@ def build_random(
     *,
     text_encoder_full_size: bool = True,
 ) -> WanParts:
-    """The full-size architecture of Wan 2.1 `size` with seeded random weights (the same
+    """The full-size architecture of Wan `size` with seeded random weights (the same
     weights every run on the same kind of device), built directly on `device` ("meta" works).
 
     The umT5-XXL text encoder alone is 5.68B parameters (22.7 GB in float32, more than the
@@ -316,10 +347,10 @@ def build_random(
         with torch.device(device):
             transformer: Any = WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[size])
             _cast_transformer(transformer, dtype)
-            vae: Any = AutoencoderKLWan(**configs.VAE_CONFIG)
+            vae: Any = AutoencoderKLWan(**configs.VAE_CONFIGS[size])
             text_encoder: Any = UMT5EncoderModel(UMT5Config(**text_config))
             _cast_text_encoder(text_encoder, dtype)
         model_cfg = open_clip.get_model_config(configs.OPEN_CLIP_ARCH)
         appearance = random_open_clip_encoder(model_cfg, device, dtype)
-    parts = WanParts(transformer, vae, text_encoder, tokenizer, dict(configs.SCHEDULER_CONFIG), appearance)
+    parts = WanParts(transformer, vae, text_encoder, tokenizer, dict(configs.SCHEDULER_CONFIGS[size]), appearance)
     return _freeze(parts, device)

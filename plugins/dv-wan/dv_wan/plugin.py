@@ -13,8 +13,10 @@ from dreamvideo_cli.hookspecs import hookimpl
 
 @hookimpl
 def register_backbones(register: Any) -> None:
-    from dv_wan.backbones import TinyWanBackbone, Wan14BBackbone, WanBackbone
+    from dv_wan.backbones import TinyWan22Backbone, TinyWanBackbone, Wan14BBackbone, Wan22TI2V5BBackbone, WanBackbone
 
     register(WanBackbone)
     register(Wan14BBackbone)
+    register(Wan22TI2V5BBackbone)
     register(TinyWanBackbone)
+    register(TinyWan22Backbone)

@@ -1,4 +1,5 @@
-"""A tiny Wan 2.1, built from the same classes as the real one, for tests and plugin authors.
+"""A tiny Wan 2.1 and a tiny Wan 2.2 TI2V-5B, built from the same classes as the real ones, for
+tests and plugin authors.
 
 WanTransformer3DModel (patch (1, 2, 2), 2 heads x 12, 2 blocks, RMS qk-norm across heads,
 cross-attention norm), AutoencoderKLWan (16 latent channels, 8x spatial and 4x temporal
@@ -6,6 +7,11 @@ compression with the first frame alone, like the real one), UMT5EncoderModel (wi
 T5-family tokenizer made on the fly, with seeded random weights: the same model on every
 machine, a few hundred thousand parameters, milliseconds per step on a CPU. A tiny
 transformers CLIP vision tower stands in for OpenCLIP ViT-H-14.
+
+The tiny Wan 2.2 (`version="2.2"`) differs where TI2V-5B differs from Wan 2.1: 48 latent
+channels in the transformer, and Wan 2.2's VAE (a 2x2 pixel patchify, residual encoder and
+decoder, 16x spatial and 4x temporal compression, the real per-channel latent statistics);
+the text encoder, tokenizer and image tower are the same.
 
 `save_tiny_wan` writes it as a diffusers WanPipeline folder (plus image_encoder/) with the
 libraries' own save_pretrained, so the real loading code (`dv_wan.loading.load_folder`) is
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dv_wan.loading import WanParts, _cast_text_encoder, _cast_transformer, _freeze
 
@@ -29,17 +35,23 @@ __all__ = [
     "TINY_APPEARANCE_DIM",
     "TINY_MAX_LENGTH",
     "TINY_TEXT_DIM",
+    "TINY_WAN22_REVISION",
     "TINY_WAN_REVISION",
     "TINY_WORDS",
+    "TinyVersion",
     "save_tiny_wan",
     "t5_word_tokenizer",
     "tiny_parts",
     "tiny_text_config",
     "tiny_transformer_config",
+    "tiny_vae22_config",
     "tiny_vae_config",
 ]
 
+TinyVersion = Literal["2.1", "2.2"]
+
 TINY_WAN_REVISION = "tiny-wan-v1-seed0"
+TINY_WAN22_REVISION = "tiny-wan2.2-5b-v1-seed0"
 TINY_SEED = 0
 TINY_TEXT_DIM = 32
 TINY_APPEARANCE_DIM = 16  # projection_dim of dreamvideo_cli.testing.tiny_vision_config()
@@ -83,14 +95,15 @@ def embedding_rows(tokenizer: Any) -> int:
     return (len(tokenizer) // _EMBEDDING_MULTIPLE + 1) * _EMBEDDING_MULTIPLE
 
 
-def tiny_transformer_config() -> dict[str, Any]:
+def tiny_transformer_config(channels: int = 16) -> dict[str, Any]:
+    """`channels`: the VAE's latent channels (16 for Wan 2.1, 48 for Wan 2.2 TI2V-5B)."""
     return {
         "patch_size": (1, 2, 2),
         "num_attention_heads": 2,
         # 12 so RoPE's split of each head over (frames, height, width) is 4 + 4 + 4.
         "attention_head_dim": 12,
-        "in_channels": 16,
-        "out_channels": 16,
+        "in_channels": channels,
+        "out_channels": channels,
         "text_dim": TINY_TEXT_DIM,
         "freq_dim": 16,
         "ffn_dim": 48,
@@ -113,6 +126,30 @@ def tiny_vae_config() -> dict[str, Any]:
     }
 
 
+def tiny_vae22_config() -> dict[str, Any]:
+    """Wan 2.2's VAE in miniature: the 2x2 patchify (12 input and output channels), three
+    residual down-sampling stages (with the patchify, 16x spatial), the last two also in time
+    (4x), 48 latent channels with TI2V-5B's own latent statistics."""
+    from dv_wan import configs
+
+    return {
+        "base_dim": 8,
+        "decoder_base_dim": 8,
+        "z_dim": 48,
+        "dim_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "temperal_downsample": [False, True, True],
+        "is_residual": True,
+        "in_channels": 12,
+        "out_channels": 12,
+        "patch_size": 2,
+        "scale_factor_temporal": 4,
+        "scale_factor_spatial": 16,
+        "latents_mean": configs.LATENTS_MEAN_22,
+        "latents_std": configs.LATENTS_STD_22,
+    }
+
+
 def tiny_text_config(vocab_size: int) -> Any:
     from transformers import UMT5Config
 
@@ -132,7 +169,9 @@ def tiny_text_config(vocab_size: int) -> Any:
     )
 
 
-def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> WanParts:
+def tiny_parts(
+    device: str | torch.device = "cpu", dtype: torch.dtype | None = None, version: TinyVersion = "2.1"
+) -> WanParts:
     """The tiny model, built on the CPU from a fixed seed (so it is the same everywhere), cast
     the way `load_folder` casts a saved one, frozen and moved to `device`."""
     import torch
@@ -145,26 +184,29 @@ def tiny_parts(device: str | torch.device = "cpu", dtype: torch.dtype | None = N
 
     dtype = dtype or torch.float32
     tokenizer = t5_word_tokenizer()
+    wan22 = version == "2.2"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        transformer: Any = WanTransformer3DModel(**tiny_transformer_config())
-        vae: Any = AutoencoderKLWan(**tiny_vae_config())
+        transformer: Any = WanTransformer3DModel(**tiny_transformer_config(48 if wan22 else 16))
+        vae: Any = AutoencoderKLWan(**(tiny_vae22_config() if wan22 else tiny_vae_config()))
         text_encoder: Any = UMT5EncoderModel(tiny_text_config(embedding_rows(tokenizer)))
         vision: Any = CLIPVisionModelWithProjection(tiny_vision_config())  # the tiny backbone's
     _cast_transformer(transformer, dtype)
     _cast_text_encoder(text_encoder, dtype)
     appearance = CLIPVisionEncoder(vision.to(dtype))
-    parts = WanParts(transformer, vae, text_encoder, tokenizer, dict(configs.SCHEDULER_CONFIG), appearance)
+    scheduler = configs.SCHEDULER_CONFIG_22 if wan22 else configs.SCHEDULER_CONFIG
+    parts = WanParts(transformer, vae, text_encoder, tokenizer, dict(scheduler), appearance)
     return _freeze(parts, torch.device(device))
 
 
-def save_tiny_wan(folder: Path) -> Path:
+def save_tiny_wan(folder: Path, version: TinyVersion = "2.1") -> Path:
     """Write the tiny model (float32) as a diffusers WanPipeline folder: model_index.json,
     transformer/, vae/, text_encoder/, tokenizer/, scheduler/, plus image_encoder/ (a
-    transformers CLIP vision tower), each written by its library's save_pretrained."""
+    transformers CLIP vision tower), each written by its library's save_pretrained. The tiny
+    Wan 2.2's pipeline records `expand_timesteps`, as TI2V-5B's does."""
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    parts = tiny_parts()
+    parts = tiny_parts(version=version)
     scheduler = UniPCMultistepScheduler.from_config(parts.scheduler_config)
     pipeline: Any = WanPipeline(
         tokenizer=parts.tokenizer,
@@ -172,6 +214,7 @@ def save_tiny_wan(folder: Path) -> Path:
         vae=parts.vae,
         scheduler=scheduler,
         transformer=parts.transformer,
+        expand_timesteps=version == "2.2",
     )
     folder.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(folder)
