@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
@@ -62,6 +62,7 @@ def compose(
     backbone_path: str = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone."),
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
+    fit: str = FIT,
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
@@ -76,9 +77,14 @@ def compose(
     subjects, motions = split_list(subject) or ["-"], split_list(motion) or ["-"]
     subject_scales = parse_scales(subject_scale, "--subject-scale")
     motion_scales = parse_scales(motion_scale, "--motion-scale")
-    for s_ref, m_ref in ((s, m) for s in subjects for m in motions):
-        resolve_pair(registry, s_ref, m_ref)
+    pairs = [resolve_pair(registry, s_ref, m_ref) for s_ref in subjects for m_ref in motions]
     check_counts(steps, frames)
+    if fit is not None:
+        trained_on = next(m for pair in pairs for m in pair if m is not None).backbone["backbone"]
+        levers = fitted(
+            "compose", fit, None, Levers(False, fp8, blocks_to_swap, False), backbone=trained_on, frames=frames
+        )
+        fp8, blocks_to_swap = levers.fp8, levers.blocks_to_swap
     sweep = is_sweep(subjects, motions, subject_scales, motion_scales)
     if output is not None and not sweep:
         check_output(output)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8, OFFLOAD_ACTIVATIONS
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.run_layout import check_step_counts
@@ -114,6 +114,7 @@ def subject_learn(
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
+    fit: str = FIT,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -123,6 +124,10 @@ def subject_learn(
 ) -> None:
     """Textual inversion, then the identity adapter. Paper Section 3.2."""
     check_step_counts(embedding_steps=embedding_steps, adapter_steps=adapter_steps, batch_size=batch_size)
+    levers = fitted(
+        "subject", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
+        backbone=backbone, batch_size=batch_size, shard=shard,
+    )  # fmt: skip
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
     from dv_registry import Registry
 
@@ -142,12 +147,12 @@ def subject_learn(
         seed=seed,
         device=device,
         description=description,
-        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=levers.gradient_checkpointing,
         compile=compile,
         shard=shard,
-        fp8=fp8,
-        blocks_to_swap=blocks_to_swap,
-        offload_activations=offload_activations,
+        fp8=levers.fp8,
+        blocks_to_swap=levers.blocks_to_swap,
+        offload_activations=levers.offload_activations,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
@@ -197,6 +202,7 @@ def motion_learn(
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
+    fit: str = FIT,
     adapter_width: int = ADAPTER_WIDTH,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
@@ -206,6 +212,10 @@ def motion_learn(
 ) -> None:
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
     check_step_counts(steps=steps, batch_size=batch_size, frames=frames, fps=fps)
+    levers = fitted(
+        "motion", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
+        backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
+    )  # fmt: skip
     from dreamvideo_cli.learn import MotionConfig, learn_motion
     from dv_registry import Registry
 
@@ -227,12 +237,12 @@ def motion_learn(
         seed=seed,
         device=device,
         description=description,
-        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=levers.gradient_checkpointing,
         compile=compile,
         shard=shard,
-        fp8=fp8,
-        blocks_to_swap=blocks_to_swap,
-        offload_activations=offload_activations,
+        fp8=levers.fp8,
+        blocks_to_swap=levers.blocks_to_swap,
+        offload_activations=levers.offload_activations,
         adapter_width=adapter_width,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
