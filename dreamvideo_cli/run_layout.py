@@ -42,11 +42,23 @@ STEPS_FIELD: dict[Stage, str] = {
 
 def check_step_counts(**counts: int | None) -> None:
     """Refuse, in one line and before anything loads, a step count or batch that would learn
-    nothing (`--steps 0`, `--embedding-steps -1`): a run must never publish what it did not learn."""
+    nothing (`--steps 0`, `--batch-size 0`): a run must never publish what it did not learn."""
     for field, value in counts.items():
         if value is not None and value < 1:
             flag = "--" + field.replace("_", "-")
             raise DVError(f"{flag} must be at least 1, got {value}", f"leave {flag} out for the default")
+
+
+def check_subject_steps(embedding_steps: int, adapter_steps: int) -> None:
+    """A subject's two stages may each be skipped (the paper's ablations: without textual
+    inversion, without the identity adapter), but not both, and neither count may be negative."""
+    for flag, value in (("--embedding-steps", embedding_steps), ("--adapter-steps", adapter_steps)):
+        if value < 0:
+            raise DVError(f"{flag} must be at least 0, got {value}", f"leave {flag} out for the default")
+    if embedding_steps == adapter_steps == 0:
+        raise DVError(
+            "--embedding-steps 0 and --adapter-steps 0 would learn nothing", "leave them out for the defaults"
+        )
 
 
 def stage_of_steps_field(field: str) -> Stage | None:

@@ -343,7 +343,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(home: Path, photo
     with pytest.raises(Interrupted) as stopped:
         learn_subject(photos, "same", config(), registry=registry, on_event=stop_at_identity_step_1)
     run_id = stopped.value.hint.split()[-1] if stopped.value.hint else ""
-    resumed = learn_subject(photos, "ignored", config(), registry=registry, resume=run_id)
+    resumed = learn_subject(photos, "", config(), registry=registry, resume=run_id)
     assert resumed.name == "same" and resumed.tag == "v2"
     a = load_adapter_tensors(registry, full)
     b = load_adapter_tensors(registry, resumed)

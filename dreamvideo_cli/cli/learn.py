@@ -12,7 +12,7 @@ import typer
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.run_layout import check_step_counts
+from dreamvideo_cli.run_layout import check_step_counts, check_subject_steps
 
 subject_app = typer.Typer(help="Learn a subject from 3-5 photos.", no_args_is_help=True)
 motion_app = typer.Typer(help="Learn a motion from one or more clips.", no_args_is_help=True)
@@ -123,7 +123,8 @@ def subject_learn(
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter. Paper Section 3.2."""
-    check_step_counts(embedding_steps=embedding_steps, adapter_steps=adapter_steps, batch_size=batch_size)
+    check_subject_steps(embedding_steps, adapter_steps)
+    check_step_counts(batch_size=batch_size)
     levers = fitted(
         "subject", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, batch_size=batch_size, shard=shard,

@@ -27,7 +27,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer
 from dreamvideo_cli.registry_entries import check_new_name
-from dreamvideo_cli.run_layout import Stage, check_step_counts
+from dreamvideo_cli.run_layout import Stage, check_step_counts, check_subject_steps
 from dreamvideo_cli.runtime import autocast, encode_text, quiet_libraries, to_tensor_images, tokenize
 from dreamvideo_cli.text import Tokens
 
@@ -111,9 +111,8 @@ def learn_subject(
     resume: str | None = None,
 ) -> Manifest:
     """Learn `name` from the photos in `photos_dir`; returns the stored registry manifest."""
-    check_step_counts(
-        embedding_steps=config.embedding_steps, adapter_steps=config.adapter_steps, batch_size=config.batch_size
-    )
+    check_subject_steps(config.embedding_steps, config.adapter_steps)
+    check_step_counts(batch_size=config.batch_size)
     quiet_libraries()
     resumed, config = None, replace(config)  # the run records its seed in its own copy
     if resume is not None:
