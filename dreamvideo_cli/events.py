@@ -42,7 +42,15 @@ class Note:
     level: Literal["info", "warning"] = "info"
 
 
-Event = StageStarted | StepDone | CheckpointSaved | StageFinished | Note
+@dataclass(frozen=True)
+class RunStarted:
+    """A learning run has its folder (a new one, or the resumed one)."""
+
+    run_id: str
+    folder: str
+
+
+Event = StageStarted | StepDone | CheckpointSaved | StageFinished | Note | RunStarted
 EventHandler = Callable[[Event], None]
 
 

@@ -147,6 +147,9 @@ def run_sweep(
             + "\n"
         ).encode(),
     )
+    from dreamvideo_cli.pages.sweep_page import write_sweep_page
+
+    write_sweep_page(folder)  # the grid playing in step, in any browser, from file://
     return SweepResult(folder, grid, index, rows, best)
 
 

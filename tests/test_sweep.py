@@ -77,12 +77,19 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
     assert not np.array_equal(videos[0], videos[3])  # the scales reach the adapters
     grid = Image.open(folder / "grid.png")
     assert grid.width > 4 * 100 and grid.height > 2 * 100
-    # A cell is the compose of its settings: the same seed and scales alone give the same video.
+    # A cell is the compose of its settings: the command the sweep's page gives for it, run
+    # alone, makes the same video.
+    import html
+    import shlex
+
+    page = (folder / "index.html").read_text()
+    codes = [html.unescape(part.split("</code>")[0]) for part in page.split("<code>")[1:]]
+    command = next(c for c in codes if c.startswith("dv compose") and "--subject-scale 1 --motion-scale 1" in c)
     single = tmp_path / "single.mp4"
-    code = main(["compose", "rex", "slide", "on the beach", "--subject-scale", "1", "--motion-scale", "1",
-                 "--steps", "2", "--frames", "4", "--seed", "3", "--device", "cpu", "-o", str(single)])  # fmt: skip
-    assert code == 0
-    assert np.array_equal(media.read_frames(single, None), videos[3])
+    args = shlex.split(command)[1:]
+    args[args.index("-o") + 1] = str(single)
+    assert main(args) == 0, command
+    assert np.array_equal(media.read_frames(single, None), videos[3]), command
 
 
 def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(

@@ -12,6 +12,7 @@ import typer
 from dreamvideo_cli import __version__
 from dreamvideo_cli.cli import bench, compose, discovery, doctor, learn, registry
 from dreamvideo_cli.cli import eval as eval_cli  # aliased: `eval` is a builtin
+from dreamvideo_cli.cli import gallery as gallery_cli  # `dv gallery`
 from dreamvideo_cli.cli import plan as plan_cli  # `dv plan`
 from dreamvideo_cli.cli import runs as runs_cli  # `dv runs`
 from dreamvideo_cli.cli._output import error_line, warn
@@ -51,6 +52,7 @@ discovery.install(app)
 doctor.install(app)
 bench.install(app)
 plan_cli.install(app)
+gallery_cli.install(app)
 runs_cli.install(app)
 
 

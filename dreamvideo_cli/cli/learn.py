@@ -11,6 +11,7 @@ import typer
 
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.cli._run_pages import RunPages
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.run_layout import check_step_counts, check_subject_steps
 
@@ -161,7 +162,13 @@ def subject_learn(
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
     with ProgressRenderer(quiet=json) as progress:
-        manifest = learn_subject(folder, name, config, registry=Registry(), on_event=progress, resume=resume)
+        pages = RunPages(progress)
+        try:
+            manifest = learn_subject(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
+        except DVError:  # stopped or failed: the page says where the run stands and how to go on
+            pages.write()
+            raise
+    pages.write(stored=[manifest.ref])
     _finish(manifest, json)
 
 
@@ -251,5 +258,11 @@ def motion_learn(
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
     with ProgressRenderer(quiet=json) as progress:
-        manifest = learn_motion(folder, name, config, registry=Registry(), on_event=progress, resume=resume)
+        pages = RunPages(progress)
+        try:
+            manifest = learn_motion(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
+        except DVError:  # stopped or failed: the page says where the run stands and how to go on
+            pages.write()
+            raise
+    pages.write(stored=[manifest.ref])
     _finish(manifest, json)

@@ -47,6 +47,7 @@ from dreamvideo_cli.events import (
     CheckpointSaved,
     EventHandler,
     Note,
+    RunStarted,
     StageFinished,
     StageStarted,
     StepDone,
@@ -194,6 +195,7 @@ class Trainer:
         on_event(
             Note(f"run {run.id} in {run.folder}" + (f", {ctx.world_size} processes" if ctx.is_distributed else ""))
         )
+        on_event(RunStarted(run.id, str(run.folder)))
         on_event(Note(f"loading backbone {fingerprint.describe()} on {ctx.device}"))
         parts = backbone.load(ctx.device, frozen_dtype(ctx.device))
         prepare_denoiser(parts)
