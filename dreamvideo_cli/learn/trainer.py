@@ -419,48 +419,34 @@ class Trainer:
         of `name` (its checkpoints as `stepK` tags), recording the settings, the seed, the
         inputs' digest and how long the run took. Rank 0 stores it, once every process has
         finished; the others return its manifest."""
+        self.ctx.barrier()  # every process finished its last step: a failed one commits nothing
         manifest = None
-        with self.ctx.fail_together("the last step"):  # a process that failed commits nothing
-            pass
         if self.ctx.is_main:
-            manifest = self._store(registry, name, adapters, inputs, fields, reference_images, preview, extra_tensors)
+            self.run.save_loss_plot()
+            kind = self.run.config()["kind"]
+            training = {**asdict(self.settings), "run": self.run.id, **fields.get("training", {})}  # type: ignore[call-overload]
+            manifest = store_adapter(
+                registry,
+                kind=kind,
+                name=name,
+                backbone=self.backbone,
+                adapters=adapters,
+                extra_tensors=extra_tensors,
+                checkpoints=self.checkpoint_files(),
+                fields={
+                    **{k: v for k, v in fields.items() if k != "training"},
+                    "training": training,
+                    "seed": self.settings.seed,
+                    "dataset_digest": media.dataset_digest(inputs),
+                    "duration_s": round(time.monotonic() - self.started, 2),
+                    "description": self.settings.description,
+                },
+                reference_images=reference_images,
+                preview=preview,
+            )
         manifest = self.ctx.broadcast_object(manifest)
         self.ctx.close()  # the run is over: leave the process group
         return manifest  # type: ignore[return-value]
-
-    def _store(
-        self,
-        registry: Registry,
-        name: str,
-        adapters: AdapterSet,
-        inputs: list[Path],
-        fields: dict[str, Any],
-        reference_images: list[tuple[Path, Image.Image]],
-        preview: Image.Image,
-        extra_tensors: dict[str, torch.Tensor] | None,
-    ) -> Manifest:
-        self.run.save_loss_plot()
-        kind = self.run.config()["kind"]
-        training = {**asdict(self.settings), "run": self.run.id, **fields.pop("training", {})}  # type: ignore[call-overload]
-        return store_adapter(
-            registry,
-            kind=kind,
-            name=name,
-            backbone=self.backbone,
-            adapters=adapters,
-            extra_tensors=extra_tensors,
-            checkpoints=self.checkpoint_files(),
-            fields={
-                **fields,
-                "training": training,
-                "seed": self.settings.seed,
-                "dataset_digest": media.dataset_digest(inputs),
-                "duration_s": round(time.monotonic() - self.started, 2),
-                "description": self.settings.description,
-            },
-            reference_images=reference_images,
-            preview=preview,
-        )
 
 
 def _every(period: int, step: int) -> bool:
