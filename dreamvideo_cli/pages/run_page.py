@@ -147,9 +147,12 @@ def run_page(run_folder: Path, *, running: bool = False, stored: Sequence[str] =
         f'<h2>Loss</h2>{loss_svg(read_losses(run_folder))}<p><a href="loss.csv">loss.csv</a>{loss_png}</p>'
         f"<h2>Previews</h2>{strip}"
         f"<h2>Registry</h2><ul>{entry}</ul>"
-        f"<h2>Resume</h2><p>{'Continue it' if status != 'finished' else 'Store its result again'} with "
-        f"<code>{esc(resume)}</code></p>"
-        f"<h2>Settings</h2><p class=muted>inputs: {esc(saved.get('inputs', '-'))}</p>"
+        + (
+            f"<h2>Resume</h2><p>Continue it with <code>{esc(resume)}</code></p>"
+            if status != "finished"  # a finished run has nothing left to resume (dv refuses it)
+            else ""
+        )
+        + f"<h2>Settings</h2><p class=muted>inputs: {esc(saved.get('inputs', '-'))}</p>"
         f"<table>{config_rows}</table>"
     )
     data = {"running": "1" if running else "0", "written": f"{time.time():.0f}"}
