@@ -221,10 +221,15 @@ def convert_linears(
     """Replace every `fp8_targets` Linear by an `Fp8Linear`, in place; returns the bytes saved
     (the Linears' weights before, minus codes and scales after)."""
     saved = 0
+    targets = fp8_targets(denoiser, family)
     with torch.no_grad():
-        for parent, name, linear in fp8_targets(denoiser, family):
+        while targets:
+            # Popped so that each bf16 weight is freed as soon as it is replaced: holding the
+            # list would keep the whole model twice (bf16 and fp8) until the end.
+            parent, name, linear = targets.pop(0)
             before = linear.weight.nbytes
             converted = Fp8Linear(linear, block, scaled)
             setattr(parent, name, converted)
+            del linear
             saved += before - converted.weight.nbytes - converted.scale.nbytes
     return saved

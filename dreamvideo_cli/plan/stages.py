@@ -278,8 +278,7 @@ class StageRun:
         if levers.blocks_to_swap or levers.offload_activations:
             applied = stack.enter_context(apply_levers(self.parts, levers, host=HOST))
             if applied.swap is not None:  # its host buffers are the swapped blocks' weights
-                units = getattr(applied.swap, "_swapped", {})
-                self.world.tracker.register(*(u.host for u in units.values()), category=Category.FROZEN)
+                self.world.tracker.register(*applied.swap.host_buffers(), category=Category.FROZEN)
 
 
 def run_subject(run: StageRun) -> None:
