@@ -65,6 +65,23 @@ ADAPTER_WIDTH = typer.Option(
 )
 
 
+def _learn(learn: Any, folder: Path, name: str, config: Any, resume: str | None, json: bool) -> None:
+    """Run `learn_subject` or `learn_motion` with progress on stderr and the run's page kept
+    current, then report the stored entry."""
+    from dreamvideo_cli.cli._progress import ProgressRenderer
+    from dv_registry import Registry
+
+    with ProgressRenderer(quiet=json) as progress:
+        pages = RunPages(progress)
+        try:
+            manifest = learn(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
+        except DVError:  # stopped or failed: the page says where the run stands and how to go on
+            pages.write()
+            raise
+    pages.write(stored=[manifest.ref])
+    _finish(manifest, json)
+
+
 def _finish(manifest: Any, json: bool) -> None:
     if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 reports it
         return
@@ -131,7 +148,6 @@ def subject_learn(
         backbone=backbone, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
-    from dv_registry import Registry
 
     folder, name = _check_inputs(photos, name, resume, "photos")
     config = SubjectConfig(
@@ -159,17 +175,7 @@ def subject_learn(
         preview_every=preview_every,
         preview_prompt=preview_prompt,
     )
-    from dreamvideo_cli.cli._progress import ProgressRenderer
-
-    with ProgressRenderer(quiet=json) as progress:
-        pages = RunPages(progress)
-        try:
-            manifest = learn_subject(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
-        except DVError:  # stopped or failed: the page says where the run stands and how to go on
-            pages.write()
-            raise
-    pages.write(stored=[manifest.ref])
-    _finish(manifest, json)
+    _learn(learn_subject, folder, name, config, resume, json)
 
 
 @motion_app.command("learn")
@@ -225,7 +231,6 @@ def motion_learn(
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     from dreamvideo_cli.learn import MotionConfig, learn_motion
-    from dv_registry import Registry
 
     folder, name = _check_inputs(clips, name, resume, "clips")
     config = MotionConfig(
@@ -255,14 +260,4 @@ def motion_learn(
         preview_every=preview_every,
         preview_prompt=preview_prompt,
     )
-    from dreamvideo_cli.cli._progress import ProgressRenderer
-
-    with ProgressRenderer(quiet=json) as progress:
-        pages = RunPages(progress)
-        try:
-            manifest = learn_motion(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
-        except DVError:  # stopped or failed: the page says where the run stands and how to go on
-            pages.write()
-            raise
-    pages.write(stored=[manifest.ref])
-    _finish(manifest, json)
+    _learn(learn_motion, folder, name, config, resume, json)

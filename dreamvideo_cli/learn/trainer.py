@@ -100,14 +100,6 @@ def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
     return backbone, backbone.fingerprint()
 
 
-def seed_everything(seed: int | None) -> int:
-    """Seed torch's global generator (adapter initialisation draws from it); a new seed when none."""
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    torch.manual_seed(seed)
-    return seed
-
-
 GradientHook = Callable[[Sequence[torch.Tensor]], None]
 DenoiserWrapper = Callable[[nn.Module], nn.Module]
 
@@ -144,7 +136,8 @@ class Trainer:
         self._saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = run.load_state() if resumed else None
         if self.ctx.is_distributed:
             self.on_gradients(lambda params: average_gradients(params, self.ctx))
-        self.order = STAGES[run.config()["kind"]]
+        self.kind: str = run.config()["kind"]
+        self.order = STAGES[self.kind]
         self.stage, self.step = self.order[0], 0
         if self._saved is not None:
             meta = self._saved[1]
@@ -186,7 +179,8 @@ class Trainer:
             on_event = ignore_events
         # One seed and one run folder for all processes: rank 0's.
         seed = settings.seed if settings.seed is not None or not ctx.is_main else secrets.randbelow(2**31)
-        settings.seed = seed_everything(ctx.broadcast_object(seed))
+        settings.seed = ctx.broadcast_object(seed)
+        torch.manual_seed(settings.seed)  # adapter initialisation draws from torch's global generator
         if resumed is None:
             folder = Run.create(registry_home, kind, name, settings, inputs).folder if ctx.is_main else Path()
             run = Run(ctx.broadcast_object(folder))
@@ -423,11 +417,10 @@ class Trainer:
         manifest = None
         if self.ctx.is_main:
             self.run.save_loss_plot()
-            kind = self.run.config()["kind"]
             training = {**asdict(self.settings), "run": self.run.id, **fields.get("training", {})}  # type: ignore[call-overload]
             manifest = store_adapter(
                 registry,
-                kind=kind,
+                kind=self.kind,  # type: ignore[arg-type]
                 name=name,
                 backbone=self.backbone,
                 adapters=adapters,
