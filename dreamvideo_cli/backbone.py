@@ -164,7 +164,11 @@ class DenoiserFamily(ABC):
 
 @dataclass
 class Components:
-    """The loaded, frozen parts of a backbone, on one device."""
+    """The loaded, frozen parts of a backbone, computing on `device`.
+
+    A plugin's `load` puts every part on the device it is given. On a GPU the engine loads
+    them to the host instead and sets `staging`: each part then waits there and visits the
+    GPU only while it works (`dreamvideo_cli.memory.placement`)."""
 
     denoiser: nn.Module  # a diffusers UNet3DConditionModel, WanTransformer3DModel, ...
     family: DenoiserFamily
@@ -175,6 +179,9 @@ class Components:
     appearance_dim: int
     device: torch.device
     dtype: torch.dtype  # the dtype the frozen denoiser runs in
+    # Where the parts wait while they do not work (host memory), or None: every part stays
+    # on `device` from loading on (a CPU run, where the host is the device).
+    staging: torch.device | None = None
 
     # Read-only shortcuts into the parts above, for code that works on the raw models:
     # textual inversion adds its token to the tokenizer and a row to the text encoder's

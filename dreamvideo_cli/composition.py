@@ -22,15 +22,14 @@ from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pa
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
+from dreamvideo_cli.memory.placement import load_frozen_parts, use
 from dreamvideo_cli.objectives import DDPMObjective
 from dreamvideo_cli.plugins import get_backbone, get_sampler
 from dreamvideo_cli.registry_entries import load_adapter_tensors, reference_images
 from dreamvideo_cli.runtime import (
     encode_appearance,
-    frozen_dtype,
     overflow_warning,
     pick_device,
-    prepare_denoiser,
     quiet_libraries,
     to_tensor_images,
 )
@@ -135,9 +134,9 @@ class BackboneCache:
 
 
 def load_parts(backbone: Backbone, device: torch.device, fp8: bool) -> Components:
-    """The frozen parts on `device`, prepared, the denoiser's linear weights in fp8 if asked."""
-    parts = backbone.load(device, frozen_dtype(device))
-    prepare_denoiser(parts)
+    """The frozen parts for `device` (staged on a GPU: `memory.placement`), prepared, the
+    denoiser's linear weights in fp8 if asked."""
+    parts = load_frozen_parts(backbone, device)
     if fp8:
         store_fp8(parts)
     return parts
@@ -211,6 +210,7 @@ def compose(
             guide_image, guide_source = _appearance_guide(registry, subject, appearance_photo, appearance_path, request)
             guide = torch.zeros(1, parts.appearance_dim, device=device)
             if guide_image is not None:
+                use(parts, "appearance")
                 guide = encode_appearance(parts, to_tensor_images([np.asarray(guide_image)], device))
             motion_set.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))  # [2, C']: cond, uncond
         request = replace(request, prompt=final_prompt)

@@ -17,6 +17,7 @@ import torch
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.events import EventHandler, StageFinished, StageStarted, StepDone, ignore_events
+from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.runtime import autocast, encode_text, tokenize
 from dreamvideo_cli.samplers import Sampler
 
@@ -96,10 +97,12 @@ def sample_video(
     if release_text:
         parts.text.release()
     latents = initial_noise(parts, request.frames, request.height, request.width, request.seed)
+    use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     latents = sample_latents(
         parts, context.to(parts.dtype), latents, request.steps, request.guidance, request.sampler, request.eta, on_event
     )
     on_event(StageStarted("decoding", 1, "VAE decode"))
+    use(parts, "denoiser", "codec")
     video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))
     return video

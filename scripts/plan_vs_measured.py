@@ -16,8 +16,8 @@ the CPU (the planner needs no GPU; CUDA_VISIBLE_DEVICES is emptied for them).
 
 gpu24: a 24 GB card on a bigger one. `torch.cuda.set_per_process_memory_fraction` for 24 GiB,
 then `dv motion learn --fit 24GiB --steps 3` and `dv subject learn --fit 24GiB` (docs/memory.md
-expects --fit to refuse Wan 14B: loading puts every part on the GPU), the same with the levers
-the staged plan finds given outright (expected to run out of memory while loading); then,
+plans Wan 14B to fit: parts load to host memory and each visits the GPU only while it works),
+the same with the levers that plan finds given outright; then,
 without the fraction, the motion step with everything resident (--gradient-checkpointing)
 against the same step with the levers (--fp8 --offload-activations as well), seconds per step
 and the planner's estimate of the copies' slowdown, and the same pair for the subject stage.
@@ -527,17 +527,16 @@ def run_gpu24(args: argparse.Namespace, results: Results, plans: Plans) -> dict[
     levers = [*resident, "--fp8", "--offload-activations"]
     subject_levers = [*levers, "--blocks-to-swap", str(args.swap)] if args.swap else levers
     steps = str(args.steps)
-    # Plans: what the resident and lever runs should take (every part loaded, as dv does), with
-    # a budget as large as the card so that the fit's slowdown estimate is given; and the plan
-    # that fits the fraction once parts are staged (docs/memory.md).
+    # Plans: what the resident and lever runs should take, with a budget as large as the card
+    # so that the fit's slowdown estimate is given; and the plan that fits the fraction.
     big = ["--gpu-memory", f"{args.card_gib:g}GiB"]
     plan_of = {
         "motion-resident": ["motion", "--backbone", args.backbone, *frames, *resident, *big],
         "motion-levers": ["motion", "--backbone", args.backbone, *frames, *levers, *big],
         "subject-resident": ["subject", "--backbone", args.backbone, *resident, *big],
         "subject-levers": ["subject", "--backbone", args.backbone, *subject_levers, *big],
-        "motion-staged-fit": ["motion", "--backbone", args.backbone, *frames, "--gpu-memory", budget,
-                              "--residency", "staged"],
+        "motion-fit": ["motion", "--backbone", args.backbone, *frames, "--gpu-memory", budget],
+        "subject-fit": ["subject", "--backbone", args.backbone, "--gpu-memory", budget],
     }  # fmt: skip
     for plan_args in plan_of.values():
         plans.submit(plan_args)

@@ -219,16 +219,43 @@ def test_the_planner_leaves_the_engine_as_it_found_it() -> None:
     assert vars(speed)["checkpoint"] is checkpoint
 
 
-def test_every_lever_planned_on_tiny_wan_staged() -> None:
+def test_every_lever_planned_on_tiny_wan() -> None:
     """fp8, block swap and activation offload, each part on the GPU only while it works: the
     swapped block's weights live on the host, and a step copies bytes both ways."""
     settings = Settings(gradient_checkpointing=True, fp8=True, blocks_to_swap=1, offload_activations=True)
-    plan = plan_stage(PlanRequest("subject", "tiny-wan", settings=settings, residency="staged"))
+    plan = plan_stage(PlanRequest("subject", "tiny-wan", settings=settings))
     names = [p.name for p in plan.phases]
     assert names == ["load", "encode photos", "place denoiser", "textual inversion", "identity adapter"]
     identity = plan.phases[-1]
     assert identity.transfer is not None and identity.transfer.host_to_gpu and identity.transfer.gpu_to_host
     assert identity.host.weights > 0 and plan.phases[0].gpu.peak == 0
+
+
+def _part_bytes(module: nn.Module, block: int = 1) -> int:
+    """The bytes of a module's tensors, each rounded up to `block` (CUDA's allocator: 512)."""
+    return sum(-(-t.numel() * t.element_size() // block) * block for t in (*module.parameters(), *module.buffers()))
+
+
+def test_each_part_is_on_the_gpu_only_while_it_works() -> None:
+    """The engine's own placement calls (`memory.placement.use`), seen through the planner: on
+    a GPU the parts load to the host; encoding holds the VAE and the appearance encoder (and
+    the text encoder for the captions, released after); training holds the denoiser alone."""
+    from dreamvideo_cli.plugins import get_backbone
+
+    parts = get_backbone("tiny-wan")(random_weights=True).load("meta", torch.bfloat16)
+    modules = (parts.denoiser, parts.vae, parts.text_encoder, parts.appearance_encoder)
+    denoiser, vae, text, appearance = (_part_bytes(m) for m in modules)
+    on_gpu = dict(zip(("denoiser", "vae", "text", "appearance"), (_part_bytes(m, 512) for m in modules), strict=True))
+    phases = {p.name: p for p in plan_stage(PlanRequest("motion", "tiny-wan")).phases}
+    assert phases["load"].gpu.weights == 0 and phases["load"].host.weights == denoiser + vae + text + appearance
+    encoding = phases["encode clips"].gpu.weights
+    assert on_gpu["vae"] + on_gpu["appearance"] <= encoding <= on_gpu["vae"] + on_gpu["appearance"] + on_gpu["text"]
+    assert phases["motion adapter"].gpu.weights == on_gpu["denoiser"]
+    assert phases["motion adapter"].host.weights == vae + text + appearance
+    compose = {p.name: p for p in plan_stage(PlanRequest("compose", "tiny-wan")).phases}
+    sampling = compose["sampling step"].gpu.weights  # the denoiser and the composed adapters
+    assert on_gpu["denoiser"] < sampling < on_gpu["denoiser"] + min(on_gpu["text"], on_gpu["appearance"])
+    assert compose["decode"].gpu.weights == sampling + on_gpu["vae"]
 
 
 # -- the command ------------------------------------------------------------------------
@@ -281,7 +308,6 @@ def test_dv_plan_fits_a_tiny_budget(capsys: pytest.CaptureFixture[str]) -> None:
         (["plan", "motion", "--backbone", "tiny", "--shard"], "--shard splits the frozen weights"),
         (["plan", "subject", "--backbone", "tiny", "--frames", "8"], "subject learning works on photos"),
         (["plan", "motion", "--backbone", "wan", "--frames", "32"], "does not fit wan's video VAE"),
-        (["plan", "motion", "--backbone", "tiny", "--residency", "sometimes"], "--residency 'sometimes'"),
     ],
 )
 def test_dv_plan_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

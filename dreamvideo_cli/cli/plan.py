@@ -37,11 +37,6 @@ GPU_MEMORY = typer.Option(
     help="The card's memory, e.g. 24GiB: find the cheapest settings that fit (default: this machine's GPU, if any).",
 )
 PROCESSES = typer.Option(1, "--processes", help="Processes the run is launched on (torchrun); figures are per process.")
-RESIDENCY = typer.Option(
-    "loaded",
-    "--residency",
-    help="loaded: every part on the GPU from loading on (what dv does); staged: each part on the GPU only while it works.",
-)
 JSON = typer.Option(False, "--json", help="Print the plan as JSON on stdout.")
 
 
@@ -57,7 +52,6 @@ def plan_subject(
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
-    residency: str = RESIDENCY,
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter (with encoding the photos)."""
@@ -76,7 +70,6 @@ def plan_motion(
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
-    residency: str = RESIDENCY,
     json: bool = JSON,
 ) -> None:
     """The motion adapter (with encoding the clip windows, their appearance and captions)."""
@@ -90,7 +83,6 @@ def plan_compose(
     gpu_memory: str = GPU_MEMORY,
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
-    residency: str = RESIDENCY,
     json: bool = JSON,
 ) -> None:
     """Composing a video: the prompt, a sampling step (both guidance branches) and the decode."""
@@ -103,7 +95,6 @@ def _plan(
     backbone: str,
     frames: int | None,
     gpu_memory: str | None,
-    residency: str,
     json: bool,
     fp8: bool,
     blocks_to_swap: int,
@@ -115,8 +106,6 @@ def _plan(
 ) -> None:
     # What a user can get wrong is checked before torch loads.
     budget = parse_size(gpu_memory) if gpu_memory is not None else None
-    if residency not in ("loaded", "staged"):
-        raise DVError(f"--residency {residency!r} is not one of loaded, staged", "use --residency loaded")
     if blocks_to_swap < 0:
         raise DVError(f"--blocks-to-swap must be 0 or more, got {blocks_to_swap}", "use --blocks-to-swap 0")
     for name, value in (("--frames", frames), ("--batch-size", batch_size), ("--processes", processes)):
@@ -129,7 +118,6 @@ def _plan(
     get_backbone(backbone)  # an unknown name is one line, before anything is built
     request = PlanRequest(
         stage, backbone, frames=frames, batch_size=batch_size, processes=processes, shard=shard,  # type: ignore[arg-type]
-        residency=residency,  # type: ignore[arg-type]
         settings=Settings(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
     )  # fmt: skip
     if budget is None:
@@ -186,8 +174,8 @@ def _render(plan: StagePlan, label: str) -> None:
     r = plan.request
     size = f"{plan.width}x{plan.height}" + (f", {plan.frames} frames" if r.stage != "subject" else "")
     out.print(
-        f"{r.stage} on {r.backbone} ({size}, batch {plan.batch_size}; {r.settings.describe(r.stage)}; "
-        f"{r.residency}){'' if r.processes == 1 else f', per process of {r.processes}'}: {label}"
+        f"{r.stage} on {r.backbone} ({size}, batch {plan.batch_size}; {r.settings.describe(r.stage)})"
+        f"{'' if r.processes == 1 else f', per process of {r.processes}'}: {label}"
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in (

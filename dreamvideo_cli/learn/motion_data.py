@@ -37,6 +37,7 @@ from dreamvideo_cli import media
 from dreamvideo_cli.backbone import Components, VideoFormat
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, StageFinished, StageStarted, StepDone
+from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.run_layout import Stage
 from dreamvideo_cli.runtime import (
     autocast,
@@ -209,6 +210,7 @@ class MotionClips:
         )
         clips: list[EncodedClip] = []
         preview: np.ndarray | None = None
+        use(parts, "codec", "appearance")
         for info, stride, caption in zip(infos, strides, captions, strict=True):
             with media.open_clip(info.path) as reader:
                 stream = reader.forward()  # frames in order: one forward pass, flat memory
@@ -224,6 +226,7 @@ class MotionClips:
         with torch.no_grad(), autocast(parts.device):
             contexts = encode_text(parts, tokenize(parts, [*texts, ""])).float()  # [K + 1, T, D]
         parts.text.release()
+        use(parts)  # every part back to the host until training places the denoiser
         assert preview is not None  # media.list_clips refuses a folder without clips
         return cls(clips, contexts, frames, preview)
 

@@ -26,6 +26,7 @@ from dreamvideo_cli.backbone import Components, VideoFormat
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer
+from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.registry_entries import check_new_name
 from dreamvideo_cli.run_layout import Stage, check_step_counts, check_subject_steps
 from dreamvideo_cli.runtime import autocast, encode_text, quiet_libraries, to_tensor_images, tokenize
@@ -86,6 +87,7 @@ class SubjectPhotos:
         cls, parts: Components, fmt: VideoFormat, photos: list[Image.Image], masks: list[np.ndarray] | None
     ) -> SubjectPhotos:
         crops = np.stack([np.asarray(media.resize_center_crop(img, fmt.height, fmt.width)) for img in photos])
+        use(parts, "codec")
         latents = parts.codec.encode_images(to_tensor_images(crops, parts.device))  # [N, C, 1, h, w]
         mask_latents = None
         if masks is not None:
@@ -94,6 +96,7 @@ class SubjectPhotos:
             mask_latents = parts.codec.mask_latents(m_t, (latents.shape[-2], latents.shape[-1])).unsqueeze(
                 2
             )  # [N, 1|C, 1, h, w]
+        use(parts)  # every part back to the host until training places the denoiser
         return cls(crops, latents, mask_latents)
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:

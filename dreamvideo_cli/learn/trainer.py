@@ -59,11 +59,12 @@ from dreamvideo_cli.learn.optim import AdamWWithWarmup
 from dreamvideo_cli.learn.previews import write_preview
 from dreamvideo_cli.learn.run_folder import Run, save_tensors
 from dreamvideo_cli.learn.streams import RandomStreams
-from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
+from dreamvideo_cli.memory.levers import AppliedLevers, MemoryLevers, apply_levers, store_fp8
+from dreamvideo_cli.memory.placement import load_frozen_parts, use
 from dreamvideo_cli.plugins import get_backbone
 from dreamvideo_cli.registry_entries import store_adapter
 from dreamvideo_cli.run_layout import STAGES, Stage
-from dreamvideo_cli.runtime import frozen_dtype, pick_device, prepare_denoiser
+from dreamvideo_cli.runtime import pick_device
 from dreamvideo_cli.speed import compiled_denoiser, gradient_checkpointing
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class Trainer:
         self.streams = RandomStreams(parts.device, settings.seed or 0)
         self.stop = StopRequested()
         self.model: nn.Module = parts.denoiser  # what each step calls: the denoiser, maybe wrapped
+        self.applied: AppliedLevers | None = None  # block swap and activation offload, in `session`
         self.checkpoints: list[int] = []
         self._kept: dict[str, torch.Tensor | AdapterSet] = {}
         self._wrappers: list[DenoiserWrapper] = []
@@ -191,12 +193,12 @@ class Trainer:
         )
         on_event(RunStarted(run.id, str(run.folder)))
         on_event(Note(f"loading backbone {fingerprint.describe()} on {ctx.device}"))
-        parts = backbone.load(ctx.device, frozen_dtype(ctx.device))
-        prepare_denoiser(parts)
+        parts = load_frozen_parts(backbone, ctx.device)  # on a GPU: to the host, each part to the GPU as it works
         if settings.fp8:
             saved = store_fp8(parts)
             on_event(Note(f"frozen denoiser's linear weights stored as scaled fp8: {saved / 2**30:.2f} GiB saved"))
         if settings.shard:
+            use(parts, "denoiser")  # FSDP2 shards the parameters where they are
             units = shard_denoiser(parts, ctx)
             held, whole = frozen_bytes(parts.denoiser)
             on_event(
@@ -256,8 +258,13 @@ class Trainer:
         checkpointing = gradient_checkpointing(
             self.parts.denoiser, self.parts.family, enabled=self.settings.gradient_checkpointing
         )
-        with self.stop.installed(), levers_applied(self.parts, self.levers), checkpointing:
+        levers = apply_levers(self.parts, self.levers, host=self.parts.staging)
+        with self.stop.installed(), levers as self.applied, checkpointing:
+            # After block swap took its blocks to the host: the rest of the denoiser comes to
+            # the GPU, and nothing else stays there (the data is encoded).
+            use(self.parts, "denoiser")
             yield self
+        self.applied = None
 
     # --- the step loop -------------------------------------------------------------------------
 

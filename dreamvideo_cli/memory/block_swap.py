@@ -5,8 +5,9 @@ and visit the GPU only while they compute.
 How (musubi-tuner's `--block_swap_h2d_only`, which keeps a master copy on the host):
 - On entering, each swapped unit's frozen parameters and buffers are packed into one flat byte
   buffer on the host (pinned, so host-to-device copies are asynchronous: one copy per unit),
-  and each tensor is emptied ([0] on the compute device): a unit that ran while absent would
-  fail on the first shape check, not compute with stale weights.
+  and each tensor is emptied ([0] where it was: staged parts enter from the host, and the
+  placement that brings the rest of the denoiser to the GPU moves the empty tensors along): a
+  unit that ran while absent would fail on the first shape check, not compute with stale weights.
 - A forward pre-hook on every unit makes that unit present (its copy, fetched ahead or now,
   waited for; each tensor registered as a new Parameter viewing the copy) and starts fetching
   the next swapped unit in execution order on a side CUDA stream: one unit ahead. A forward hook
@@ -232,9 +233,9 @@ class BlockSwap:
         with torch.no_grad():
             for slot in unit.slots:
                 self._view(host, slot).copy_(slot.original)
-                # Absent: the tensor itself, emptied ([0] on the compute device), so a unit run
-                # without its weights fails on the first shape check.
-                slot.original.data = torch.empty(0, dtype=slot.dtype, device=self.device)
+                # Absent: the tensor itself, emptied ([0] where it was), so a unit run without
+                # its weights fails on the first shape check.
+                slot.original.data = torch.empty(0, dtype=slot.dtype, device=slot.home)
         self.host_bytes += host.nbytes
         return unit
 

@@ -11,7 +11,6 @@ __all__ = [
     "GiB",
     "PhasePlan",
     "PlanRequest",
-    "Residency",
     "Settings",
     "Split",
     "StageName",
@@ -21,7 +20,6 @@ __all__ = [
 
 GiB = 2**30
 StageName = Literal["subject", "motion", "compose"]
-Residency = Literal["loaded", "staged"]
 STAGE_NAMES: tuple[StageName, ...] = ("subject", "motion", "compose")
 
 
@@ -69,9 +67,6 @@ class PlanRequest:
     processes: int = 1
     shard: bool = False
     settings: Settings = field(default_factory=Settings)
-    # Where the frozen parts live: "loaded", as the engine does today (every part on the GPU
-    # from loading on), or "staged" (each part on the GPU only while it works).
-    residency: Residency = "loaded"
     # The device the run computes on: a CUDA GPU, or a CPU (fp32, no autocast; what the
     # tests compare with torch's profiler).
     device: Literal["cuda", "cpu"] = "cuda"
@@ -178,7 +173,6 @@ class StagePlan:
             "processes": r.processes,
             "shard": r.shard,
             "settings": r.settings.as_dict(),
-            "residency": r.residency,
             "gpu_peak": self.gpu_peak,
             "host_peak": self.host_peak,
             "phases": [p.as_dict() for p in self.phases],

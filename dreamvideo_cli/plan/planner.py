@@ -74,7 +74,7 @@ def plan_stage(request: PlanRequest, backbone: Backbone | None = None) -> StageP
     if backbone is None:
         backbone = get_backbone(request.backbone)(random_weights=True)
     inputs = stage_inputs(request, backbone)
-    world = PlanningWorld(request.residency, request.device)
+    world = PlanningWorld(request.device)
     parts = world.load(backbone)
     phases = Phases(world)
     with world.running():

@@ -10,9 +10,10 @@ into phases, each phase's peaks taken by the tracker.
   encoded, then `sample_video` with one sampling step (classifier-free guidance as one
   batch of 2) and the VAE decode.
 
-Every stage starts with "load" (the frozen parts where loading leaves them, then `--fp8`'s
-conversion) and places the denoiser before its steps ("place denoiser": moved to the GPU
-when staged, then block swap and activation offload applied, `memory.levers`). The trainer
+Every stage starts with "load" (the frozen parts where loading leaves them: on the host for a
+GPU, `memory.placement`; then `--fp8`'s conversion). The engine's own calls place each part on
+the GPU while it works; "place denoiser" is the trainer's session: block swap and activation
+offload applied (`memory.levers`), then the denoiser brought to the GPU. The trainer
 is the engine's, with `train` cut to one step and nothing written (`_PlanningTrainer`): the
 step runs with AdamW's state made beforehand, as every step after the first does. Phases start
 where the engine reports a stage starting (`StageStarted`) or where a stage here marks one,
@@ -46,7 +47,8 @@ from dreamvideo_cli.learn.run_folder import Run
 from dreamvideo_cli.learn.subject import SubjectConfig, SubjectPhotos, textual_inversion, train_identity_adapter
 from dreamvideo_cli.learn.trainer import Trainer
 from dreamvideo_cli.memory import Category, DevicePeak
-from dreamvideo_cli.memory.levers import MemoryLevers, apply_levers, store_fp8
+from dreamvideo_cli.memory.levers import AppliedLevers, MemoryLevers, apply_levers, store_fp8
+from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.plan.model import PhasePlan, Split, Transfer
 from dreamvideo_cli.plan.world import GPU, HOST, PlanningWorld, real_scheduling
 from dreamvideo_cli.plugins import get_sampler
@@ -269,16 +271,27 @@ class StageRun:
         """Tensors kept for the whole run (cached latents, embeddings) count as data."""
         self.world.tracker.register(*(t for t in tensors if t is not None), category=Category.CACHE)
 
-    def place_denoiser(self, stack: ExitStack) -> None:
-        """The denoiser on the GPU (when staged) and block swap and activation offload applied
-        until `stack` closes, with the host stand-in as the host. Not a phase of its own: the
-        phase in progress (or the one the caller starts) holds what it costs."""
-        self.world.use(self.parts.denoiser)
+    def apply_levers(self, stack: ExitStack) -> None:
+        """Block swap and activation offload applied until `stack` closes, as `compose` applies
+        them around sampling, with the host stand-in as the host."""
         levers = self.inputs.levers
         if levers.blocks_to_swap or levers.offload_activations:
-            applied = stack.enter_context(apply_levers(self.parts, levers, host=HOST))
-            if applied.swap is not None:  # its host buffers are the swapped blocks' weights
-                self.world.tracker.register(*applied.swap.host_buffers(), category=Category.FROZEN)
+            self.count_swapped(stack.enter_context(apply_levers(self.parts, levers, host=HOST)))
+
+    def count_swapped(self, applied: AppliedLevers | None) -> None:
+        """Block swap's host buffers are the swapped blocks' weights: they count as frozen."""
+        if applied is not None and applied.swap is not None:
+            self.world.tracker.register(*applied.swap.host_buffers(), category=Category.FROZEN)
+
+    def settings(self) -> dict[str, Any]:
+        """The learn config's fields that ask for the levers the trainer's session applies
+        (fp8 is stored by `load`, as `Trainer.start` stores it)."""
+        levers = self.inputs.levers
+        return {
+            "gradient_checkpointing": self.inputs.gradient_checkpointing,
+            "blocks_to_swap": levers.blocks_to_swap,
+            "offload_activations": levers.offload_activations,
+        }
 
 
 def run_subject(run: StageRun) -> None:
@@ -286,14 +299,13 @@ def run_subject(run: StageRun) -> None:
     world, parts, inputs, phases = run.world, run.parts, run.inputs, run.phases
     fmt = run.backbone.video_format
     run.load()
-    with tempfile.TemporaryDirectory(prefix="dv-plan-") as scratch, ExitStack() as levers:
+    with tempfile.TemporaryDirectory(prefix="dv-plan-") as scratch:
         config = SubjectConfig(
-            backbone=run.backbone.name, batch_size=inputs.batch_size, seed=0,
-            gradient_checkpointing=inputs.gradient_checkpointing, embedding_steps=STEPS, adapter_steps=STEPS,
+            backbone=run.backbone.name, batch_size=inputs.batch_size, seed=0, embedding_steps=STEPS,
+            adapter_steps=STEPS, **run.settings(),
         )  # fmt: skip
         trainer = run.trainer("subject", config, Path(scratch))
         phases.start("encode photos")
-        world.use(parts.vae)
         photos = [Image.new("RGB", (fmt.width, fmt.height)) for _ in range(PHOTOS)]
         data = SubjectPhotos.encode(parts, fmt, photos, None)  # latents [N, C, 1, h, w]
         run.cache(data.latents)
@@ -301,11 +313,9 @@ def run_subject(run: StageRun) -> None:
         world.register(placeholder)
         ids = tokenize(parts, [f"a {TOKEN}"])  # [1, T]
         phases.start("place denoiser")
-        run.place_denoiser(levers)
-        if world.residency == "staged":  # textual inversion runs the text encoder every step
-            world.move(parts.text.model, GPU)
         identity = run.adapters("identity", trainer.sites)
         with trainer.session():
+            run.count_swapped(trainer.applied)
             textual_inversion(trainer, placeholder, ids, data, config, f"a {TOKEN}", f"{TOKEN} from {INIT_WORD!r}")
             train_identity_adapter(trainer, identity, placeholder, ids, data, config, f"a {TOKEN}")
         phases.finish()
@@ -320,17 +330,16 @@ def _write_clip(folder: Path, frames: int, fps: int) -> Path:
 
 def run_motion(run: StageRun) -> None:
     """What `learn_motion` runs between loading and publishing, on one clip of one window."""
-    world, parts, inputs, phases = run.world, run.parts, run.inputs, run.phases
+    parts, inputs, phases = run.parts, run.inputs, run.phases
     run.load()
-    with tempfile.TemporaryDirectory(prefix="dv-plan-") as scratch, ExitStack() as levers:
+    with tempfile.TemporaryDirectory(prefix="dv-plan-") as scratch:
         config = MotionConfig(
             backbone=run.backbone.name, frames=inputs.frames, fps=inputs.fps, batch_size=inputs.batch_size,
-            gradient_checkpointing=inputs.gradient_checkpointing, steps=STEPS, seed=0,
+            steps=STEPS, seed=0, **run.settings(),
         )  # fmt: skip
         trainer = run.trainer("motion", config, Path(scratch))
         info = media.probe_clip(_write_clip(Path(scratch), inputs.frames, inputs.fps))
         phases.start(_PHASE_NAMES[Stage.ENCODING])
-        world.use(parts.vae, parts.appearance_encoder)
         data = MotionClips.encode(
             parts, run.backbone.video_format, [info], [PHRASE], inputs.frames, inputs.fps, phases.on_event,
             run.backbone.name,
@@ -339,11 +348,11 @@ def run_motion(run: StageRun) -> None:
             run.cache(clip.latents, clip.appearance)
         run.cache(data.contexts)
         phases.start("place denoiser")
-        run.place_denoiser(levers)
         motion = run.adapters("motion", trainer.sites)
         motion.set_strength(config.appearance_strength)
         motion.attach(parts.denoiser)
         with trainer.session():
+            run.count_swapped(trainer.applied)
             train_motion_adapter(trainer, motion, data, config, PHRASE)
         phases.finish()
 
@@ -351,24 +360,15 @@ def run_motion(run: StageRun) -> None:
 def run_compose(run: StageRun) -> None:
     """What `compose` runs for a subject and a motion: both adapters attached, the guide
     image's appearance embedding, then `sample_video` with one sampling step and the decode,
-    block swap around it as `composition.compose` applies it. When staged, the denoiser comes
-    to the GPU (and block swap is applied) as sampling starts, and the VAE as decoding does."""
+    block swap around it as `composition.compose` applies it. On a GPU the engine's own
+    placement (`memory.placement.use`) brings the appearance encoder for the guide, the
+    denoiser as sampling starts and the VAE as decoding does."""
     world, parts, inputs, phases = run.world, run.parts, run.inputs, run.phases
     fmt = run.backbone.video_format
     sites = run.backbone.adapter_sites(parts.denoiser)
     run.load()
     with ExitStack() as levers:
-        staged = world.residency == "staged"
-
-        def place(phase: str) -> None:
-            if phase == _PHASE_NAMES["sampling"] and staged:
-                run.place_denoiser(levers)
-            elif phase == _PHASE_NAMES["decoding"]:
-                world.use(parts.denoiser, parts.vae)
-
-        phases.listeners.append(place)
         phases.start("encode prompt")
-        world.use(parts.appearance_encoder)
         add_placeholder_token(parts.tokenizer, parts.text_encoder, TOKEN, INIT_WORD)
         for kind in ("identity", "motion"):
             adapters = run.adapters(kind, sites).requires_grad_(False)  # composed, not trained
@@ -376,6 +376,7 @@ def run_compose(run: StageRun) -> None:
             adapters.attach(parts.denoiser)
             if kind == "motion":
                 guide_image = np.zeros((fmt.height, fmt.width, 3), dtype=np.uint8)
+                use(parts, "appearance")
                 guide = encode_appearance(parts, to_tensor_images([guide_image], parts.device))  # [1, C']
                 adapters.set_appearance(torch.cat([guide, torch.zeros_like(guide)]))  # [2, C']: cond, uncond
         world.reregister()
@@ -384,7 +385,6 @@ def run_compose(run: StageRun) -> None:
             guidance=run.backbone.sampling.guidance, seed=0,
             sampler=real_scheduling(get_sampler(run.backbone.sampling.sampler)),
         )  # fmt: skip
-        if not staged:
-            run.place_denoiser(levers)
+        run.apply_levers(levers)
         sample_video(parts, request, on_event=phases.on_event)
         phases.finish()

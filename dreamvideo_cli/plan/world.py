@@ -18,11 +18,10 @@ module does about it while a plan runs (`PlanningWorld.running`):
 - a text encoder kept in host memory between uses on a GPU (`TextEncoding.offload`, Wan's
   UMT5) is released to the host stand-in, where the real one checks for a CPU device and
   would keep it on the "GPU";
-- where the frozen parts live (`Residency`): "loaded" is what the engine does today
-  (`Backbone.load` puts every part on the GPU, and only an offloaded text encoder leaves it,
-  after encoding); "staged" is what a run on a small card needs (issue 26: the inactive parts
-  never on the GPU): every part loaded to the host, and each brought to the GPU only for the
-  phases that use it (`PlanningWorld.use`), the text encoder released after encoding;
+- where the frozen parts live: on a GPU the engine loads them to the host and brings each to
+  the GPU only while it works (`memory.placement`); here they are built on the host stand-in
+  and `placement.use` moves them with the engine's own calls; on a CPU (`target="cpu"`) they
+  are built where they compute, as the engine loads them there;
 - `.numpy()` of a fake tensor (a decoded video leaving the GPU) is an uninitialised array
   of the same shape and dtype, and its bytes count as host memory;
 - UNet3D's chunked temporal attention is set up as for CUDA (`DenoiserFamily.prepare`);
@@ -51,8 +50,8 @@ from dreamvideo_cli import runtime
 from dreamvideo_cli.backbone import Backbone, Components
 from dreamvideo_cli.memory import PLANNING_DEVICES, Category, CudaRules, MemoryTracker, materialize
 from dreamvideo_cli.memory.fake import checkpoint_contexts, gpu_autocast
+from dreamvideo_cli.memory.placement import PART_NAMES, part_modules, staged
 from dreamvideo_cli.objectives import Objective
-from dreamvideo_cli.plan.model import Residency
 from dreamvideo_cli.samplers import Sampler
 from dreamvideo_cli.text import TextEncoding, Tokens
 
@@ -61,7 +60,6 @@ __all__ = [
     "GPU_DTYPE",
     "HOST",
     "PlanningWorld",
-    "Residency",
     "Target",
     "frozen_modules",
     "move_module",
@@ -85,9 +83,8 @@ _ENGINE_AUTOCAST = runtime.autocast
 def frozen_modules(parts: Components) -> list[nn.Module]:
     """Every module of a backbone's frozen parts: denoiser, text encoder, appearance
     encoder and whatever modules the codec holds (a VAE)."""
-    modules = [parts.denoiser, parts.text.model, parts.appearance_encoder]
-    modules += [m for m in vars(parts.codec).values() if isinstance(m, nn.Module)]
-    return [m for m in modules if isinstance(m, nn.Module)]
+    modules = [m for name in PART_NAMES for m in part_modules(parts, name)]
+    return [*modules, parts.text.model] if isinstance(parts.text.model, nn.Module) else modules
 
 
 def move_module(
@@ -194,7 +191,7 @@ class PlanningWorld:
     """A fake-tensor world for one plan: its `FakeTensorMode`, the tracker that counts the
     GPU stand-in and the host stand-in, and the backbone's parts built in it (`load`)."""
 
-    def __init__(self, residency: Residency = "loaded", target: Target = "cuda") -> None:
+    def __init__(self, target: Target = "cuda") -> None:
         # Real tensors made by library code (a tokenizer's ids, a scheduler's timesteps, the
         # pixels of a decoded clip) enter the fake world as constants.
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -204,42 +201,29 @@ class PlanningWorld:
         self.on_gpu = target == "cuda"
         self.dtype = GPU_DTYPE if self.on_gpu else torch.float32  # `runtime.frozen_dtype`
         self.tracker = MemoryTracker(devices=PLANNING_DEVICES, granularity=None if self.on_gpu else {})
-        self.residency: Residency = residency
         self.modules: list[nn.Module] = []  # everything registered, re-registered after moves
         self.parts: Components | None = None
         self.host_arrays = 0  # bytes of numpy arrays handed out by `.numpy()`
 
     def load(self, backbone: Backbone) -> Components:
-        """The backbone's parts as a run loads them (frozen, bf16): built on the meta device
-        from the plugin's random-weights path (no weights read, nothing initialised) and given
-        fake storage on the GPU stand-in ("loaded": as `Backbone.load` on a GPU leaves them)
-        or the host stand-in ("staged")."""
+        """The backbone's parts as a run loads them (frozen, bf16 on a GPU): built on the meta
+        device from the plugin's random-weights path (no weights read, nothing initialised)
+        and given fake storage where `memory.placement.load_frozen_parts` leaves them: on the
+        host stand-in, staged, for a GPU; on the stand-in itself for a CPU run."""
         parts = _meta_parts(backbone, self.dtype)
-        home = GPU if self.residency == "loaded" else HOST
         with self.mode:
             for module in frozen_modules(parts):
-                materialize(module, home)
-        text = parts.text
-        text.device = GPU
-        # On a CPU the engine's text offload is a no-op (`TextEncoding.release`).
-        offloaded = (text.offload and self.on_gpu) or self.residency == "staged"
-        parts = replace(parts, device=GPU, text=_OffloadedText(text, self) if offloaded else text)
+                materialize(module, HOST if self.on_gpu else GPU)
+        if self.on_gpu:
+            parts = staged(replace(parts, device=HOST), GPU)
+            parts = replace(parts, text=_OffloadedText(parts.text, self))
+        else:  # on a CPU the engine's text offload is a no-op (`TextEncoding.release`)
+            parts.text.device = GPU
+            parts = replace(parts, device=GPU)
         parts.family.prepare(parts.denoiser, torch.device(self.target))  # as on that device (no CUDA call)
         self.register(*frozen_modules(parts))
         self.parts = parts
         return parts
-
-    def use(self, *modules: nn.Module) -> None:
-        """Staged residency: these frozen parts on the GPU, the others (but the text encoder,
-        which comes and goes with each encoding) on the host. Nothing when "loaded"."""
-        if self.residency != "staged" or self.parts is None:
-            return
-        for module in frozen_modules(self.parts):
-            if module is self.parts.text.model:
-                continue
-            wanted = GPU if any(module is m for m in modules) else HOST
-            if any(t.device != wanted for t in (*module.parameters(), *module.buffers())):
-                self.move(module, wanted)
 
     def register(self, *modules: nn.Module) -> None:
         """Count these modules' parameters and buffers where they live, by `requires_grad`;

@@ -1,0 +1,80 @@
+"""Where a backbone's frozen parts live in a run on a GPU: loaded to host memory, and each
+brought to the GPU only while it works, so the card holds the denoiser while it trains or
+samples, and the VAE and the appearance encoder only while they encode or decode.
+
+    parts = load_frozen_parts(backbone, device)     # on the host, `parts.staging` set
+    use(parts, "codec", "appearance")               # encode the photos or clips
+    use(parts, "denoiser")                          # train, or sample
+    use(parts, "denoiser", "codec")                 # decode the sampled latents
+
+Each `use` names every part wanted on the GPU; the others go back to the host. The text
+encoder is not placed here: it comes to the GPU to encode and leaves on `TextEncoding.release`
+(textual inversion keeps it there while its token trains), as a large encoder's offload
+always did. Frozen weights are never changed, so a part leaving the GPU is a copy, not a
+save. Loading to the host first is also what lets fp8 storage (`store_fp8`) and block swap
+act before the denoiser reaches the card: a 14B denoiser in bf16 never fits a 24 GB card
+whole, even for a moment.
+
+On a CPU the host is the device: `staging` is None and `use` does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import chain
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from dreamvideo_cli.backbone import Backbone, Components
+from dreamvideo_cli.runtime import frozen_dtype, prepare_denoiser
+
+__all__ = ["PartName", "load_frozen_parts", "part_modules", "staged", "use"]
+
+PartName = Literal["denoiser", "codec", "appearance"]
+PART_NAMES: tuple[PartName, ...] = get_args(PartName)
+HOST = torch.device("cpu")
+
+
+def load_frozen_parts(backbone: Backbone, device: torch.device) -> Components:
+    """The backbone's frozen parts for a run on `device`, prepared (`prepare_denoiser`): on a
+    GPU loaded to host memory and staged; on a CPU loaded where they compute."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        parts = backbone.load(device, frozen_dtype(device))
+    else:
+        parts = staged(backbone.load(HOST, frozen_dtype(device)), device)
+    prepare_denoiser(parts)
+    return parts
+
+
+def staged(parts: Components, device: torch.device) -> Components:
+    """Parts loaded to the host, computing on `device`: they wait where they are now, and the
+    text encoder comes to `device` for each encoding and leaves after it."""
+    parts.text.device, parts.text.offload = device, True
+    return replace(parts, device=device, staging=parts.device)
+
+
+def part_modules(parts: Components, name: PartName) -> list[nn.Module]:
+    """The modules of one frozen part: the denoiser, the appearance encoder, or whatever
+    modules the codec holds (a VAE)."""
+    if name == "denoiser":
+        return [parts.denoiser]
+    if name == "appearance":
+        return [parts.appearance_encoder] if isinstance(parts.appearance_encoder, nn.Module) else []
+    return [m for m in vars(parts.codec).values() if isinstance(m, nn.Module)]
+
+
+def use(parts: Components, *wanted: PartName) -> None:
+    """Staged parts: the `wanted` ones on the compute device, the others on the host. Adapters
+    attached inside the denoiser move with it (they are on the device whenever it is)."""
+    if parts.staging is None:
+        return
+    for name in PART_NAMES:
+        target = parts.device if name in wanted else parts.staging
+        for module in part_modules(parts, name):
+            if any(t.device != target for t in chain(module.parameters(), module.buffers())):
+                # nn.Module's own `to`: a diffusers model's override would also warn about
+                # the modules it keeps in float32, which move with their dtype unchanged.
+                nn.Module.to(module, target)
