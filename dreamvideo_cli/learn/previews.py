@@ -33,7 +33,7 @@ def write_preview(
     fmt, defaults = backbone.video_format, backbone.sampling
     request = VideoRequest(
         prompt, frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, get_sampler(defaults.sampler),
-        PREVIEW_SEED,
+        PREVIEW_SEED, expert_guidance=defaults.expert_guidance,
     )  # fmt: skip
     video = sample_video(parts, request, release_text=release_text)
     path = run.folder / "previews" / f"{label}.png"
