@@ -125,7 +125,7 @@ REDUCED_TEXT_ENCODER_LAYERS = 2
 _FINGERPRINTED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder")
 # Which backbone a folder's VAE belongs to, named in the hint when a folder is of another Wan.
 _BY_LATENT_CHANNELS = {
-    16: "Wan 2.1 or Wan 2.2 T2V-A14B (--backbone wan, wan-14b or wan2.2-a14b)",
+    16: "Wan 2.1 (--backbone wan or wan-14b) or Wan 2.2 T2V-A14B (--backbone wan2.2-a14b)",
     48: "Wan 2.2 TI2V-5B (--backbone wan2.2-5b)",
 }
 _FOLDER_HINT = (
