@@ -113,6 +113,7 @@ def backbone_info(
             if s.kind == kind
         ]
 
+    experts = _experts(backbone, sites, design)
     data = {
         "name": name,
         "description": type(backbone).description,
@@ -126,7 +127,7 @@ def backbone_info(
         "identity_sites": described("identity"),
         "motion_sites": described("motion"),
         "parameters": counts,
-        "experts": _experts(backbone, sites, design),
+        "experts": experts,
     }
     if json:
         print_json(data)
@@ -139,9 +140,9 @@ def backbone_info(
         widths = sorted({s.width for s in kind_sites})
         table.add_row(kind, str(len(kind_sites)), ", ".join(map(str, widths)), f"{counts[kind]:,}")
     out.print(table)
-    if data["experts"]:
+    if experts:
         table = _table("expert", "timesteps", "default for", "identity sites", "motion sites", "parameters")
-        for e in data["experts"]:
+        for e in experts:
             table.add_row(
                 e["name"], e["timesteps"], ", ".join(e["default_for"]) or "-",
                 str(e["identity_sites"]), str(e["motion_sites"]), f"{e['parameters']['total']:,}",
