@@ -131,6 +131,8 @@ class Trainer:
         chosen = chosen_experts(backbone, "motion" if self.kind == "motion" else "identity", settings.experts)
         self.experts = restricted(parts.family.experts(), chosen)
         self.sites: list[AdapterSite] = expert_sites(backbone.adapter_sites(parts.denoiser), chosen)
+        if chosen and not settings.experts:  # the registry entry records the experts used, not "default"
+            settings.experts = ",".join(e.name for e in chosen)
         self.levers = MemoryLevers(settings.fp8, settings.blocks_to_swap, settings.offload_activations)
         self.streams = RandomStreams(parts.device, settings.seed or 0)
         self.stop = StopRequested()

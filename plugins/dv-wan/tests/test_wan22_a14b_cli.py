@@ -80,6 +80,7 @@ def test_learn_learn_compose_on_tiny_a14b(home: Path, tmp_path: Path, capsys: py
     code, out, err = run(["motion", "learn", str(clips), "--name", "slide", "--backbone", TINY, *motion_args], capsys)
     assert code == 0, err
     assert _experts_stored("slide") == {"high"}  # motion: the high-noise expert by default
+    assert json.loads(out)["training"]["experts"] == "high"
     code, _, err = run(
         [
             "motion",
