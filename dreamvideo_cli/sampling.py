@@ -72,10 +72,15 @@ def sample_latents(
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
     step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
-    experts, per_expert = parts.family.experts(), dict(expert_guidance)
+    per_expert = "".join(f", {name} {g}" for name, g in expert_guidance)  # e.g. ", low 3.0"
+    on_event(
+        StageStarted(
+            "sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}{per_expert}"
+        )
+    )
+    experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
-        g = guidance_at(experts, t, guidance, per_expert)
+        g = guidance_at(experts, t, guidance, guidance_of)
         x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
         with autocast(device):
             pred = parts.denoise(x.to(parts.dtype), t.expand(2), context).float()
