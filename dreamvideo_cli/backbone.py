@@ -19,6 +19,7 @@ What a loaded backbone gives the engine (`Components`), each part typed:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -52,6 +53,9 @@ class SamplingDefaults:
     sampler: str = "ddim"
     steps: int = 50
     guidance: float = 9.0
+    # Guidance on the steps of a named expert, where it differs from `guidance` (Wan 2.2 A14B:
+    # the low-noise expert's guidance_scale_2). A user's --guidance replaces all of them.
+    expert_guidance: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,28 @@ class AdapterDesign:
         return self.identity_bottleneck if kind == "identity" else self.motion_bottleneck
 
 
+@dataclass(frozen=True)
+class Expert:
+    """One of several denoisers of a backbone (Wan 2.2 A14B's high- and low-noise experts):
+    the child module at `path` of the backbone's denoiser, which denoises the objective's
+    model timesteps t with start <= t < end (None: unbounded on that side). The ranges of a
+    family's experts are disjoint and cover every timestep; the family's `denoise` routes
+    each row of a batch to its expert, and its adapter sites' paths start with `path`."""
+
+    name: str
+    path: str
+    start: float | None = None
+    end: float | None = None
+
+    def holds(self, timestep: float) -> bool:
+        return (self.start is None or timestep >= self.start) and (self.end is None or timestep < self.end)
+
+    def describe_range(self) -> str:
+        low = "" if self.start is None else f"{self.start:g} <= "
+        high = "" if self.end is None else f" < {self.end:g}"
+        return f"{low}t{high}"
+
+
 CheckpointTarget = tuple[Any, "str | int"]  # (a module or ModuleList, attribute name or index)
 
 
@@ -157,6 +183,10 @@ class DenoiserFamily(ABC):
     @abstractmethod
     def checkpoint_targets(self, denoiser: nn.Module) -> list[CheckpointTarget]:
         """The layers gradient checkpointing re-runs in the backward pass."""
+
+    def experts(self) -> tuple[Expert, ...]:
+        """The experts of a denoiser made of several (empty: one denoiser for every timestep)."""
+        return ()
 
     def prepare(self, denoiser: nn.Module, device: torch.device) -> None:  # noqa: B027
         """Engine-wide measures that change no result (e.g. chunked attention on CUDA)."""
@@ -229,6 +259,10 @@ class Backbone(ABC):
     # Motion learning's defaults when the user names none: the paper's 32 frames at 8 fps.
     motion_frames: ClassVar[int] = 32
     motion_fps: ClassVar[int] = 8
+    # For a family with several experts (`DenoiserFamily.experts`): the experts that get each
+    # kind of adapter, and that its training timesteps are drawn for, when the user names none
+    # (`--experts`). A kind not listed: every expert.
+    default_experts: ClassVar[Mapping[AdapterKind, tuple[str, ...]]] = {}
 
     def __init__(self, *, path: str | None = None, random_weights: bool = False) -> None:
         self.path = path

@@ -21,6 +21,7 @@ from dreamvideo_cli.backbone import AdapterSite, Backbone, Components, Fingerpri
 from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
+from dreamvideo_cli.experts import sites_in_state
 from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
 from dreamvideo_cli.memory.placement import load_frozen_parts, use
 from dreamvideo_cli.objectives import DDPMObjective
@@ -229,6 +230,7 @@ def compose(
         "steps": request.steps,
         "sampler": request.sampler.name,
         "guidance": request.guidance,
+        **({"expert_guidance": dict(request.expert_guidance)} if request.expert_guidance else {}),
         "frames": request.frames,
         "fps": fps,
         "height": request.height,
@@ -261,9 +263,12 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
     backbone.check_frames(frames)
     seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
     guidance = defaults.guidance if config.guidance is None else config.guidance
+    # A user's --guidance holds on every step, as WanPipeline's guidance_scale does without guidance_scale_2.
+    expert_guidance = defaults.expert_guidance if config.guidance is None else ()
     return VideoRequest(
-        prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.negative_prompt, config.eta
-    )
+        prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.negative_prompt, config.eta,
+        expert_guidance,
+    )  # fmt: skip
 
 
 def _most_steps(backbone: Backbone, sampler: Sampler) -> int:
@@ -299,7 +304,9 @@ def _attach_subject(
     with torch.no_grad():
         vector = load_adapter_tensors(registry, subject, "token_embedding")["token"]
         placeholder.vectors[placeholder.token_row].copy_(vector)
-    identity = AdapterSet.for_state("identity", sites, None, load_adapter_tensors(registry, subject))
+    state = load_adapter_tensors(registry, subject)
+    sites = sites_in_state(sites, parts.family.experts(), state)  # each expert's tensors on that expert
+    identity = AdapterSet.for_state("identity", sites, None, state)
     identity.to(parts.device).set_scale(config.subject_scale)
     identity.attach(parts.denoiser)
     undo.callback(identity.detach)
@@ -315,7 +322,9 @@ def _attach_motion(
     undo: contextlib.ExitStack,
 ) -> AdapterSet:
     """The motion adapter at its scale and appearance strength (lambda)."""
-    motion_set = AdapterSet.for_state("motion", sites, parts.appearance_dim, load_adapter_tensors(registry, motion))
+    state = load_adapter_tensors(registry, motion)
+    sites = sites_in_state(sites, parts.family.experts(), state)
+    motion_set = AdapterSet.for_state("motion", sites, parts.appearance_dim, state)
     motion_set.to(parts.device)
     motion_set.set_scale(config.motion_scale)
     motion_set.set_strength(config.appearance_strength)

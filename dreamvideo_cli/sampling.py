@@ -17,6 +17,7 @@ import torch
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.events import EventHandler, StageFinished, StageStarted, StepDone, ignore_events
+from dreamvideo_cli.experts import guidance_at
 from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.runtime import autocast, encode_text, tokenize
 from dreamvideo_cli.samplers import Sampler
@@ -36,6 +37,8 @@ class VideoRequest:
     seed: int
     negative_prompt: str = ""
     eta: float = 0.0
+    # Guidance on a named expert's steps where it differs from `guidance` (SamplingDefaults).
+    expert_guidance: tuple[tuple[str, float], ...] = ()
 
 
 def initial_noise(parts: Components, frames: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -57,10 +60,12 @@ def sample_latents(
     sampler: Sampler,
     eta: float = 0.0,
     on_event: EventHandler = ignore_events,
+    expert_guidance: tuple[tuple[str, float], ...] = (),
 ) -> torch.Tensor:
     """Classifier-free guidance with both branches as one batch, from `latents` [1, C, F', h, w]
     (unit noise) with `context` [2, T, D] (the prompt, then the negative prompt).
-    Returns the final latents [1, C, F', h, w]."""
+    Returns the final latents [1, C, F', h, w]. On a backbone with experts, each step's
+    guidance is its expert's from `expert_guidance` where set (WanPipeline's guidance_scale_2)."""
     device = parts.device
     scheduler = sampler.make_scheduler(parts.objective)
     scheduler.set_timesteps(steps, device=device)
@@ -68,13 +73,20 @@ def sample_latents(
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
     step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
+    per_expert = "".join(f", {name} {g}" for name, g in expert_guidance)  # e.g. ", low 3.0"
+    on_event(
+        StageStarted(
+            "sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}{per_expert}"
+        )
+    )
+    experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
+        g = guidance_at(experts, t, guidance, guidance_of)
         x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
         with autocast(device):
             pred = parts.denoise(x.to(parts.dtype), t.expand(2), context).float()
         pred_c, pred_u = pred.chunk(2)
-        pred = pred_u + guidance * (pred_c - pred_u)
+        pred = pred_u + g * (pred_c - pred_u)
         latents = scheduler.step(pred, t, latents, **step_kwargs).prev_sample
         on_event(StepDone("sampling", i + 1, len(scheduler.timesteps)))
     on_event(StageFinished("sampling"))
@@ -99,7 +111,15 @@ def sample_video(
     latents = initial_noise(parts, request.frames, request.height, request.width, request.seed)
     use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     latents = sample_latents(
-        parts, context.to(parts.dtype), latents, request.steps, request.guidance, request.sampler, request.eta, on_event
+        parts,
+        context.to(parts.dtype),
+        latents,
+        request.steps,
+        request.guidance,
+        request.sampler,
+        request.eta,
+        on_event,
+        request.expert_guidance,
     )
     on_event(StageStarted("decoding", 1, "VAE decode"))
     use(parts, "denoiser", "codec")

@@ -113,6 +113,7 @@ def backbone_info(
             if s.kind == kind
         ]
 
+    experts = _experts(backbone, sites, design)
     data = {
         "name": name,
         "description": type(backbone).description,
@@ -126,6 +127,7 @@ def backbone_info(
         "identity_sites": described("identity"),
         "motion_sites": described("motion"),
         "parameters": counts,
+        "experts": experts,
     }
     if json:
         print_json(data)
@@ -138,6 +140,40 @@ def backbone_info(
         widths = sorted({s.width for s in kind_sites})
         table.add_row(kind, str(len(kind_sites)), ", ".join(map(str, widths)), f"{counts[kind]:,}")
     out.print(table)
+    if experts:
+        table = _table("expert", "timesteps", "default for", "identity sites", "motion sites", "parameters")
+        for e in experts:
+            table.add_row(
+                e["name"], e["timesteps"], ", ".join(e["default_for"]) or "-",
+                str(e["identity_sites"]), str(e["motion_sites"]), f"{e['parameters']['total']:,}",
+            )  # fmt: skip
+        out.print(table)
+
+
+def _experts(backbone: Any, sites: list[Any], design: Any) -> list[dict[str, Any]]:
+    """Per expert of a backbone of several: its timesteps, the adapter kinds it gets by
+    default, its sites (by path prefix), their widths and parameter counts."""
+    from dreamvideo_cli.adapters import adapter_parameter_counts
+    from dreamvideo_cli.experts import chosen_experts, expert_sites
+
+    out: list[dict[str, Any]] = []
+    for expert in backbone.family().experts():
+        own = expert_sites(sites, [expert])
+        out.append(
+            {
+                "name": expert.name,
+                "path": expert.path,
+                "timesteps": expert.describe_range(),
+                "start": expert.start,
+                "end": expert.end,
+                "default_for": [k for k in ("identity", "motion") if expert in chosen_experts(backbone, k, None)],
+                "identity_sites": sum(s.kind == "identity" for s in own),
+                "motion_sites": sum(s.kind == "motion" for s in own),
+                "widths": sorted({s.width for s in own}),
+                "parameters": adapter_parameter_counts(own, type(backbone).appearance_dim, design),
+            }
+        )
+    return out
 
 
 def samplers(json: bool = JSON) -> None:

@@ -58,6 +58,12 @@ SHARD = typer.Option(
     help="Under torchrun or accelerate launch: shard the frozen denoiser's blocks over the processes (FSDP2), "
     "for a backbone one card cannot hold. Without it, several processes learn data parallel.",
 )
+EXPERTS = typer.Option(
+    None,
+    "--experts",
+    help="On a backbone of several experts (wan2.2-a14b: high,low): the experts that get adapters and whose "
+    "timesteps the run trains on (default: the backbone's per kind, docs/method.md).",
+)
 ADAPTER_WIDTH = typer.Option(
     None,
     "--adapter-width",
@@ -134,6 +140,7 @@ def subject_learn(
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
     fit: str = FIT,
     adapter_width: int = ADAPTER_WIDTH,
+    experts: str = EXPERTS,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
@@ -172,6 +179,7 @@ def subject_learn(
         blocks_to_swap=levers.blocks_to_swap,
         offload_activations=levers.offload_activations,
         adapter_width=adapter_width,
+        experts=experts,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
     )
@@ -218,6 +226,7 @@ def motion_learn(
     offload_activations: bool = OFFLOAD_ACTIVATIONS,
     fit: str = FIT,
     adapter_width: int = ADAPTER_WIDTH,
+    experts: str = EXPERTS,
     preview_every: int = PREVIEW_EVERY,
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
@@ -257,6 +266,7 @@ def motion_learn(
         blocks_to_swap=levers.blocks_to_swap,
         offload_activations=levers.offload_activations,
         adapter_width=adapter_width,
+        experts=experts,
         preview_every=preview_every,
         preview_prompt=preview_prompt,
     )

@@ -58,6 +58,7 @@ class MotionConfig:
     offload_activations: bool = False  # tensors saved for backward wait in host memory (exact)
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the motion adapter's bottleneck; None: the backbone's default
+    experts: str | None = None  # comma-separated expert names; None: the backbone's default for the kind
     preview_every: int = 0  # compose a preview every K steps (and at the end); 0: none
     preview_prompt: str | None = None  # None: the run's own caption (the motion phrase)
     save_every: int = 500

@@ -34,7 +34,7 @@ def write_preview(
     fmt, defaults = backbone.video_format, backbone.sampling
     request = VideoRequest(
         prompt, frames, fmt.height, fmt.width, PREVIEW_STEPS, defaults.guidance, get_sampler(defaults.sampler),
-        PREVIEW_SEED,
+        PREVIEW_SEED, expert_guidance=defaults.expert_guidance,
     )  # fmt: skip
     video = sample_video(parts, request, release_text=release_text)
     use(parts, "denoiser")  # the VAE decoded the preview: back to the host while training goes on

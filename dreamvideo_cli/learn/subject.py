@@ -60,6 +60,7 @@ class SubjectConfig:
     offload_activations: bool = False  # tensors saved for backward wait in host memory (exact)
     compile: bool = False  # torch.compile the denoiser (CUDA graphs on a GPU); same math
     adapter_width: int | None = None  # the identity adapter's bottleneck; None: the backbone's default
+    experts: str | None = None  # comma-separated expert names; None: the backbone's default for the kind
     preview_every: int = 0  # compose a preview every K steps of each stage (and at its end); 0: none
     preview_prompt: str | None = None  # None: the run's own caption, "a <token>"
     save_every: int = 500

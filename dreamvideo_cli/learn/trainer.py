@@ -53,6 +53,7 @@ from dreamvideo_cli.events import (
     StepDone,
     ignore_events,
 )
+from dreamvideo_cli.experts import chosen_experts, expert_sites, restricted
 from dreamvideo_cli.learn.interrupts import StopRequested, interrupted
 from dreamvideo_cli.learn.loss import diffusion_loss
 from dreamvideo_cli.learn.optim import AdamWWithWarmup
@@ -92,6 +93,7 @@ class RunSettings(Protocol):
     fp8: bool
     blocks_to_swap: int
     offload_activations: bool
+    experts: str | None
 
 
 def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
@@ -125,7 +127,13 @@ class Trainer:
         on_event = on_event if self.ctx.is_main else ignore_events
         self.run, self.backbone, self.parts, self.settings, self.on_event = run, backbone, parts, settings, on_event
         self.started = time.monotonic()
-        self.sites: list[AdapterSite] = backbone.adapter_sites(parts.denoiser)
+        self.kind: str = run.config()["kind"]
+        # A backbone of several experts: adapters on the chosen ones, timesteps in their ranges.
+        chosen = chosen_experts(backbone, "motion" if self.kind == "motion" else "identity", settings.experts)
+        self.experts = restricted(parts.family.experts(), chosen)
+        self.sites: list[AdapterSite] = expert_sites(backbone.adapter_sites(parts.denoiser), chosen)
+        if chosen and not settings.experts:  # the registry entry records the experts used, not "default"
+            settings.experts = ",".join(e.name for e in chosen)
         self.levers = MemoryLevers(settings.fp8, settings.blocks_to_swap, settings.offload_activations)
         self.streams = RandomStreams(parts.device, settings.seed or 0)
         self.stop = StopRequested()
@@ -138,7 +146,6 @@ class Trainer:
         self._saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = run.load_state() if resumed else None
         if self.ctx.is_distributed:
             self.on_gradients(lambda params: average_gradients(params, self.ctx))
-        self.kind: str = run.config()["kind"]
         self.order = STAGES[self.kind]
         self.stage, self.step = self.order[0], 0
         if self._saved is not None:
@@ -161,6 +168,7 @@ class Trainer:
         """A new run folder (its seed drawn now and recorded in the config) or the resumed
         one, then every frozen part loaded on the run's device and prepared."""
         backbone, fingerprint = opened or open_backbone(settings)
+        chosen_experts(backbone, "motion" if kind == "motion" else "identity", settings.experts)  # refused now
         ctx = DistributedContext.from_environment(pick_device(settings.device))
         if settings.shard and (settings.fp8 or settings.blocks_to_swap):
             raise DVError(
@@ -283,7 +291,15 @@ class Trainer:
         the run's stream for all B."""
         rows = self.rows(x0.shape[0]) if self.ctx.is_distributed else None
         return diffusion_loss(
-            self.parts, x0, context, self.streams.torch, self.settings.offset_noise, mask, model=self.model, rows=rows
+            self.parts,
+            x0,
+            context,
+            self.streams.torch,
+            self.settings.offset_noise,
+            mask,
+            model=self.model,
+            rows=rows,
+            experts=self.experts,
         )
 
     def train(

@@ -1,5 +1,5 @@
-"""Wan 2.1 text-to-video (1.3B and 14B), Wan 2.2 TI2V-5B as text-to-video, and tiny
-random-weight models of both for tests, as dv backbones. Registering imports nothing heavy;
+"""Wan 2.1 text-to-video (1.3B and 14B), Wan 2.2 TI2V-5B as text-to-video, Wan 2.2 T2V-A14B
+(two experts), and tiny random-weight models of each for tests, as dv backbones. Registering imports nothing heavy;
 torch and diffusers load in `load`.
 
 Where the weights come from, in order: `random_weights=True` (the full-size architecture,
@@ -11,10 +11,12 @@ HF_HUB_OFFLINE is not set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from dreamvideo_cli.backbone import (
     AdapterDesign,
+    AdapterKind,
     Backbone,
     Components,
     DenoiserFamily,
@@ -87,8 +89,12 @@ class WanBackbone(Backbone):
         from diffusers import WanTransformer3DModel
 
         with torch.device(device):
-            model: Any = WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[self.size])
+            experts = [WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[self.size]) for _ in self._expert_folders()]
+        model: nn.Module = loading.join_experts(experts)
         return model
+
+    def _expert_folders(self) -> tuple[str, ...]:
+        return configs.EXPERT_FOLDERS[self.size]
 
     def fingerprint(self) -> Fingerprint:
 
@@ -156,6 +162,36 @@ class Wan22TI2V5BBackbone(WanBackbone):
     # The same 128-wide bottleneck as Wan 2.1 (docs/method.md): d/2 would be 1536 here.
 
 
+class Wan22A14BBackbone(WanBackbone):
+    """Wan 2.2 T2V-A14B: two Wan 2.1-14B-shaped experts behind one denoiser (`WanExperts`), the
+    high-noise one for t >= 875, the low-noise one below; Wan 2.1's VAE and text encoder."""
+
+    name = "wan2.2-a14b"
+    description = "Wan 2.2 T2V-A14B (Wan-AI/Wan2.2-T2V-A14B-Diffusers), two 14B experts, high and low noise"
+    hub_id = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+    size = "A14B"
+    # The Diffusers repository's scheduler: shift 3.0, as converted (configs' docstring; Wan's
+    # own setup samples with 12.0). Training draws timesteps with the same shift.
+    flow_shift = FLOW_SHIFT
+    video_format = VideoFormat(height=480, width=832, frames=81, fps=16)  # 480p, as shift 3.0 suits
+    # Wan's wan_t2v_A14B.py: 40 steps, guidance 4.0 (high noise) and 3.0 (low noise), which
+    # WanPipeline takes as guidance_scale and guidance_scale_2.
+    sampling = SamplingDefaults(sampler="unipc", steps=40, guidance=4.0, expert_guidance=(("low", 3.0),))
+    # docs/method.md ("Two experts"): the subject's identity adapters on both experts (shape
+    # is laid out at high noise, texture refined at low); the motion adapters on the
+    # high-noise expert only, where layout and motion are decided.
+    default_experts: ClassVar[Mapping[AdapterKind, tuple[str, ...]]] = {
+        "identity": ("high", "low"),
+        "motion": ("high",),
+    }
+
+    @classmethod
+    def family(cls) -> DenoiserFamily:
+        from dv_wan.family import WAN22_A14B
+
+        return WAN22_A14B
+
+
 class TinyWanBackbone(WanBackbone):
     """Wan's classes (WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, a T5
     tokenizer made on the fly) at a few hundred thousand parameters, random weights: the
@@ -180,7 +216,8 @@ class TinyWanBackbone(WanBackbone):
 
         channels = configs.VAE_CONFIGS[self.size]["z_dim"]
         with torch.device(device):
-            model: Any = WanTransformer3DModel(**tiny.tiny_transformer_config(channels))
+            experts = [WanTransformer3DModel(**tiny.tiny_transformer_config(channels)) for _ in self._expert_folders()]
+        model: nn.Module = loading.join_experts(experts)
         return model
 
     def fingerprint(self) -> Fingerprint:
@@ -209,3 +246,13 @@ class TinyWan22Backbone(TinyWanBackbone, Wan22TI2V5BBackbone):
     motion_fps = 24
     tiny_version = "2.2"
     tiny_revision = tiny.TINY_WAN22_REVISION
+
+
+class TinyWan22A14BBackbone(TinyWanBackbone, Wan22A14BBackbone):
+    """The tiny Wan with T2V-A14B's two experts (two tiny transformers of the same classes at
+    the same boundary, 875) and its sampling defaults; tiny-wan's everything else."""
+
+    name = "tiny-wan2.2-a14b"
+    description = "random-weight Wan 2.2 T2V-A14B-shaped model for tests, two tiny experts (no download)"
+    tiny_version = "a14b"
+    tiny_revision = tiny.TINY_WAN22_A14B_REVISION

@@ -42,22 +42,37 @@ Wan 2.2 TI2V-5B (`Wan-AI/Wan2.2-TI2V-5B-Diffusers`), used here as text-to-video:
   num_train_timesteps 1000, flow_shift 5.0) for TI2V, which is Wan 2.1's config with shift 5.0;
   Wan's `wan_ti2v_5B.py` samples with shift 5.0, 50 steps, guidance 5.0, 121 frames at 24 fps.
 - the pipeline: WanPipeline(expand_timesteps=True), no transformer_2, boundary_ratio None.
+
+Wan 2.2 T2V-A14B (`Wan-AI/Wan2.2-T2V-A14B-Diffusers`), two experts:
+- transformer/ (high noise) and transformer_2/ (low noise): each Wan 2.1-14B's config (the
+  conversion script's "Wan2.2-T2V-A14B" type: dim 5120, ffn 13824, 40 heads, 40 layers, 16
+  channels; Wan's `wan_t2v_A14B.py` the same), so "A14B" below reuses "14B"'s values.
+- vae, text encoder, tokenizer: Wan 2.1's (Wan2.1_VAE.pth in Wan's config; 16 channels).
+- model_index.json: boundary_ratio 0.875 (the script's T2V value; 0.9 for I2V), applied by
+  WanPipeline to the scheduler's shifted timestep (`dv_wan.family.WAN22_A14B`).
+- scheduler: the script writes Wan 2.1's UniPC config with flow_shift 3.0 for the A14B types,
+  and that converted config is what the Diffusers repository ships and WanPipeline samples
+  with; Wan's own `wan_t2v_A14B.py` samples with shift 12.0 (not used here: dv follows the
+  Diffusers repository, whose shift a folder's own scheduler/ may change). Guidance: Wan's
+  `sample_guide_scale` (3.0 low noise, 4.0 high noise) as WanPipeline's guidance_scale 4.0 and
+  guidance_scale_2 3.0, 40 steps (Wan's `sample_steps`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-# "5B" is Wan 2.2 TI2V-5B, the others Wan 2.1 T2V.
-WanSize = Literal["1.3B", "14B", "5B"]
+# "5B" is Wan 2.2 TI2V-5B, "A14B" Wan 2.2 T2V-A14B (two 14B experts), the others Wan 2.1 T2V.
+WanSize = Literal["1.3B", "14B", "5B", "A14B"]
 
 HUB_IDS: dict[WanSize, str] = {
     "1.3B": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "14B": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
     "5B": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    "A14B": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
 }
 # How errors and hints name each model's weights.
-VERSIONS: dict[WanSize, str] = {"1.3B": "Wan 2.1", "14B": "Wan 2.1", "5B": "Wan 2.2"}
+VERSIONS: dict[WanSize, str] = {"1.3B": "Wan 2.1", "14B": "Wan 2.1", "5B": "Wan 2.2", "A14B": "Wan 2.2"}
 
 # transformer/config.json (WanTransformer3DModel kwargs), shared keys first.
 _TRANSFORMER_COMMON: dict[str, Any] = {
@@ -86,12 +101,22 @@ TRANSFORMER_CONFIGS: dict[WanSize, dict[str, Any]] = {
         "num_layers": 30,
     },
 }
+TRANSFORMER_CONFIGS["A14B"] = TRANSFORMER_CONFIGS["14B"]  # each of the two experts
 # WanTransformer3DModel(**config) on the meta device, counted with nn.Module.parameters().
 TRANSFORMER_PARAMETERS: dict[WanSize, int] = {
     "1.3B": 1_418_996_800,
     "14B": 14_288_491_584,
     "5B": 4_999_787_712,
+    "A14B": 14_288_491_584,  # each expert
 }
+# The pipeline folders that hold a transformer: T2V-A14B's second one is its low-noise expert.
+EXPERT_FOLDERS: dict[WanSize, tuple[str, ...]] = {
+    "1.3B": ("transformer",),
+    "14B": ("transformer",),
+    "5B": ("transformer",),
+    "A14B": ("transformer", "transformer_2"),
+}
+A14B_BOUNDARY_RATIO = 0.875
 
 # vae/config.json (AutoencoderKLWan kwargs): 8x spatial, 4x temporal (first frame alone), 16
 # latent channels normalised per channel with these statistics.
@@ -157,7 +182,12 @@ VAE22_CONFIG: dict[str, Any] = {
     "latents_std": LATENTS_STD_22,
 }
 VAE22_PARAMETERS = 704_688_668
-VAE_CONFIGS: dict[WanSize, dict[str, Any]] = {"1.3B": VAE_CONFIG, "14B": VAE_CONFIG, "5B": VAE22_CONFIG}
+VAE_CONFIGS: dict[WanSize, dict[str, Any]] = {
+    "1.3B": VAE_CONFIG,
+    "14B": VAE_CONFIG,
+    "5B": VAE22_CONFIG,
+    "A14B": VAE_CONFIG,
+}
 
 # text_encoder/config.json (transformers UMT5Config kwargs): umT5-XXL's encoder, 5.68B
 # parameters. The embedding table has 256,384 rows; the tokenizer has fewer ids, so a new
@@ -227,6 +257,7 @@ SCHEDULER_CONFIGS: dict[WanSize, dict[str, Any]] = {
     "1.3B": SCHEDULER_CONFIG,
     "14B": SCHEDULER_CONFIG,
     "5B": SCHEDULER_CONFIG_22,
+    "A14B": SCHEDULER_CONFIG,  # as converted: shift 3.0 (see the module's docstring)
 }
 
 # The appearance encoder: OpenCLIP ViT-H-14 trained on LAION-2B, the checkpoint the DreamVideo

@@ -24,17 +24,23 @@ Wan 2.2 TI2V-5B has the same block and is called with one timestep per token, as
 does with `expand_timesteps` (`WanTokenTimestepFamily`): each token then gets its own adaLN
 shift, scale and gate (`temb` of shape [B, L, 6, D] in the block), which the motion adapters
 see through the sub-layers they wrap, so their placement carries over unchanged.
+
+Wan 2.2 T2V-A14B is two such transformers (`WanExperts`: `high` and `low`, Wan 2.1-14B's
+layout each), the high-noise expert for model timesteps t >= boundary, the low-noise one
+below (`WanExpertsFamily`). Each expert's sites are its own blocks' under its path prefix, so
+adapters attach to one expert or both.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from dreamvideo_cli.backbone import AdapterSite, AdapterSlot, CheckpointTarget, DenoiserFamily
+from dreamvideo_cli.backbone import AdapterSite, AdapterSlot, CheckpointTarget, DenoiserFamily, Expert
 from dreamvideo_cli.codecs import LatentCodec, to_uint8_frames
 from dreamvideo_cli.errors import DVError
 from dv_wan import configs
@@ -91,8 +97,85 @@ class WanTokenTimestepFamily(WanFamily):
     per_token_timesteps = True
 
 
+class WanExperts(nn.Module):
+    """Two Wan transformers of one layout as one denoiser: `high` denoises timesteps
+    t >= `boundary` (a model timestep: boundary_ratio x num_train_timesteps), `low` those
+    below, compared as WanPipeline compares the scheduler's shifted t with its
+    `boundary_timestep`. Each row of a batch goes to its expert; a batch of one expert (every
+    sampling step) is one call of that expert, as in the pipeline."""
+
+    def __init__(self, high: nn.Module, low: nn.Module, boundary: float) -> None:
+        super().__init__()
+        self.high = high
+        self.low = low
+        self.boundary = boundary
+
+    @property
+    def config(self) -> Any:
+        """The experts' shared layout (the high-noise expert's config)."""
+        return self.high.config
+
+    @staticmethod
+    def _call(expert: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = expert(
+            hidden_states=latents, timestep=timestep, encoder_hidden_states=context, return_dict=False
+        )[0]
+        return out
+
+    def forward(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        from torch._subclasses.fake_tensor import is_fake
+
+        if is_fake(timestep):  # dv plan: no values to route by; both experts have the same shapes
+            return self._call(self.high, latents, timestep, context)
+        high = timestep >= self.boundary  # [B]
+        if bool(high.all()):
+            return self._call(self.high, latents, timestep, context)
+        if not bool(high.any()):
+            return self._call(self.low, latents, timestep, context)
+        low = ~high
+        out_high = self._call(self.high, latents[high], timestep[high], context[high])
+        out_low = self._call(self.low, latents[low], timestep[low], context[low])
+        out = out_high.new_empty((latents.shape[0], *out_high.shape[1:]))
+        out[high], out[low] = out_high, out_low.to(out.dtype)
+        return out
+
+
+class WanExpertsFamily(WanFamily):
+    """Wan 2.2 T2V-A14B's two experts (`WanExperts`) behind one denoiser."""
+
+    name = "wan-dit-experts"
+
+    def __init__(self, boundary: float) -> None:
+        self.boundary = boundary
+
+    def experts(self) -> tuple[Expert, ...]:
+        return (Expert("high", "high", start=self.boundary), Expert("low", "low", end=self.boundary))
+
+    def denoise(
+        self, model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        out: torch.Tensor = model(latents, timestep, context)  # WanExperts routes each row
+        return out
+
+    def adapter_sites(self, denoiser: nn.Module) -> list[AdapterSite]:
+        sites: list[AdapterSite] = []
+        for expert in self.experts():
+            own = super().adapter_sites(denoiser.get_submodule(expert.path))
+            sites += [replace(s, path=f"{expert.path}.{s.path}") for s in own]
+        return sites
+
+    def checkpoint_targets(self, denoiser: nn.Module) -> list[CheckpointTarget]:
+        targets: list[CheckpointTarget] = []
+        for expert in self.experts():
+            targets += super().checkpoint_targets(denoiser.get_submodule(expert.path))
+        return targets
+
+
 WAN = WanFamily()
 WAN22_TI2V = WanTokenTimestepFamily()
+# T2V-A14B: boundary_ratio (configs) times the scheduler's num_train_timesteps, as WanPipeline.
+WAN22_A14B_BOUNDARY = configs.A14B_BOUNDARY_RATIO * configs.SCHEDULER_CONFIG["num_train_timesteps"]
+WAN22_A14B = WanExpertsFamily(WAN22_A14B_BOUNDARY)
 
 
 class WanVideoCodec(LatentCodec):

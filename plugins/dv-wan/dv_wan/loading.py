@@ -1,6 +1,6 @@
 """Wan's weights (Wan 2.1 T2V, Wan 2.2 TI2V-5B): where they are, what they are called, and how
 they become frozen modules. Functions that name or default anything per model take its `size`
-(`configs.WanSize`: "1.3B", "14B" or "5B").
+(`configs.WanSize`: "1.3B", "14B", "5B" or "A14B").
 
 Where the weights come from, in order (the same rules as dv-modelscope):
 - `random_weights`: the full-size architecture with seeded random weights, nothing read;
@@ -64,8 +64,10 @@ __all__ = [
     "WanParts",
     "build_random",
     "fingerprint",
+    "join_experts",
     "load_folder",
     "locate",
+    "pipeline_layout",
     "wan_sources",
 ]
 
@@ -94,6 +96,26 @@ PIPELINE_MODELS: dict[str, Library] = {
 # in shards (other formats in a local folder are accepted too).
 PIPELINE_LAYOUT = PipelineLayout(SAFETENSORS, PIPELINE_MODELS, sharded=True)
 
+
+def pipeline_layout(size: WanSize) -> PipelineLayout:
+    """The pipeline folder of `size`: T2V-A14B's also has transformer_2/ (its low-noise expert)."""
+    if configs.EXPERT_FOLDERS[size] == ("transformer",):
+        return PIPELINE_LAYOUT
+    models: dict[str, Library] = {**PIPELINE_MODELS, **dict.fromkeys(configs.EXPERT_FOLDERS[size], "diffusers")}
+    return PipelineLayout(SAFETENSORS, models, sharded=True)
+
+
+def join_experts(transformers: list[Any]) -> Any:
+    """One transformer as it is; T2V-A14B's two (high-noise first, as the pipeline folder
+    names them transformer/ and transformer_2/) as one `WanExperts` denoiser."""
+    if len(transformers) == 1:
+        return transformers[0]
+    from dv_wan.family import WAN22_A14B_BOUNDARY, WanExperts
+
+    high, low = transformers
+    return WanExperts(high, low, WAN22_A14B_BOUNDARY)
+
+
 RANDOM_REVISION = "random"
 RANDOM_SEED = 0
 # The reduced random text encoder of `build_random(..., text_encoder_full_size=False)`.
@@ -102,7 +124,10 @@ REDUCED_TEXT_ENCODER_LAYERS = 2
 # config changes how one samples, not what an adapter was trained on.
 _FINGERPRINTED_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder")
 # Which backbone a folder's VAE belongs to, named in the hint when a folder is of another Wan.
-_BY_LATENT_CHANNELS = {16: "Wan 2.1 (--backbone wan or wan-14b)", 48: "Wan 2.2 TI2V-5B (--backbone wan2.2-5b)"}
+_BY_LATENT_CHANNELS = {
+    16: "Wan 2.1 (--backbone wan or wan-14b) or Wan 2.2 T2V-A14B (--backbone wan2.2-a14b)",
+    48: "Wan 2.2 TI2V-5B (--backbone wan2.2-5b)",
+}
 _FOLDER_HINT = (
     "it needs transformer/, vae/, text_encoder/ (config.json and weights each) and tokenizer/ (tokenizer.json)"
 )
@@ -114,7 +139,7 @@ _FOLDER_HINT = (
 def wan_sources(hub_id: str, revision: str, size: WanSize = "1.3B") -> list[HubSource]:
     """The pipeline repository and the OpenCLIP appearance encoder's repository."""
     return [
-        HubSource(hub_id, revision, PIPELINE_LAYOUT, f"{configs.VERSIONS[size]} weights"),
+        HubSource(hub_id, revision, pipeline_layout(size), f"{configs.VERSIONS[size]} weights"),
         HubSource(
             configs.OPEN_CLIP_HUB_ID, "main", OpenCLIPLayout(), f"the {configs.OPEN_CLIP_ARCH} appearance encoder"
         ),
@@ -174,7 +199,7 @@ def locate(hub_id: str, revision: str, path: str | None, size: WanSize = "1.3B")
         return pipeline, appearance
     root = _local_root(path, size)
     files = list_files(root)
-    missing = PIPELINE_LAYOUT.plan(files).missing
+    missing = pipeline_layout(size).plan(files).missing
     encoder_missing = _image_encoder_missing(files)
     missing += encoder_missing or []
     if missing:
@@ -287,15 +312,18 @@ def load_folder(
     files = list_files(pipeline)
 
     def weights(folder: str) -> dict[str, Any]:
-        fmt = find_weights(files, folder, PIPELINE_MODELS[folder], SAFETENSORS)
+        fmt = find_weights(files, folder, pipeline_layout(size).models[folder], SAFETENSORS)
         if fmt is None or f"{folder}/config.json" not in files:
             raise DVError(
                 f"{pipeline} is not a complete {configs.VERSIONS[size]} diffusers folder: no {folder}", _FOLDER_HINT
             )
         return {"variant": fmt.variant, "use_safetensors": fmt.safetensors}
 
-    transformer = WanTransformer3DModel.from_pretrained(
-        pipeline / "transformer", torch_dtype=dtype, **weights("transformer")
+    transformer = join_experts(
+        [
+            WanTransformer3DModel.from_pretrained(pipeline / folder, torch_dtype=dtype, **weights(folder))
+            for folder in configs.EXPERT_FOLDERS[size]
+        ]
     )
     vae = AutoencoderKLWan.from_pretrained(pipeline / "vae", torch_dtype=torch.float32, **weights("vae"))
     text_encoder = UMT5EncoderModel.from_pretrained(pipeline / "text_encoder", dtype=dtype, **weights("text_encoder"))
@@ -345,8 +373,11 @@ def build_random(
         torch.manual_seed(RANDOM_SEED)
         # Each part is cast as soon as it is built, so the float32 copies never coexist.
         with torch.device(device):
-            transformer: Any = WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[size])
-            _cast_transformer(transformer, dtype)
+            experts: list[Any] = []
+            for _ in configs.EXPERT_FOLDERS[size]:
+                experts.append(WanTransformer3DModel(**configs.TRANSFORMER_CONFIGS[size]))
+                _cast_transformer(experts[-1], dtype)
+            transformer = join_experts(experts)
             vae: Any = AutoencoderKLWan(**configs.VAE_CONFIGS[size])
             text_encoder: Any = UMT5EncoderModel(UMT5Config(**text_config))
             _cast_text_encoder(text_encoder, dtype)

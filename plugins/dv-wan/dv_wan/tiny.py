@@ -13,6 +13,10 @@ channels in the transformer, and Wan 2.2's VAE (a 2x2 pixel patchify, residual e
 decoder, 16x spatial and 4x temporal compression, the real per-channel latent statistics);
 the text encoder, tokenizer and image tower are the same.
 
+The tiny Wan 2.2 T2V-A14B (`version="a14b"`) is the tiny Wan 2.1 with a second transformer of
+the same config drawn after everything else: `transformer` is the high-noise expert,
+`transformer_2` the low-noise one, joined as `dv_wan.family.WanExperts` at T2V-A14B's boundary.
+
 `save_tiny_wan` writes it as a diffusers WanPipeline folder (plus image_encoder/) with the
 libraries' own save_pretrained, so the real loading code (`dv_wan.loading.load_folder`) is
 tested on it.
@@ -24,7 +28,7 @@ import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dv_wan.loading import WanParts, _cast_text_encoder, _cast_transformer, _freeze
+from dv_wan.loading import WanParts, _cast_text_encoder, _cast_transformer, _freeze, join_experts
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -35,6 +39,7 @@ __all__ = [
     "TINY_APPEARANCE_DIM",
     "TINY_MAX_LENGTH",
     "TINY_TEXT_DIM",
+    "TINY_WAN22_A14B_REVISION",
     "TINY_WAN22_REVISION",
     "TINY_WAN_REVISION",
     "TINY_WORDS",
@@ -48,10 +53,12 @@ __all__ = [
     "tiny_vae_config",
 ]
 
-TinyVersion = Literal["2.1", "2.2"]
+# "2.1": tiny Wan 2.1; "2.2": tiny TI2V-5B; "a14b": tiny T2V-A14B (two tiny Wan 2.1 experts).
+TinyVersion = Literal["2.1", "2.2", "a14b"]
 
 TINY_WAN_REVISION = "tiny-wan-v1-seed0"
 TINY_WAN22_REVISION = "tiny-wan2.2-5b-v1-seed0"
+TINY_WAN22_A14B_REVISION = "tiny-wan2.2-a14b-v1-seed0"
 TINY_SEED = 0
 TINY_TEXT_DIM = 32
 TINY_APPEARANCE_DIM = 16  # projection_dim of dreamvideo_cli.testing.tiny_vision_config()
@@ -187,11 +194,15 @@ def tiny_parts(
     wan22 = version == "2.2"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        transformer: Any = WanTransformer3DModel(**tiny_transformer_config(48 if wan22 else 16))
+        experts: list[Any] = [WanTransformer3DModel(**tiny_transformer_config(48 if wan22 else 16))]
         vae: Any = AutoencoderKLWan(**(tiny_vae22_config() if wan22 else tiny_vae_config()))
         text_encoder: Any = UMT5EncoderModel(tiny_text_config(embedding_rows(tokenizer)))
         vision: Any = CLIPVisionModelWithProjection(tiny_vision_config())  # the tiny backbone's
-    _cast_transformer(transformer, dtype)
+        if version == "a14b":  # the low-noise expert, drawn last so the other parts are tiny Wan 2.1's
+            experts.append(WanTransformer3DModel(**tiny_transformer_config(16)))
+    for expert in experts:
+        _cast_transformer(expert, dtype)
+    transformer = join_experts(experts)
     _cast_text_encoder(text_encoder, dtype)
     appearance = CLIPVisionEncoder(vision.to(dtype))
     scheduler = configs.SCHEDULER_CONFIG_22 if wan22 else configs.SCHEDULER_CONFIG
@@ -203,18 +214,28 @@ def save_tiny_wan(folder: Path, version: TinyVersion = "2.1") -> Path:
     """Write the tiny model (float32) as a diffusers WanPipeline folder: model_index.json,
     transformer/, vae/, text_encoder/, tokenizer/, scheduler/, plus image_encoder/ (a
     transformers CLIP vision tower), each written by its library's save_pretrained. The tiny
-    Wan 2.2's pipeline records `expand_timesteps`, as TI2V-5B's does."""
+    Wan 2.2's pipeline records `expand_timesteps`, as TI2V-5B's does; the tiny A14B's has
+    transformer_2/ and its boundary_ratio, as T2V-A14B's."""
     from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    from dv_wan import configs
 
     parts = tiny_parts(version=version)
     scheduler = UniPCMultistepScheduler.from_config(parts.scheduler_config)
+    experts: dict[str, Any] = {"transformer": parts.transformer}
+    if version == "a14b":  # WanExperts: the pipeline's transformer and transformer_2
+        experts = {
+            "transformer": parts.transformer.high,
+            "transformer_2": parts.transformer.low,
+            "boundary_ratio": configs.A14B_BOUNDARY_RATIO,
+        }
     pipeline: Any = WanPipeline(
         tokenizer=parts.tokenizer,
         text_encoder=parts.text_encoder,
         vae=parts.vae,
         scheduler=scheduler,
-        transformer=parts.transformer,
         expand_timesteps=version == "2.2",
+        **experts,
     )
     folder.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(folder)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +24,12 @@ WAN22_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 WAN21_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 OPEN_CLIP_ID = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 COMMIT = "5555555555aaaaaaaaaa5555555555aaaaaaaaaa"
-# A ViT-H-14-shaped OpenCLIP model, a few thousand parameters big (as in test_wan_loading.py).
-TINY_OPEN_CLIP_CFG: dict[str, Any] = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
-}
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Offline, with an empty Hugging Face cache and a dv home of the test's own."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("DV_HOME", str(tmp_path / "dv"))
-    yield
 
 
 @pytest.fixture(scope="module")
 def tiny22_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Wan 2.2 as a WanPipeline folder with image_encoder/; tests that change it copy it."""
     return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan22") / "pipeline", version="2.2")
-
-
-def put_in_cache(cache: Path, repo_id: str, commit: str, source: Path) -> Path:
-    """Lay `source` out as huggingface_hub caches a repository: snapshots/<commit>/ and refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(source, snapshot)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def _velocity(parts: Any) -> torch.Tensor:
@@ -126,29 +99,18 @@ def test_offline_without_weights_is_one_line_naming_both_commands() -> None:
 
 
 @pytest.mark.slow  # imports open_clip for the cached appearance encoder
-def test_found_in_the_hugging_face_cache_offline(tiny22_folder: Path, tmp_path: Path) -> None:
+def test_found_in_the_hugging_face_cache_offline(
+    tiny22_folder: Path, open_clip_folder: Path, hf_cache: Path, put_in_cache: Callable[..., Path]
+) -> None:
     """The tiny model under the real repository's name, with a tiny OpenCLIP model under
     laion's: `wan2.2-5b` itself finds, fingerprints and loads them without the network."""
-    import open_clip
-    from open_clip.push_to_hf_hub import save_for_hf
-
-    from dreamvideo_cli.appearance import CLIP_MEAN, CLIP_STD
-    from dv_wan.tiny import t5_word_tokenizer
-
-    cache = tmp_path / "hf" / "hub"
-    snapshot = put_in_cache(cache, WAN22_ID, COMMIT, tiny22_folder)
+    snapshot = put_in_cache(hf_cache, WAN22_ID, COMMIT, tiny22_folder)
     shutil.rmtree(snapshot / "image_encoder")  # the hub repository has none
     backbone = Wan22TI2V5BBackbone()
     with pytest.raises(MissingWeightsError) as info:  # only the appearance encoder is missing
         backbone.load("cpu")
     assert OPEN_CLIP_ID in str(info.value) and WAN22_ID not in str(info.value)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
-    model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD
-    encoder = tmp_path / "open_clip"
-    save_for_hf(model, t5_word_tokenizer(), TINY_OPEN_CLIP_CFG, str(encoder), safe_serialization=True)
-    put_in_cache(cache, OPEN_CLIP_ID, COMMIT, encoder)
+    put_in_cache(hf_cache, OPEN_CLIP_ID, COMMIT, open_clip_folder)
 
     found = backbone.fingerprint()
     assert (found.backbone, found.model_id, found.revision) == ("wan2.2-5b", WAN22_ID, COMMIT)
@@ -159,7 +121,9 @@ def test_found_in_the_hugging_face_cache_offline(tiny22_folder: Path, tmp_path: 
     assert fingerprint("wan2.2-5b", WAN22_ID, "main", str(snapshot), False, "5B") == found  # a snapshot as a path
 
 
-def test_wan_21_adapters_do_not_fit_wan_22(tiny22_folder: Path, tmp_path: Path) -> None:
+def test_wan_21_adapters_do_not_fit_wan_22(
+    tiny22_folder: Path, tmp_path: Path, put_in_cache: Callable[..., Path]
+) -> None:
     """The same commit in both caches still gives fingerprints that differ in backbone and id,
     so compose refuses a Wan 2.1 adapter on Wan 2.2 (and mixing the two)."""
     cache = tmp_path / "hf" / "hub"

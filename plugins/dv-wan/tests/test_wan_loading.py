@@ -9,14 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from dreamvideo_cli.appearance import CLIP_MEAN, CLIP_STD
 from dreamvideo_cli.errors import DVError, MissingWeightsError
 from dreamvideo_cli.hub import list_files
 from dv_wan import configs
@@ -34,7 +33,6 @@ from dv_wan.tiny import (
     TINY_APPEARANCE_DIM,
     TINY_WAN_REVISION,
     save_tiny_wan,
-    t5_word_tokenizer,
     tiny_parts,
 )
 
@@ -42,23 +40,6 @@ WAN_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 OPEN_CLIP_ID = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 WAN_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OPEN_CLIP_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
-# A ViT-H-14-shaped OpenCLIP model, a few thousand parameters big.
-TINY_OPEN_CLIP_CFG: dict[str, Any] = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
-}
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Offline, with an empty Hugging Face cache and a dv home of the test's own."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("DV_HOME", str(tmp_path / "dv"))
-    yield
 
 
 @pytest.fixture(scope="session")
@@ -66,39 +47,6 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Wan as a WanPipeline folder with image_encoder/, written once per session;
     tests that change it work on a copy."""
     return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan") / "pipeline")
-
-
-@pytest.fixture(scope="session")
-def open_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny OpenCLIP model saved the way OpenCLIP hub repositories hold it."""
-    import open_clip
-    from open_clip.push_to_hf_hub import save_for_hf
-
-    folder = tmp_path_factory.mktemp("tiny-open-clip") / "open_clip"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
-    # What open_clip.create_model records for the config's preprocess_cfg.
-    model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD
-    save_for_hf(model, t5_word_tokenizer(), TINY_OPEN_CLIP_CFG, str(folder), safe_serialization=True)
-    return folder
-
-
-@pytest.fixture
-def hf_cache(tmp_path: Path) -> Path:
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    return cache
-
-
-def put_in_cache(cache: Path, repo_id: str, commit: str, source: Path) -> Path:
-    """Lay `source` out as huggingface_hub caches a repository: snapshots/<commit>/ and refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(source, snapshot)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def outputs(parts: WanParts) -> dict[str, torch.Tensor]:
@@ -275,7 +223,9 @@ def test_offline_with_an_empty_cache(hf_cache: Path) -> None:
 
 
 @pytest.mark.slow  # imports open_clip (a few seconds)
-def test_found_in_the_hugging_face_cache_offline(tiny_folder: Path, open_clip_folder: Path, hf_cache: Path) -> None:
+def test_found_in_the_hugging_face_cache_offline(
+    tiny_folder: Path, open_clip_folder: Path, hf_cache: Path, put_in_cache: Callable[..., Path]
+) -> None:
     snapshot = put_in_cache(hf_cache, WAN_ID, WAN_COMMIT, tiny_folder)
     shutil.rmtree(snapshot / "image_encoder")  # the hub repository has none
     with pytest.raises(MissingWeightsError) as info:  # only the OpenCLIP repository is missing
@@ -289,7 +239,7 @@ def test_found_in_the_hugging_face_cache_offline(tiny_folder: Path, open_clip_fo
     assert fingerprint("wan", WAN_ID, WAN_COMMIT, None, False) == found  # a pinned commit
     assert fingerprint("wan", WAN_ID, "main", str(snapshot), False) == found  # --backbone-path to a snapshot
     parts = load_folder(pipeline, appearance, "cpu", torch.float32)
-    assert parts.appearance(torch.rand(2, 3, 40, 56)).shape == (2, TINY_OPEN_CLIP_CFG["embed_dim"])
+    assert parts.appearance(torch.rand(2, 3, 40, 56)).shape == (2, 16)
     assert parts.scheduler_config["_class_name"] == "UniPCMultistepScheduler"
     # A local folder without image_encoder/ takes the cached OpenCLIP model.
     assert locate(WAN_ID, "main", str(snapshot)) == (snapshot, encoder_snapshot)
