@@ -351,3 +351,16 @@ def test_fit_on_a_learn_command_applies_the_plan_and_says_so(
     code, out, err = _dv([*args, "--embedding-steps", "1", "--adapter-steps", "1", "--fit", "10GiB", "--json"], capsys)
     assert code == 0, err
     assert "--fit 10.0 GiB:" in err and '"ref": "fitted:v1"' in out
+
+
+def test_a_run_that_trains_one_expert_holds_only_that_one_on_the_gpu() -> None:
+    """Motion learning on a two-expert backbone trains the high-noise expert by default: the
+    low-noise expert waits on the host while the adapter trains."""
+    from dreamvideo_cli.plugins import get_backbone
+
+    parts = get_backbone("tiny-wan2.2-a14b")(random_weights=True).load("meta", torch.bfloat16)
+    whole, low = _part_bytes(parts.denoiser, 512), _part_bytes(parts.denoiser.get_submodule("low"), 512)
+    phases = {p.name: p for p in plan_stage(PlanRequest("motion", "tiny-wan2.2-a14b")).phases}
+    assert 0 < low < whole and phases["motion adapter"].gpu.weights == whole - low
+    subject = {p.name: p for p in plan_stage(PlanRequest("subject", "tiny-wan2.2-a14b")).phases}
+    assert subject["identity adapter"].gpu.weights == whole  # the identity adapter trains both

@@ -9,7 +9,6 @@ from dreamvideo_cli import media
 from dreamvideo_cli.backbone import Backbone, Components
 from dreamvideo_cli.events import EventHandler, Note
 from dreamvideo_cli.learn.run_folder import Run
-from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.plugins import get_sampler
 from dreamvideo_cli.sampling import VideoRequest, sample_video
 
@@ -37,7 +36,6 @@ def write_preview(
         PREVIEW_SEED, expert_guidance=defaults.expert_guidance,
     )  # fmt: skip
     video = sample_video(parts, request, release_text=release_text)
-    use(parts, "denoiser")  # the VAE decoded the preview: back to the host while training goes on
     path = run.folder / "previews" / f"{label}.png"
     if not keep:  # another process of a distributed run keeps it
         return path

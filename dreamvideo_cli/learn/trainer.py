@@ -270,7 +270,7 @@ class Trainer:
         with self.stop.installed(), levers as self.applied, checkpointing:
             # After block swap took its blocks to the host: the rest of the denoiser comes to
             # the GPU, and nothing else stays there (the data is encoded).
-            use(self.parts, "denoiser")
+            use(self.parts, "denoiser", experts=self.experts)
             yield self
         self.applied = None
 
@@ -416,9 +416,11 @@ class Trainer:
     def write_preview(self, label: str, prompt: str, frames: int, *, release_text: bool = True) -> Path:
         """A short video with the adapters as they stand, kept as `previews/<label>.png`. Every
         process samples it (a sharded denoiser needs them all); rank 0 keeps it."""
-        return write_preview(
+        path = write_preview(
             self.parts, self.backbone, self.run, label, prompt, frames, self.on_event, release_text, self.ctx.is_main
         )
+        use(self.parts, "denoiser", experts=self.experts)  # the VAE (and any other expert) back to the host
+        return path
 
     def publish(
         self,

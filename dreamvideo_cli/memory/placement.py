@@ -7,7 +7,8 @@ samples, and the VAE and the appearance encoder only while they encode or decode
     use(parts, "denoiser")                          # train, or sample
     use(parts, "denoiser", "codec")                 # decode the sampled latents
 
-Each `use` names every part wanted on the GPU; the others go back to the host. The text
+Each `use` names every part wanted on the GPU; the others go back to the host. A run that
+trains some of a backbone's experts (Wan 2.2 A14B) brings only those to the GPU. The text
 encoder is not placed here: it comes to the GPU to encode and leaves on `TextEncoding.release`
 (textual inversion keeps it there while its token trains), as a large encoder's offload
 always did. Frozen weights are never changed, so a part leaving the GPU is a copy, not a
@@ -20,6 +21,7 @@ On a CPU the host is the device: `staging` is None and `use` does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import chain
 from typing import Literal, get_args
@@ -27,7 +29,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from dreamvideo_cli.backbone import Backbone, Components
+from dreamvideo_cli.backbone import Backbone, Components, Expert
 from dreamvideo_cli.runtime import frozen_dtype, prepare_denoiser
 
 __all__ = ["PartName", "load_frozen_parts", "part_modules", "staged", "use"]
@@ -66,15 +68,30 @@ def part_modules(parts: Components, name: PartName) -> list[nn.Module]:
     return [m for m in vars(parts.codec).values() if isinstance(m, nn.Module)]
 
 
-def use(parts: Components, *wanted: PartName) -> None:
-    """Staged parts: the `wanted` ones on the compute device, the others on the host. Adapters
-    attached inside the denoiser move with it (they are on the device whenever it is)."""
+def use(parts: Components, *wanted: PartName, experts: Sequence[Expert] = ()) -> None:
+    """Staged parts: the `wanted` ones on the compute device, the others on the host. With
+    `experts` (a run that trains some of a backbone's experts), only those of the denoiser's
+    experts come to the device; the others wait on the host. Adapters attached inside the
+    denoiser move with it (they are on the device whenever it is)."""
     if parts.staging is None:
         return
+    away = {id(parts.denoiser.get_submodule(e.path)) for e in parts.family.experts() if experts and e not in experts}
     for name in PART_NAMES:
         target = parts.device if name in wanted else parts.staging
         for module in part_modules(parts, name):
-            if any(t.device != target for t in chain(module.parameters(), module.buffers())):
-                # nn.Module's own `to`: a diffusers model's override would also warn about
-                # the modules it keeps in float32, which move with their dtype unchanged.
-                nn.Module.to(module, target)
+            _place(module, target, away if target == parts.device else set(), parts.staging)
+
+
+def _place(module: nn.Module, target: torch.device, away: set[int], staging: torch.device) -> None:
+    """`module` on `target`, but the sub-modules in `away` on `staging`."""
+    if id(module) in away:
+        target = staging
+    elif any(id(m) in away for m in module.modules()):
+        module._apply(lambda t: t.to(target), recurse=False)  # its own tensors, then each child
+        for child in module.children():
+            _place(child, target, away, staging)
+        return
+    if any(t.device != target for t in chain(module.parameters(), module.buffers())):
+        # nn.Module's own `to`: a diffusers model's override would also warn about the
+        # modules it keeps in float32, which move with their dtype unchanged.
+        nn.Module.to(module, target)
