@@ -43,8 +43,8 @@ def check_output(output: str | Path) -> Path:
 
 
 def check_counts(steps: int | None, frames: int | None) -> None:
-    """`--steps 0` and `--frames 0` are mistakes, not requests for the defaults."""
+    """`--sample-steps 0` and `--frames 0` are mistakes, not requests for the defaults."""
     if steps is not None and steps < 1:
-        raise DVError(f"--steps must be at least 1, got {steps}", "leave it out for the backbone's default")
+        raise DVError(f"--sample-steps must be at least 1, got {steps}", "leave it out for the backbone's default")
     if frames is not None and frames < 1:
         raise DVError(f"--frames must be at least 1, got {frames}", "leave it out for the backbone's default")

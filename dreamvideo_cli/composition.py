@@ -254,9 +254,9 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
     limit = _most_steps(backbone, sampler)
     if steps > limit:
         raise DVError(
-            f"--steps {steps} is more than {sampler.name} can take on the "
+            f"--sample-steps {steps} is more than {sampler.name} can take on the "
             f"{backbone.training_objective().num_train_timesteps} noise levels {backbone.name} was trained with",
-            f"use at most --steps {limit}",
+            f"use at most --sample-steps {limit}",
         )
     fmt = backbone.video_format
     frames = config.frames or fmt.frames

@@ -40,9 +40,24 @@ STEPS_FIELD: dict[Stage, str] = {
 }
 
 
+# Config fields whose option is not the field's name in dashes: the CLI names a stage's
+# steps and learning rate after the stage (run configs keep the older field names).
+_FLAGS = {
+    "steps": "--adapter-steps",
+    "lr": "--adapter-lr",
+    "lr_embedding": "--embedding-lr",
+    "lr_adapter": "--adapter-lr",
+}
+
+
+def flag_of(field: str) -> str:
+    """The command-line option that sets a learning config's field."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 def check_step_counts(**counts: int | None) -> None:
     """Refuse, in one line and before anything loads, a step count or batch that would learn
-    nothing (`--steps 0`, `--batch-size 0`): a run must never publish what it did not learn."""
+    nothing (`--adapter-steps 0`, `--batch-size 0`): a run must never publish what it did not learn."""
     for field, value in counts.items():
         if value is not None and value < 1:
             flag = "--" + field.replace("_", "-")

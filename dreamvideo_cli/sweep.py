@@ -142,7 +142,15 @@ def run_sweep(
         index,
         (
             json.dumps(
-                {"prompt": prompt, "settings": asdict(config), "best": best, "cells": rows}, indent=2, default=str
+                {
+                    "prompt": prompt,
+                    "sweep": swept_lists(cells),
+                    "settings": _shared_settings(config),
+                    "best": best,
+                    "cells": rows,
+                },
+                indent=2,
+                default=str,
             )
             + "\n"
         ).encode(),
@@ -151,6 +159,22 @@ def run_sweep(
 
     write_sweep_page(folder)  # the grid playing in step, in any browser, from file://
     return SweepResult(folder, grid, index, rows, best)
+
+
+def swept_lists(cells: list[SweepCell]) -> dict[str, list[Any]]:
+    """What the sweep went over, each list in the order given: the index says this, not the
+    first cell's values."""
+    return {
+        "subjects": list(dict.fromkeys(c.subject for c in cells)),
+        "motions": list(dict.fromkeys(c.motion for c in cells)),
+        "subject_scales": list(dict.fromkeys(c.subject_scale for c in cells)),
+        "motion_scales": list(dict.fromkeys(c.motion_scale for c in cells)),
+    }
+
+
+def _shared_settings(config: ComposeConfig) -> dict[str, Any]:
+    """The compose settings every cell shares (the scales are each cell's own)."""
+    return {k: v for k, v in asdict(config).items() if k not in ("subject_scale", "motion_scale")}
 
 
 def _scorers(names: list[str], device: str) -> dict[str, Any]:

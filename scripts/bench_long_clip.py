@@ -1,6 +1,6 @@
 """Long clips: peak memory and wall time of `dv motion learn`, and random-access reading.
 
-    uv run python scripts/bench_long_clip.py make  --out CLIPS_DIR               # two clips
+    uv run python scripts/bench_long_clip.py make  --output CLIPS_DIR               # two clips
     uv run python scripts/bench_long_clip.py learn --clips CLIPS_DIR/10s         # one run
     uv run python scripts/bench_long_clip.py learn --clips CLIPS_DIR/10min \\
         --python ../dv-before/.venv/bin/python        # another checkout (git worktree add)
@@ -8,7 +8,7 @@
 
 `make` writes a 10-second and a 10-minute 1280x720 30 fps H.264 clip with PyAV (a textured
 background with a moving rectangle, x264 `ultrafast`), each in its own folder, since
-`dv motion learn` takes a folder. `learn` runs `dv motion learn --backbone tiny --steps 1`
+`dv motion learn` takes a folder. `learn` runs `dv motion learn --backbone tiny --adapter-steps 1`
 in a child process (any checkout's interpreter with `--python`) and reports the child's
 peak resident set (getrusage's ru_maxrss) and wall time. `read` times 32 frames at 8 fps
 (stride 4) from random starts of a clip, decord against PyAV, opening included.
@@ -69,7 +69,7 @@ def cmd_learn(args: argparse.Namespace) -> None:
         env = {**os.environ, "DV_HOME": home, "HF_HUB_OFFLINE": "1"}
         command = [
             python, "-m", "dreamvideo_cli", "motion", "learn", str(args.clips), "--name", "bench",
-            "--backbone", "tiny", "--steps", "1", "--device", "cpu", "--seed", "0",
+            "--backbone", "tiny", "--adapter-steps", "1", "--device", "cpu", "--seed", "0",
         ]  # fmt: skip
         started = time.monotonic()
         child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("make", help="write the 10-second and 10-minute clips")
-    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("-o", "--output", dest="out", type=Path, required=True)
     learn = sub.add_parser("learn", help="peak memory and wall time of dv motion learn on a folder")
     learn.add_argument("--clips", type=Path, required=True)
     learn.add_argument("--python", help="the interpreter of the checkout to measure (default: this one)")

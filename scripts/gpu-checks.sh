@@ -91,19 +91,19 @@ wanted bench && check bench-modelscope 170 "${DV[@]}" "${BENCH[@]}"
 wanted compile && check bench-modelscope-compile 240 "${DV[@]}" "${BENCH[@]}" --compile --only subject,motion
 wanted checkpointing && check bench-motion-checkpointing 120 "${DV[@]}" "${BENCH[@]}" --gradient-checkpointing --only motion
 wanted wan && check bench-wan-subject-compose 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --sample-steps 10 --only subject,compose --json
-wanted wan && check bench-wan-motion-49x480x832-checkpointing 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --gradient-checkpointing --only motion --repeats 3 --json
+wanted wan && check bench-wan-motion-49x832x480-checkpointing 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --gradient-checkpointing --only motion --repeats 3 --json
 if wanted recipe; then  # the default recipe, shortened to 300 + 100 subject and 300 motion steps
     check recipe-subject-300-100 300 "${DV[@]}" subject learn .gpu-data/photos --name gpu-subject --backbone "$BACKBONE" --random-weights \
         --embedding-steps 300 --adapter-steps 100 --save-every 0 --device "$DEVICE" --json
     check recipe-motion-300 300 "${DV[@]}" motion learn .gpu-data/clips --name gpu-motion --backbone "$BACKBONE" --random-weights \
-        --steps 300 --save-every 0 --device "$DEVICE" --json
+        --adapter-steps 300 --save-every 0 --device "$DEVICE" --json
 fi
 if wanted toyworld; then
-    check toyworld-pretrain 240 "$PY" -m dv_toyworld.pretrain --device "$DEVICE" --seed 0 --steps "$TOY_STEPS" --save-every 1000 --out "$OUT/toyworld.safetensors"
+    check toyworld-pretrain 240 "$PY" -m dv_toyworld.pretrain --device "$DEVICE" --seed 0 --steps "$TOY_STEPS" --save-every 1000 --output "$OUT/toyworld.safetensors"
     check toyworld-probe 120 "$PY" -m dv_toyworld.probe --weights "$OUT/toyworld.safetensors" --json
     # The demo with the new weights, on the GPU machine's CPU cores (the toy model's ops are too
     # small for a GPU); compare with docs/toyworld.md's figures for the committed weights.
-    check toyworld-demo 150 env DV_TOYWORLD_WEIGHTS="$OUT/toyworld.safetensors" "${DV[@]}" demo --json --out "$OUT/toy-demo"
+    check toyworld-demo 150 env DV_TOYWORLD_WEIGHTS="$OUT/toyworld.safetensors" "${DV[@]}" demo --json --output "$OUT/toy-demo"
 fi
 rm -f "$OUT/.stdout"
 echo "results: $OUT/results.jsonl"

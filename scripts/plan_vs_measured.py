@@ -8,14 +8,14 @@
 
 compare: for each case (default settings, --gradient-checkpointing, --fp8, --offload-activations,
 --blocks-to-swap N) and stage: `dv subject learn --embedding-steps 2 --adapter-steps 2`,
-`dv motion learn --steps 2`, `dv compose --steps 2` (compose takes only --fp8 and
+`dv motion learn --adapter-steps 2`, `dv compose --sample-steps 2` (compose takes only --fp8 and
 --blocks-to-swap), on small synthetic inputs made here (5 photos and one clip of the stage's
 frames, as the planner makes them), with --random-weights. Defaults of every stage first, then
 each lever on motion, subject and compose. The plans run at the same time in subprocesses on
 the CPU (the planner needs no GPU; CUDA_VISIBLE_DEVICES is emptied for them).
 
 gpu24: a 24 GB card on a bigger one. `torch.cuda.set_per_process_memory_fraction` for 24 GiB,
-then `dv motion learn --fit 24GiB --steps 3` and `dv subject learn --fit 24GiB` (docs/memory.md
+then `dv motion learn --fit 24GiB --adapter-steps 3` and `dv subject learn --fit 24GiB` (docs/memory.md
 plans Wan 14B to fit: parts load to host memory and each visits the GPU only while it works),
 the same with the levers that plan finds given outright; then,
 without the fraction, the motion step with everything resident (--gradient-checkpointing)
@@ -465,11 +465,21 @@ def command(
         argv += ["--embedding-steps", str(args.steps)]
         argv += ["--adapter-steps", str(args.steps), "--save-every", "0", *common]
     elif job.stage == "motion":
-        argv = ["motion", "learn", str(clips), "--name", name, "--phrase", "walking", "--steps", str(args.steps)]
+        argv = [
+            "motion",
+            "learn",
+            str(clips),
+            "--name",
+            name,
+            "--phrase",
+            "walking",
+            "--adapter-steps",
+            str(args.steps),
+        ]
         argv += ["--save-every", "0"]
         argv += [*common, *(["--frames", str(args.frames)] if args.frames else [])]
     else:
-        argv = ["compose", names["subject"], names["motion"], "a dog walking", "--steps", str(args.steps)]
+        argv = ["compose", names["subject"], names["motion"], "a dog walking", "--sample-steps", str(args.steps)]
         argv += ["--device", args.device, "--seed", "0", "-o", str(photos.parent / f"{name}.mp4")]
         argv += ["--frames", str(args.compose_frames)] if args.compose_frames else []
     return [*argv, *job.flags, "--json"]
@@ -548,7 +558,7 @@ def run_gpu24(args: argparse.Namespace, results: Results, plans: Plans) -> dict[
         photos, clips = make_inputs(Path(scratch), args.frames or cls.motion_frames, cls.motion_fps)
 
         def motion(label: str, extra: list[str]) -> list[str]:
-            return ["motion", "learn", str(clips), "--name", f"{tag}-{label}", "--phrase", "walking", "--steps",
+            return ["motion", "learn", str(clips), "--name", f"{tag}-{label}", "--phrase", "walking", "--adapter-steps",
                     steps, *frames, *base, *extra, "--json"]  # fmt: skip
 
         def subject(label: str, extra: list[str]) -> list[str]:

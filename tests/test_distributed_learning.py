@@ -116,7 +116,7 @@ def _subject_args(photos: Path, batch: int, *extra: str) -> list[str]:
 def _motion_args(clips: Path, batch: int, *extra: str) -> list[str]:
     return [
         "motion", "learn", str(clips), "--name", "wave", "--backbone", "tiny-wan", "--device", "cpu",
-        "--steps", "3", "--frames", "5", "--save-every", "0", "--seed", "4", "--batch-size", str(batch), *extra,
+        "--adapter-steps", "3", "--frames", "5", "--save-every", "0", "--seed", "4", "--batch-size", str(batch), *extra,
     ]  # fmt: skip
 
 

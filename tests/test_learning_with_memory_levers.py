@@ -26,7 +26,7 @@ def _learn(home: Path, clips: Path, monkeypatch: pytest.MonkeyPatch, *levers: st
 
     monkeypatch.setenv("DV_HOME", str(home))
     args = ["motion", "learn", str(clips), "--name", "wave", "--backbone", "tiny-wan", "--device", "cpu"]
-    assert main([*args, "--steps", "3", "--frames", "5", "--seed", "4", "--save-every", "0", *levers]) == 0
+    assert main([*args, "--adapter-steps", "3", "--frames", "5", "--seed", "4", "--save-every", "0", *levers]) == 0
     registry = Registry(home)
     return dict(load(registry.read_file(registry.resolve("wave"), "adapter")))
 
@@ -43,6 +43,6 @@ def test_every_lever_learns_and_composes(tmp_path: Path, clips: Path, monkeypatc
     levers = ("--fp8", "--blocks-to-swap", "1", "--offload-activations")
     _learn(tmp_path, clips, monkeypatch, *levers)
     out = tmp_path / "out.mp4"
-    compose = ["compose", "-", "wave", "a dog", "--device", "cpu", "--steps", "3", "--seed", "1", "-o", str(out)]
+    compose = ["compose", "-", "wave", "a dog", "--device", "cpu", "--sample-steps", "3", "--seed", "1", "-o", str(out)]
     assert main([*compose, "--fp8", "--blocks-to-swap", "1"]) == 0
     assert out.is_file() and out.with_suffix(".png").is_file()

@@ -145,7 +145,7 @@ def registry_entries(home: Path) -> list[Path]:
 def test_cli_reads_what_only_pyav_opens_and_refuses_what_neither_does(
     home: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    fast = ["--backbone", "tiny", "--steps", "1", "--frames", "8", "--device", "cpu", "--json"]
+    fast = ["--backbone", "tiny", "--adapter-steps", "1", "--frames", "8", "--device", "cpu", "--json"]
     recorded = tmp_path / "recorded"
     recorded.mkdir()
     live_webm(recorded / "browser.webm", 20)

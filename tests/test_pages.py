@@ -136,7 +136,7 @@ def test_compose_command_makes_the_cell_alone() -> None:
     settings = {"seed": 1, "steps": 2, "guidance": 7.5, "device": "cpu", "fp8": True, "appearance_strength": 1.0}
     assert compose_command(cell, "it's <b>", settings) == (
         "dv compose rex:step2 slide:v1 'it'\"'\"'s <b>' --subject-scale 0.5 --motion-scale 1 --seed 7 "
-        "--steps 2 --guidance 7.5 --device cpu --fp8 -o c.mp4"
+        "--sample-steps 2 --guidance 7.5 --device cpu --fp8 -o c.mp4"
     )
 
 

@@ -100,7 +100,7 @@ def test_readme_commands_run_through_uv() -> None:
 
 
 def test_default_output_folders_are_ignored_by_git() -> None:
-    """`dv demo` writes its --out folder (dv-demo/) and `dv compose` dv-out/ where it runs."""
+    """`dv demo` writes its --output folder (dv-demo/) and `dv compose` dv-out/ where it runs."""
     import inspect
 
     from dv_toyworld.cli import demo

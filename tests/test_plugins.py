@@ -94,7 +94,7 @@ def test_builtins_come_through_the_same_hooks(capsys: pytest.CaptureFixture[str]
 def test_a_fake_plugin_registers_everything(capsys: pytest.CaptureFixture[str]) -> None:
     with plugins.registered(FakePlugin(), "fake"):
         backbones = {b["name"]: b for b in run_json(["backbones", "--json"], capsys)}
-        assert backbones["fake-backbone"]["resolution"] == [64, 96]
+        assert (backbones["fake-backbone"]["width"], backbones["fake-backbone"]["height"]) == (96, 64)
         assert backbones["fake-backbone"]["plugin"] == "fake"
         assert {s["name"] for s in run_json(["samplers", "--json"], capsys)} >= {"fake-sampler"}
         metrics = {m["name"]: m for m in run_json(["metrics", "--json"], capsys)}

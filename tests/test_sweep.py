@@ -49,7 +49,19 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--save-every",
             "2",
         ],
-        ["motion", "learn", str(clips), "--name", "slide", "--steps", "2", "--frames", "4", "--save-every", "0"],
+        [
+            "motion",
+            "learn",
+            str(clips),
+            "--name",
+            "slide",
+            "--adapter-steps",
+            "2",
+            "--frames",
+            "4",
+            "--save-every",
+            "0",
+        ],
     ):
         done = subprocess.run(
             [*CLI, *args, "--backbone", "tiny", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300
@@ -64,12 +76,17 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
     monkeypatch.setenv("DV_HOME", str(studio / "home"))
     folder = tmp_path / "sweep"
     code = main(["compose", "rex", "slide", "on the beach", "--subject-scale", "0.5,1", "--motion-scale", "0,1",
-                 "--steps", "2", "--frames", "4", "--seed", "3", "--device", "cpu", "-o", str(folder), "--json"])  # fmt: skip
+                 "--sample-steps", "2", "--frames", "4", "--seed", "3", "--device", "cpu", "-o", str(folder), "--json"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
-    cells = json.loads((folder / "index.json").read_text())["cells"]
-    assert len(cells) == 4 == len(result["cells"])
+    index = json.loads((folder / "index.json").read_text())
+    cells = index["cells"]
+    assert len(cells) == 4 == len(result["cells"]) and result["output"] == str(folder)
+    # The index says what was swept, not the first cell's values.
+    assert index["sweep"] == {"subjects": ["rex"], "motions": ["slide"], "subject_scales": [0.5, 1.0],
+                              "motion_scales": [0.0, 1.0]}  # fmt: skip
+    assert "subject_scale" not in index["settings"] and "motion_scale" not in index["settings"]
     assert [(c["subject_scale"], c["motion_scale"]) for c in cells] == [(0.5, 0.0), (0.5, 1.0), (1.0, 0.0), (1.0, 1.0)]
     assert {c["seed"] for c in cells} == {3}
     videos = [media.read_frames(folder / c["video"], None) for c in cells]
@@ -100,13 +117,13 @@ def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(
     shown = json.loads(capsys.readouterr().out)
     assert code == 0 and shown["checkpoints"] == [{"tag": "v1-step2", "step": 2}]
     folder = tmp_path / "points"
-    code = main(["compose", "rex:v1-step2,rex:v1", "-", "on snow", "--steps", "1", "--frames", "2", "--seed", "1",
-                 "--device", "cpu", "-o", str(folder), "--metric", "toy_text_alignment", "--json"])  # fmt: skip
+    code = main(["compose", "rex:v1-step2,rex:v1", "-", "on snow", "--sample-steps", "1", "--frames", "2", "--seed", "1",
+                 "--device", "cpu", "-o", str(folder), "--metric", "toy-text-alignment", "--json"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     index = json.loads((folder / "index.json").read_text())
     assert [c["subject"] for c in index["cells"]] == ["rex:v1-step2", "rex:v1"]
-    assert all(isinstance(c["scores"]["toy_text_alignment"], float) for c in index["cells"])
+    assert all(isinstance(c["scores"]["toy-text-alignment"], float) for c in index["cells"])
     assert index["best"] in {c["id"] for c in index["cells"]}
 
 
@@ -117,9 +134,9 @@ def test_sweep_mistakes_are_one_line(
     for args, expected in (
         (["--subject-scale", "0.5,x"], "--subject-scale takes numbers"),
         (["--subject-scale", "0.5,1", "-o", str(tmp_path / "a.mp4")], "a sweep writes a folder"),
-        (["--metric", "toy_text_alignment"], "--metric scores the cells of a sweep"),
+        (["--metric", "toy-text-alignment"], "--metric scores the cells of a sweep"),
     ):
-        code = main(["compose", "rex", "-", "x", "--device", "cpu", "--steps", "1", *args])
+        code = main(["compose", "rex", "-", "x", "--device", "cpu", "--sample-steps", "1", *args])
         err = capsys.readouterr().err
         assert code == 1 and expected in err and "Traceback" not in err, err
     code = main(["compose", "rex,nope", "-", "x"])
@@ -164,13 +181,13 @@ def test_previews_while_learning_leave_the_result_unchanged(tmp_path: Path) -> N
 
 
 def test_motion_previews_every_2_of_4_steps_and_the_same_adapter(studio: Path, tmp_path: Path) -> None:
-    """`dv motion learn --preview-every 2 --steps 4`: two preview PNGs in the run folder and
+    """`dv motion learn --preview-every 2 --adapter-steps 4`: two preview PNGs in the run folder and
     the same adapter as the run without previews (each run in a fresh process)."""
     env = {**os.environ, "DV_HOME": str(tmp_path / "home")}
     digests = []
     for name, extra in (("plain", []), ("previewed", ["--preview-every", "2"])):
         args = ["motion", "learn", str(studio / "clips"), "--name", name, "--phrase", "sliding", "--backbone", "tiny",
-                "--steps", "4", "--frames", "4", "--save-every", "0", "--seed", "4", "--device", "cpu", "--json", *extra]  # fmt: skip
+                "--adapter-steps", "4", "--frames", "4", "--save-every", "0", "--seed", "4", "--device", "cpu", "--json", *extra]  # fmt: skip
         done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         manifest = json.loads(done.stdout)

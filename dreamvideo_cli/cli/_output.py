@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -106,6 +107,12 @@ class _LazyConsole:
 # Progress, warnings and errors go to stderr so stdout stays clean for data and --json.
 err: Any = _LazyConsole(stderr=True, soft_wrap=True)
 out: Any = _LazyConsole(stderr=False, soft_wrap=True)
+
+
+def iso_utc(moment: datetime) -> str:
+    """A time as JSON gives it everywhere in dv: ISO 8601 in UTC, with Z
+    (2026-12-07T22:04:48Z), as the registry's manifests store it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def print_json(data: Any) -> None:

@@ -30,7 +30,7 @@ def compose(
         help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4. A sweep: a folder (default dv-out/SUBJECT-MOTION-SEED-sweep).",
     ),
     steps: int = typer.Option(
-        None, "--steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."
+        None, "--sample-steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."
     ),
     guidance: float = typer.Option(
         None, "--guidance", help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5)."
@@ -137,7 +137,7 @@ def compose(
     if json:
         print_json(
             {
-                "video": str(result.video),
+                "output": str(result.video),
                 "contact_sheet": str(result.contact_sheet),
                 "gif": str(result.gif) if result.gif else None,
                 "prompt": result.prompt,
@@ -165,7 +165,7 @@ def _sweep(
     if json:
         print_json(
             {
-                "folder": str(result.folder),
+                "output": str(result.folder),
                 "grid": str(result.grid),
                 "index": str(result.index),
                 "best": result.best,

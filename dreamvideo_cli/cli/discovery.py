@@ -68,7 +68,8 @@ def backbones(ctx: typer.Context, json: bool = JSON) -> None:
                 "name": name,
                 "description": cls.description,
                 "test_backbone": cls.is_test,
-                "resolution": [fmt.height, fmt.width],
+                "width": fmt.width,
+                "height": fmt.height,
                 "frames": fmt.frames,
                 "fps": fmt.fps,
                 "plugin": reg.plugin,
@@ -79,10 +80,10 @@ def backbones(ctx: typer.Context, json: bool = JSON) -> None:
     if json:
         print_json(rows)
         return
-    table = _table("backbone", "size", "frames@fps", "from", "description")
+    table = _table("backbone", "width x height", "frames@fps", "from", "description")
     for r in rows:
         desc = r["description"] + (" [test backbone]" if r["test_backbone"] else "")
-        size = f"{r['resolution'][1]}x{r['resolution'][0]}"
+        size = f"{r['width']}x{r['height']}"
         table.add_row(r["name"], size, f"{r['frames']}@{r['fps']}", r["distribution"], desc)
     out.print(table)
 

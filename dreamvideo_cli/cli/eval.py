@@ -39,7 +39,7 @@ class EvalGroup(TyperGroup):
         # The help of scoring videos (its usage, text and options), then the subcommands.
         score = self.commands[_SCORE]
         score.format_usage(ctx, formatter)
-        formatter.write_usage(ctx.command_path, "grid [OPTIONS]", prefix="   or: ")
+        formatter.write_usage(ctx.command_path, "grid SUBJECTS MOTIONS [OPTIONS]", prefix="   or: ")
         score.format_help_text(ctx, formatter)
         score.format_options(ctx, formatter)
         self.format_commands(ctx, formatter)
@@ -72,8 +72,8 @@ METRIC = typer.Option(
     help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).",
 )
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU).")
-SUBJECTS_HELP = "Subjects, comma-separated (- for none)."
-MOTIONS_HELP = "Motions, comma-separated (- for none)."
+SUBJECTS_HELP = "Subjects, a comma list as in dv compose (- for none)."
+MOTIONS_HELP = "Motions, a comma list as in dv compose (- for none)."
 PROMPTS_HELP = "A text file with one prompt per line."
 OUTPUT_HELP = "Folder for the videos and results (re-running resumes)."
 SEEDS_HELP = "Seeds per cell, SEED, SEED+1, ..."
@@ -135,8 +135,8 @@ def eval_command(
 
 @eval_app.command("grid")
 def grid_command(
-    subjects: str = typer.Option(None, "--subjects", help=SUBJECTS_HELP),
-    motions: str = typer.Option(None, "--motions", help=MOTIONS_HELP),
+    subjects: str = typer.Argument(..., help=SUBJECTS_HELP, metavar="SUBJECTS", show_default=False),
+    motions: str = typer.Argument(..., help=MOTIONS_HELP, metavar="MOTIONS", show_default=False),
     prompts: Path = typer.Option(None, "--prompts", help=PROMPTS_HELP),
     output: Path = typer.Option(None, "-o", "--output", help=OUTPUT_HELP),
     seeds: int = typer.Option(1, "--seeds", help=SEEDS_HELP),
@@ -144,7 +144,7 @@ def grid_command(
     metric: list[str] = METRIC,
     device: str = DEVICE,
     json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    steps: int = typer.Option(None, "--steps", help=STEPS_HELP),
+    steps: int = typer.Option(None, "--sample-steps", help=STEPS_HELP),
     guidance: float = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
     frames: int = typer.Option(None, "--frames", help=FRAMES_HELP),
     fps: int = typer.Option(None, "--fps", help=FPS_HELP),
@@ -163,7 +163,7 @@ def grid_command(
     if output is None or prompts is None:
         raise DVError(
             "a grid needs -o DIR and --prompts FILE",
-            "e.g. dv eval grid --subjects dog --motions walk --prompts prompts.txt -o grid/",
+            "e.g. dv eval grid dog,cat walk --prompts prompts.txt -o grid/",
         )
     if seeds < 1:
         raise DVError("--seeds must be at least 1", "pass --seeds 1 or more")

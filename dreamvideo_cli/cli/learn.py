@@ -124,8 +124,8 @@ def subject_learn(
         help="Images per step and process; under N processes a step sees N times this "
         "(the paper's 4 on 2 processes: --batch-size 2).",
     ),
-    lr_embedding: float = typer.Option(1e-4, "--lr-embedding"),
-    lr_adapter: float = typer.Option(1e-5, "--lr-adapter"),
+    lr_embedding: float = typer.Option(1e-4, "--embedding-lr", help="Learning rate of textual inversion."),
+    lr_adapter: float = typer.Option(1e-5, "--adapter-lr", help="Learning rate of the identity adapter."),
     save_every: int = SAVE_EVERY,
     seed: int = SEED,
     backbone: str = BACKBONE,
@@ -193,7 +193,7 @@ def motion_learn(
     phrase: str = typer.Option(
         None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'
     ),
-    steps: int = typer.Option(1000, "--steps", help="Motion adapter steps."),
+    steps: int = typer.Option(1000, "--adapter-steps", help="Motion adapter steps."),
     frames: int = typer.Option(
         None, "--frames", help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33)."
     ),
@@ -204,9 +204,9 @@ def motion_learn(
         1,
         "--batch-size",
         help="Clip windows per step and process; under N processes a step sees N times this "
-        "(the same samples in 1/N of the steps: --steps divided by N).",
+        "(the same samples in 1/N of the steps: --adapter-steps divided by N).",
     ),
-    lr: float = typer.Option(1e-5, "--lr"),
+    lr: float = typer.Option(1e-5, "--adapter-lr", help="Learning rate of the motion adapter."),
     text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
     image_dropout: float = typer.Option(0.1, "--image-dropout", help="Probability of a zero appearance embedding."),
     appearance_strength: float = typer.Option(
@@ -234,7 +234,7 @@ def motion_learn(
     json: bool = JSON,
 ) -> None:
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
-    check_step_counts(steps=steps, batch_size=batch_size, frames=frames, fps=fps)
+    check_step_counts(adapter_steps=steps, batch_size=batch_size, frames=frames, fps=fps)
     levers = fitted(
         "motion", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dreamvideo_cli.cli._output import info, out, print_json
+from dreamvideo_cli.cli._output import info, iso_utc, out, print_json
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -119,7 +119,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "name": manifest.name,
         "tag": manifest.tag,
         "digest": manifest.digest,
-        "created": manifest.created.isoformat(),
+        "created": iso_utc(manifest.created),
         "size": manifest.size,
         "backbone": manifest.backbone,
         "description": manifest.description,
@@ -310,7 +310,7 @@ def export_command(
     manifests = _registry().export(ref, file, overwrite=force)
     blob_bytes = {e.digest: e.size for m in manifests for e in m.files}
     if json:
-        print_json({"file": str(file), "manifests": [summary(m) for m in manifests]})
+        print_json({"output": str(file), "manifests": [summary(m) for m in manifests]})
         return
     refs = ", ".join(m.ref for m in manifests)
     info(f"exported {refs} ({len(blob_bytes)} files, {human_size(sum(blob_bytes.values()))}) to {file}")

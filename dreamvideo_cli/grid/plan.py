@@ -157,7 +157,10 @@ def plan_grid(spec: GridSpec, registry: Registry) -> GridPlan:
     if explicit:
         for name, cls in classes.items():
             if "reference_images" in cls.needs and all(s == "-" for s in spec.subjects):
-                raise DVError(f"metric {name} needs a subject, and this grid has none", "pass --subjects")
+                raise DVError(
+                    f"metric {name} needs a subject, and this grid has none",
+                    "name subjects: dv eval grid SUBJECTS MOTIONS",
+                )
     if spec.compose.sampler:
         get_sampler(spec.compose.sampler)  # a typo should fail once, not once per cell
     plan = GridPlan(
@@ -204,13 +207,15 @@ def cell_status(plan: GridPlan, cell: GridCell) -> tuple[str, dict[str, Any] | N
 
 def _check_spec(spec: GridSpec) -> None:
     if not spec.subjects or not spec.motions:
-        raise DVError("a grid needs subjects and motions", "pass --subjects A,B and --motions X,Y (- for none)")
+        raise DVError("a grid needs subjects and motions", "e.g. dv eval grid A,B X,Y (- for none)")
     if not spec.prompts:
         raise DVError("a grid needs prompts", "pass --prompts FILE")
     if not spec.seeds:
         raise DVError("a grid needs at least one seed", "pass --seeds N with N >= 1")
     if any(s == "-" for s in spec.subjects) and any(m == "-" for m in spec.motions):
-        raise DVError("a cell needs a subject, a motion, or both", "use - in --subjects or in --motions, not both")
+        raise DVError(
+            "a cell needs a subject, a motion, or both", "use - for the subjects or for the motions, not both"
+        )
     for kind, refs in (("subject", spec.subjects), ("motion", spec.motions)):
         slugs = [_slug(ref) for ref in refs]
         twice = sorted({slug for slug in slugs if slugs.count(slug) > 1})
@@ -227,7 +232,9 @@ def _resolve_refs(registry: Registry, refs: list[str], kind: str) -> dict[str, M
             continue
         manifest = registry.resolve(ref)
         if manifest.kind != kind:
-            raise DVError(f"{ref!r} is a {manifest.kind}, not a {kind}", f"--{kind}s takes {kind}s from `dv list`")
+            raise DVError(
+                f"{ref!r} is a {manifest.kind}, not a {kind}", f"the {kind}s of a grid are {kind}s from `dv list`"
+            )
         found[ref] = manifest
     return found
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note
 from dreamvideo_cli.learn.run_folder import Run
-from dreamvideo_cli.run_layout import STAGES, STEPS_FIELD, Stage, stage_of_steps_field
+from dreamvideo_cli.run_layout import STAGES, STEPS_FIELD, Stage, flag_of, stage_of_steps_field
 
 # Settings a resumed run may change: how it runs, not what it learns.
 RESUMABLE_SETTINGS = frozenset(
@@ -79,12 +79,12 @@ def resumed_config(
         elif stage is not None:
             raise DVError(
                 f"run {run.id} is past step {value} of {stage}",
-                f"resume with --{name.replace('_', '-')} above {state['step']}, or start a new run",
+                f"resume with {flag_of(name)} above {state['step']}, or start a new run",
             )
         else:
             raise DVError(
                 f"run {run.id} was started with {name} = {values[name]!r}, and a resumed run keeps what it learns with",
-                f"resume without --{name.replace('_', '-')}, or start a new run",
+                f"resume without {flag_of(name)}, or start a new run",
             )
     values["device"] = requested.device  # type: ignore[attr-defined]
     if applied and on_event is not None:

@@ -50,7 +50,7 @@ setInterval(tick,100);
 
 # ComposeConfig fields and the `dv compose` option that sets each (eta has no option).
 _OPTIONS = {
-    "steps": "--steps",
+    "steps": "--sample-steps",
     "guidance": "--guidance",
     "frames": "--frames",
     "fps": "--fps",

@@ -1,6 +1,6 @@
 """The paper's Tables 1 and 5 on the toy world: held-out subjects x held-out motions.
 
-    python -m dv_toyworld.ablation --out toyworld-ablation --seed 0
+    python -m dv_toyworld.ablation --output toyworld-ablation --seed 0
 
 Rows (as in the paper's Table 5, plus the backbone alone):
 - DreamVideo: subject (textual inversion + identity adapter) + motion adapter learnt with
@@ -16,8 +16,8 @@ Rows (as in the paper's Table 5, plus the backbone alone):
 - backbone alone: no adapters, the best plain-text description of the video.
 
 Everything is learnt through the engine (`learn_subject`, `learn_motion`, `compose`)
-into a registry under --out, with the demo's step counts, clips and scene. Every number
-is the mean over subjects x motions x seeds; the table and per-video scores go to --out.
+into a registry under --output, with the demo's step counts, clips and scene. Every number
+is the mean over subjects x motions x seeds; the table and per-video scores go to --output.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ ROWS = (
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dv_toyworld.ablation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("toyworld-ablation"))
+    p.add_argument("-o", "--output", dest="out", type=Path, default=Path("toyworld-ablation"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=4, help="sampling seeds per subject x motion")
     p.add_argument("--subjects", type=int, default=len(SUBJECTS))

@@ -13,8 +13,8 @@ from dv_toyworld.schedule import APPEARANCE_DIM, TOY_SCHEDULE
 
 # The committed weights come from two runs: the first, seven-colour world, then gamut colours.
 PRETRAIN_COMMANDS = (
-    "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000 --palette --out {first}",
-    "uv run python -m dv_toyworld.pretrain --seed 0 --init {first} --steps 3000 --out {path}",
+    "uv run python -m dv_toyworld.pretrain --seed 0 --steps 8000 --palette --output {first}",
+    "uv run python -m dv_toyworld.pretrain --seed 0 --init {first} --steps 3000 --output {path}",
 )
 WEIGHTS_ENV = "DV_TOYWORLD_WEIGHTS"  # another weights file, e.g. one being trained
 

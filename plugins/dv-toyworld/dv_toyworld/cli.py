@@ -19,7 +19,7 @@ def install(app: typer.Typer) -> None:
 
 def demo(
     out: Path = typer.Option(
-        Path("dv-demo"), "--out", "-o", help="Folder for the photos, clips, videos, contact sheet and table."
+        Path("dv-demo"), "-o", "--output", help="Folder for the photos, clips, videos, contact sheet and table."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for the data, the learning and the sampling."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto; the toy model is fastest on a CPU."),
@@ -63,7 +63,7 @@ def demo(
         # The learning it stopped could be resumed, but `dv demo` starts over by design.
         raise Interrupted("dv demo stopped", "run `dv demo` again to start over") from None
     if json:
-        print_json(result.as_json())
+        print_json({"output": str(out), **result.as_json()})
         return
     from dv_toyworld.demo import metrics_table
 

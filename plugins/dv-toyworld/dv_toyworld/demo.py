@@ -87,7 +87,7 @@ class DemoConfig:
     def compose_command(self, subject: str, motion: str, prompt: str) -> str:
         """The `dv compose` command that makes what the demo made: its sampling settings,
         not compose's defaults (guidance 9 and appearance guidance wreck the toy world)."""
-        flags = f"--steps {self.sample_steps} --guidance {self.guidance:g} --appearance-strength {self.appearance_strength:g}"
+        flags = f"--sample-steps {self.sample_steps} --guidance {self.guidance:g} --appearance-strength {self.appearance_strength:g}"
         if self.motion_scale != 1.0:
             flags += f" --motion-scale {self.motion_scale:g}"
         return f'dv compose {subject} {motion} "{prompt}" {flags} --seed {self.seed}'

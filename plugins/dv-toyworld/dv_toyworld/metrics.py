@@ -9,10 +9,10 @@ fields, or `reference_trajectory`: [F, 2]), else from segmenting the reference i
 
 | metric (demo key)                            | what it measures                                    |
 |----------------------------------------------|-----------------------------------------------------|
-| toy_subject_fidelity (subject_fidelity)      | per frame, 0.5 * shape IoU + 0.5 * colour match     |
-| toy_motion_fidelity (motion_fidelity)        | correlation of the object's path with the reference |
-| toy_text_alignment (text_alignment)          | how well the background is the prompt's scene       |
-| toy_temporal_consistency (temporal_consistency) | steady background and object between frames      |
+| toy-subject-fidelity (subject_fidelity)      | per frame, 0.5 * shape IoU + 0.5 * colour match     |
+| toy-motion-fidelity (motion_fidelity)        | correlation of the object's path with the reference |
+| toy-text-alignment (text_alignment)          | how well the background is the prompt's scene       |
+| toy-temporal-consistency (temporal_consistency) | steady background and object between frames      |
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def subject_scores(frames: npt.NDArray[np.uint8], sample: EvalSample) -> FloatAr
     refs: list[tuple[BoolArray, FloatArray]] = []
     if obj is None:
         if not sample.reference_images:
-            raise DVError("toy_subject_fidelity needs reference images or extras['toy_object']")
+            raise DVError("toy-subject-fidelity needs reference images or extras['toy_object']")
         for image in sample.reference_images:
             m = object_masks(np.asarray(image)[None])[0]
             if m.any():
@@ -219,7 +219,7 @@ def reference_trajectory(sample: EvalSample, frames: int) -> FloatArray:
         return np.asarray(sample.extras["reference_trajectory"], np.float64)
     if "reference_video" in sample.extras:
         return centroids(object_masks(np.asarray(sample.extras["reference_video"], np.uint8)))
-    raise DVError("toy_motion_fidelity needs extras['toy_motion'], ['reference_trajectory'] or ['reference_video']")
+    raise DVError("toy-motion-fidelity needs extras['toy_motion'], ['reference_trajectory'] or ['reference_video']")
 
 
 def path_correlation(path: FloatArray, reference: FloatArray) -> float:
@@ -276,7 +276,7 @@ def temporal_consistency(frames: npt.NDArray[np.uint8], scene: str | None = None
 
 
 class ToySubjectFidelity(Metric):
-    name = "toy_subject_fidelity"
+    name = "toy-subject-fidelity"
     description = "toy world: does the object match the reference's shape and colour (0-1)"
     needs = frozenset({"reference_images"})
 
@@ -285,7 +285,7 @@ class ToySubjectFidelity(Metric):
 
 
 class ToyMotionFidelity(Metric):
-    name = "toy_motion_fidelity"
+    name = "toy-motion-fidelity"
     description = "toy world: correlation of the object's path with the reference motion (-1..1)"
     needs = frozenset({"motion"})  # a video made without a motion has no reference path
 
@@ -296,18 +296,18 @@ class ToyMotionFidelity(Metric):
 
 
 class ToyTextAlignment(Metric):
-    name = "toy_text_alignment"
+    name = "toy-text-alignment"
     description = "toy world: is the background the scene the prompt names (0-1)"
     needs = frozenset({"prompt"})
 
     def score(self, sample: EvalSample) -> float:
         if not sample.prompt:
-            raise DVError("toy_text_alignment needs the prompt")
+            raise DVError("toy-text-alignment needs the prompt")
         return text_alignment(_toy_frames(sample), sample.prompt)
 
 
 class ToyTemporalConsistency(Metric):
-    name = "toy_temporal_consistency"
+    name = "toy-temporal-consistency"
     description = "toy world: steadiness of background and object between frames (0-1)"
 
     def score(self, sample: EvalSample) -> float:

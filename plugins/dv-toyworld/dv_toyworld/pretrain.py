@@ -1,11 +1,11 @@
 """Pretrain the toy world's text-to-video backbone on the CPU.
 
-    python -m dv_toyworld.pretrain --seed 0 --steps 3000 --out dv_toyworld/weights/toyworld.safetensors
+    python -m dv_toyworld.pretrain --seed 0 --steps 3000 --output dv_toyworld/weights/toyworld.safetensors
 
 Each step trains on a batch of 8-frame videos and a batch of single frames (images as
 1-frame videos, as video models are trained jointly on both, and as subject learning feeds
 photos). Only the seen shapes and motions are rendered; the held-out ones never appear.
-The file at --out holds EMA weights and is rewritten every --save-every steps, so a
+The file at --output holds EMA weights and is rewritten every --save-every steps, so a
 run stopped early still leaves a usable model; `<out>.train.safetensors` holds what
 --resume needs (raw weights, optimizer moments, step, RNG state).
 """
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dv_toyworld.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--out", type=Path, default=model.WEIGHTS_FILE)
+    p.add_argument("-o", "--output", dest="out", type=Path, default=model.WEIGHTS_FILE)
     p.add_argument("--videos", type=int, default=3, help="8-frame videos per step")
     p.add_argument("--images", type=int, default=6, help="single frames per step")
     p.add_argument("--lr", type=float, default=5e-4)

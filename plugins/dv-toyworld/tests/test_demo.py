@@ -18,7 +18,7 @@ def test_demo_json_end_to_end(
     monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
     monkeypatch.setenv(QUICK_ENV, "1")
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--json"]) == 0
+    assert main(["demo", "--output", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert Path(result["video"]).is_file() and Path(result["contact_sheet"]).is_file()
     keys = {"subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency"}
@@ -42,7 +42,7 @@ def test_ablation_quick_writes_every_row(tmp_path: Path, weights_file: Path, mon
 
     monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
     out = tmp_path / "ablation"
-    assert ablation.main(["--out", str(out), "--quick", "--subjects", "1", "--motions", "1", "--seeds", "1"]) == 0
+    assert ablation.main(["--output", str(out), "--quick", "--subjects", "1", "--motions", "1", "--seeds", "1"]) == 0
     report = json.loads((out / "ablation.json").read_text())
     assert set(report["means"]) == set(ablation.ROWS)
     for row in report["means"].values():
@@ -145,7 +145,7 @@ def test_the_closing_hint_composes_with_the_demos_settings() -> None:
     args = shlex.split(hint)
     assert args[:5] == ["dv", "compose", "toy-pink-star:v1", "toy-circles-fast:v1", "on grass"]
     flags = dict(zip(args[5::2], args[6::2], strict=True))
-    assert float(flags["--guidance"]) == config.guidance and int(flags["--steps"]) == config.sample_steps
+    assert float(flags["--guidance"]) == config.guidance and int(flags["--sample-steps"]) == config.sample_steps
     assert float(flags["--appearance-strength"]) == config.appearance_strength and int(flags["--seed"]) == config.seed
     import inspect
 

@@ -111,7 +111,7 @@ def test_metrics_are_registered() -> None:
     from dreamvideo_cli.plugins import get_metrics
 
     names = set(get_metrics())
-    assert {"toy_subject_fidelity", "toy_motion_fidelity", "toy_text_alignment", "toy_temporal_consistency"} <= names
+    assert {"toy-subject-fidelity", "toy-motion-fidelity", "toy-text-alignment", "toy-temporal-consistency"} <= names
 
 
 def test_real_videos_are_refused_so_dv_eval_skips_them() -> None:

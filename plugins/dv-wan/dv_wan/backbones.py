@@ -155,7 +155,7 @@ class Wan22TI2V5BBackbone(WanBackbone):
     # width*height); WanPipeline samples it at these with 50 steps and guidance 5.0.
     video_format = VideoFormat(height=704, width=1280, frames=121, fps=24)
     # 49 frames at the model's own 24 fps: two seconds, 13 latent frames, 11,440 tokens at
-    # 704x1280 (fewer than Wan 2.1's 33 frames at 480x832, 14,040). Clips are sampled at the
+    # 1280x704 (fewer than Wan 2.1's 33 frames at 832x480, 14,040). Clips are sampled at the
     # fps compose writes, so a learnt motion plays at the speed it was shown.
     motion_frames = 49
     motion_fps = 24

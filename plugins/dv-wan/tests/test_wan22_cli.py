@@ -65,14 +65,27 @@ def test_learn_learn_compose_on_tiny_wan22(home: Path, tmp_path: Path, capsys: p
     subject = json.loads(out)
     assert subject["backbone"]["backbone"] == TINY and subject["token"] == "<rex>"
 
-    motion_args = ["--steps", "2", "--device", "cpu", "--seed", "2", "--json"]
+    motion_args = ["--adapter-steps", "2", "--device", "cpu", "--seed", "2", "--json"]
     code, out, err = run(["motion", "learn", str(clips), "--name", "slide", "--backbone", TINY, *motion_args], capsys)
     assert code == 0, err
     motion = json.loads(out)
     assert motion["training"]["frames"] == 9 and motion["training"]["fps"] == 24
 
     code, out, err = run(
-        ["compose", "rex", "slide", "on the beach", "--steps", "2", "--seed", "3", "-o", "out.mp4", "--device", "cpu"],
+        [
+            "compose",
+            "rex",
+            "slide",
+            "on the beach",
+            "--sample-steps",
+            "2",
+            "--seed",
+            "3",
+            "-o",
+            "out.mp4",
+            "--device",
+            "cpu",
+        ],
         capsys,
     )
     assert code == 0, err

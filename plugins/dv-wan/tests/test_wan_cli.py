@@ -28,7 +28,7 @@ SUBJECT = [
     "--save-every",
     "2",
 ]
-MOTION = ["--backbone", "tiny-wan", "--steps", "3", "--device", "cpu"]
+MOTION = ["--backbone", "tiny-wan", "--adapter-steps", "3", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -86,7 +86,20 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
     assert motion["adapter"]["condition"] == "bottleneck"
 
     code, out, err = run(
-        ["compose", "rex", "slide", "on the beach", "--steps", "3", "--seed", "3", "-o", "out.mp4", "--device", "cpu"],
+        [
+            "compose",
+            "rex",
+            "slide",
+            "on the beach",
+            "--sample-steps",
+            "3",
+            "--seed",
+            "3",
+            "-o",
+            "out.mp4",
+            "--device",
+            "cpu",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -103,7 +116,7 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
                 "rex:step2",
                 "-",
                 "in the snow",
-                "--steps",
+                "--sample-steps",
                 "2",
                 "--frames",
                 "5",
@@ -124,7 +137,8 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
     code, out, err = run(["compose", "rex", "-", "x", "--frames", "8", "-o", "c.mp4", "--device", "cpu"], capsys)
     assert code != 0 and "4k+1" in err and "Traceback" not in err
     code, out, err = run(
-        ["compose", "rex", "-", "x", "--sampler", "ddim", "-o", "c.mp4", "--device", "cpu", "--steps", "2"], capsys
+        ["compose", "rex", "-", "x", "--sampler", "ddim", "-o", "c.mp4", "--device", "cpu", "--sample-steps", "2"],
+        capsys,
     )
     assert code != 0 and "rectified flow" in err and "Traceback" not in err
 
@@ -135,15 +149,13 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
             [
                 "eval",
                 "grid",
-                "--subjects",
                 "rex,-",
-                "--motions",
                 "slide",
                 "--prompts",
                 str(tmp_path / "prompts.txt"),
                 "-o",
                 "./grid",
-                "--steps",
+                "--sample-steps",
                 "1",
                 "--device",
                 "cpu",
