@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.learn_inputs import backbone_key, describe_key, versions_on
 
 if TYPE_CHECKING:
     from dv_registry import Manifest, Registry
@@ -32,7 +33,23 @@ def resolve_pair(registry: Registry, subject_ref: str, motion_ref: str) -> tuple
     motion = resolve_one(registry, motion_ref, "motion")
     if subject is None and motion is None:
         raise DVError("compose needs a subject, a motion, or both", "pass - for at most one of them")
+    if subject is not None and motion is not None:
+        check_same_backbone(registry, subject, motion)
     return subject, motion
+
+
+def check_same_backbone(registry: Registry, subject: Manifest, motion: Manifest) -> None:
+    """A subject and a motion learnt on different backbones cannot be composed: say so before
+    anything loads, naming the versions of each that would work with the other."""
+    s_key, m_key = backbone_key(subject), backbone_key(motion)
+    if s_key == m_key:
+        return
+    options = [f"{ref} {motion.ref}" for ref in versions_on(registry, subject.name, m_key)[:1]]
+    options += [f"{subject.ref} {ref}" for ref in versions_on(registry, motion.name, s_key)[:1]]
+    raise DVError(
+        f"{subject.ref} was learnt on {describe_key(s_key)} but {motion.ref} on {describe_key(m_key)}",
+        " or ".join(f"`dv compose {pair} ...`" for pair in options) if options else "learn both on the same backbone",
+    )
 
 
 def check_output(output: str | Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
-from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.cli._output import out, print_json, warn
 from dreamvideo_cli.cli._run_pages import RunPages
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.run_layout import check_step_counts, check_subject_steps
@@ -58,6 +58,9 @@ SHARD = typer.Option(
     help="Under torchrun or accelerate launch: shard the frozen denoiser's blocks over the processes (FSDP2), "
     "for a backbone one card cannot hold. Without it, several processes learn data parallel.",
 )
+FORCE = typer.Option(
+    False, "--force", help="Learn NAME on another backbone than its latest version's, moving NAME:latest there."
+)
 ADAPTER_WIDTH = typer.Option(
     None,
     "--adapter-width",
@@ -104,6 +107,18 @@ def _check_inputs(folder: Path | None, name: str | None, resume: str | None, wha
     return folder, name
 
 
+def _check_backbone(kind: str, name: str, backbone: str, random_weights: bool, force: bool, resume: str | None) -> None:
+    """One name, one backbone: refused (or, with --force, said) before anything loads."""
+    if resume is not None:  # the run's own name and backbone, checked when it started
+        return
+    from dreamvideo_cli.learn_inputs import check_backbone_of_name
+    from dv_registry import Registry
+
+    message = check_backbone_of_name(Registry(), kind, name, backbone, random_weights, force=force)
+    if message:
+        warn(message)
+
+
 @subject_app.command("learn")
 def subject_learn(
     photos: Path = typer.Argument(None, help="Folder of 3-5 photos of the subject."),
@@ -138,6 +153,7 @@ def subject_learn(
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
+    force: bool = FORCE,
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter. Paper Section 3.2."""
@@ -147,9 +163,10 @@ def subject_learn(
         "subject", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, batch_size=batch_size, shard=shard,
     )  # fmt: skip
+    folder, name = _check_inputs(photos, name, resume, "photos")
+    _check_backbone("subject", name, backbone, random_weights, force, resume)
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
 
-    folder, name = _check_inputs(photos, name, resume, "photos")
     config = SubjectConfig(
         backbone=backbone,
         backbone_path=backbone_path,
@@ -222,6 +239,7 @@ def motion_learn(
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
+    force: bool = FORCE,
     json: bool = JSON,
 ) -> None:
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
@@ -230,9 +248,10 @@ def motion_learn(
         "motion", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
     )  # fmt: skip
+    folder, name = _check_inputs(clips, name, resume, "clips")
+    _check_backbone("motion", name, backbone, random_weights, force, resume)
     from dreamvideo_cli.learn import MotionConfig, learn_motion
 
-    folder, name = _check_inputs(clips, name, resume, "clips")
     config = MotionConfig(
         backbone=backbone,
         backbone_path=backbone_path,
