@@ -65,3 +65,31 @@ def check_counts(steps: int | None, frames: int | None) -> None:
         raise DVError(f"--steps must be at least 1, got {steps}", "leave it out for the backbone's default")
     if frames is not None and frames < 1:
         raise DVError(f"--frames must be at least 1, got {frames}", "leave it out for the backbone's default")
+
+
+def compose_files(output: Path, gif: bool) -> list[Path]:
+    """Every file a compose to `output` writes: the video and its metadata, the contact
+    sheet, and the GIF with its metadata when asked for."""
+    files = [output, output.with_name(output.name + ".json"), output.with_suffix(".png")]
+    if gif and output.suffix.lower() != ".gif":
+        gif_path = output.with_suffix(".gif")
+        files += [gif_path, gif_path.with_name(gif_path.name + ".json")]
+    return files
+
+
+def check_free(output: Path, gif: bool, force: bool) -> None:
+    """Nothing is overwritten silently: refuse an output whose files exist, unless `force`."""
+    taken = [path for path in compose_files(output, gif) if path.exists()]
+    if taken and not force:
+        raise DVError(f"{taken[0]} exists", "choose another -o, or pass --force to replace it")
+
+
+def free_name(folder: Path, stem: str, suffix: str, gif: bool = False) -> Path:
+    """`folder/stem+suffix`, or the first of `stem-2`, `stem-3`, ... that writes no existing
+    file: a default output name never replaces an earlier result (a new prompt, same seed)."""
+    for n in range(1, 10_000):
+        candidate = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        files = compose_files(candidate, gif) if suffix else [candidate]
+        if not any(path.exists() for path in files):
+            return candidate
+    raise DVError(f"{folder} holds 10,000 outputs named {stem}", "pass -o")

@@ -154,6 +154,9 @@ def grid_command(
     appearance_strength: float = typer.Option(1.0, "--appearance-strength", help=APPEARANCE_HELP),
     negative_prompt: str = typer.Option("", "--negative-prompt", help=NEGATIVE_HELP),
     backbone_path: str = typer.Option(None, "--backbone-path", help=BACKBONE_PATH_HELP),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Remove the cells of another grid found in -o DIR (the same grid resumes)."
+    ),
 ) -> None:
     """Compose and score every subject x motion x prompt x seed into -o DIR.
 
@@ -193,6 +196,7 @@ def grid_command(
             backbone_path=backbone_path,
         ),
         metrics=metric or None,
+        force=force,
     )
     main_process = _is_main_process()
     # Under accelerate every process renders its own progress; only process 0 talks.
