@@ -107,6 +107,13 @@ def _check_inputs(folder: Path | None, name: str | None, resume: str | None, wha
     return folder, name
 
 
+def _warn_all(warnings: list[str]) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 says it
+        return
+    for message in warnings:
+        warn(message)
+
+
 def _check_backbone(kind: str, name: str, backbone: str, random_weights: bool, force: bool, resume: str | None) -> None:
     """One name, one backbone: refused (or, with --force, said) before anything loads."""
     if resume is not None:  # the run's own name and backbone, checked when it started
@@ -165,6 +172,10 @@ def subject_learn(
     )  # fmt: skip
     folder, name = _check_inputs(photos, name, resume, "photos")
     _check_backbone("subject", name, backbone, random_weights, force, resume)
+    if resume is None:
+        from dreamvideo_cli.learn_inputs import check_subject_data
+
+        _warn_all(check_subject_data(folder, name, backbone, masks))
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
 
     config = SubjectConfig(
@@ -250,6 +261,10 @@ def motion_learn(
     )  # fmt: skip
     folder, name = _check_inputs(clips, name, resume, "clips")
     _check_backbone("motion", name, backbone, random_weights, force, resume)
+    if resume is None:
+        from dreamvideo_cli.learn_inputs import check_motion_data
+
+        _warn_all(check_motion_data(folder, name, backbone, phrase))
     from dreamvideo_cli.learn import MotionConfig, learn_motion
 
     config = MotionConfig(
