@@ -114,7 +114,7 @@ def eval_command(
     if not videos:
         raise DVError("no videos to score", "usage: dv eval VIDEO... or dv eval grid ...")
     from dreamvideo_cli.cli._progress import ProgressRenderer
-    from dreamvideo_cli.evaluate import evaluate_videos
+    from dreamvideo_cli.evaluate import evaluate_videos, incomplete
     from dv_registry import Registry
 
     with ProgressRenderer(quiet=json) as progress:
@@ -128,6 +128,9 @@ def eval_command(
             on_event=progress,
         )
     _show_scores(scores, json)
+    problem = incomplete(scores)  # after the scores that could be computed are shown
+    if problem is not None:
+        raise problem
 
 
 # ---------------------------------------------------------------- dv eval grid
@@ -240,7 +243,7 @@ def _fmt(value: Any) -> str:
 
 
 def _show_scores(scores: list[VideoScores], json: bool) -> None:
-    names = list(dict.fromkeys(name for s in scores for name in [*s.scores, *s.skipped]))
+    names = list(dict.fromkeys(name for s in scores for name in [*s.scores, *s.skipped, *s.failed]))
     means = {}
     for name in names:
         values = [s.scores[name] for s in scores if name in s.scores]
