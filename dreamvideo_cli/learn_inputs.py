@@ -45,6 +45,15 @@ def versions_on(registry: Registry, name: str, key: tuple[str, bool]) -> list[st
     return sorted(found, key=lambda ref: int(ref.rpartition(":v")[2]), reverse=True)
 
 
+def check_kind_of_name(existing: Manifest, kind: str) -> None:
+    """A name is a subject or a motion, never both."""
+    if existing.kind != kind:
+        raise DVError(
+            f"{existing.name!r} is already a {existing.kind} in the registry; a name is a subject or a motion, never both",
+            f"choose another name or remove it with `dv rm {existing.name}`",
+        )
+
+
 def check_backbone_of_name(
     registry: Registry, kind: str, name: str, backbone: str, random_weights: bool, *, force: bool
 ) -> str | None:
@@ -59,8 +68,9 @@ def check_backbone_of_name(
         latest = registry.resolve(name)
     except NotFoundError:
         return None
+    check_kind_of_name(latest, kind)
     was, now = backbone_key(latest), (backbone, random_weights)
-    if latest.kind != kind or was == now:  # the other kind: learning refuses the name itself
+    if was == now:
         return None
     if not force:
         raise DVError(
