@@ -309,6 +309,12 @@ class Backbone(ABC):
     def fingerprint(self) -> Fingerprint:
         """The identity of the weights `load` would return. Must not download anything."""
 
+    def fetch_weights(self) -> None:  # noqa: B027 - optional hook, a no-op unless overridden
+        """Make sure every part `load` needs is on this machine (downloading what is missing,
+        unless offline) without loading any of it; raise one `MissingWeightsError` naming
+        every missing part. Learning calls it before it makes a run folder. The default does
+        nothing: random or embedded weights."""
+
     @abstractmethod
     def load(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
         """Load (or, with random_weights, build) every frozen component on `device`.

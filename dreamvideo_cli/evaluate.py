@@ -51,6 +51,7 @@ __all__ = [
     "eval_prompt",
     "evaluate_videos",
     "expand_videos",
+    "incomplete",
     "metric_classes",
     "reference_arrays",
     "score_sample",
@@ -163,10 +164,29 @@ class VideoScores:
     subject: str | None  # the subject whose reference photos were used
     subject_digest: str | None = None  # which version of it, whatever its tags say now
     scores: dict[str, float] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # metric -> why
+    skipped: dict[str, str] = field(default_factory=dict)  # metric -> why it does not apply to this video
+    failed: dict[str, str] = field(default_factory=dict)  # metric -> why it could not score this video
+    error: str | None = None  # why the video could not be read (then nothing was scored)
+    weights_missing: list[str] = field(default_factory=list)  # metrics in `failed` for want of weights
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def incomplete(results: Sequence[VideoScores]) -> DVError | None:
+    """The error to end with after showing `results` when something could not be scored (a
+    video that cannot be read, a metric without its weights or that failed); None when all
+    was scored. Metrics that do not apply to a video (`skipped`) are not failures."""
+    bad = [r for r in results if r.error or r.failed]
+    if not bad:
+        return None
+    first = bad[0]
+    why = first.error or next(f"{name}: {reason}" for name, reason in first.failed.items())
+    message = f"{len(bad)} of {len(results)} video(s) not fully scored (first: {Path(first.video).name}, {why})"
+    weights = sorted({name for r in results for name in r.weights_missing})
+    if weights:
+        return MissingWeightsError(message, f"the other scores are above; fetch the weights of {', '.join(weights)}")
+    return DVError(message, "the other scores are above")
 
 
 def expand_videos(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -267,8 +287,14 @@ def evaluate_videos(
     device_name = _device(device)
     needed = [name for name in classes if any(name not in plan.skipped for plan in plans)]
     instances = {name: classes[name](device_name) for name in needed}
-    for metric in instances.values():
-        metric.prepare()  # missing weights fail here, before any video is decoded
+    unprepared: dict[str, str] = {}  # metric -> why its weights are missing
+    for name, metric in list(instances.items()):
+        try:
+            metric.prepare()  # missing weights show here, before any video is decoded
+        except MissingWeightsError as exc:
+            unprepared[name] = str(exc)
+            del instances[name]
+            on_event(Note(f"{name} not scored: {exc}", "warning"))
 
     references: dict[str, list[npt.NDArray[np.uint8]]] = {}
     results: list[VideoScores] = []
@@ -279,25 +305,50 @@ def evaluate_videos(
             if plan.subject.digest not in references:
                 references[plan.subject.digest] = reference_arrays(registry, plan.subject)
             refs = references[plan.subject.digest]
-        sample = EvalSample(
-            media.read_frames(plan.video, None),
-            plan.prompt,
-            refs,
-            {"metadata": plan.metadata, "video": str(plan.video)},
-        )
-        scores: dict[str, float] = {}
-        for name, metric in instances.items():
-            if name in plan.skipped:
-                continue
-            outcome = score_sample(metric, sample, explicit)
-            if isinstance(outcome, str):
-                plan.skipped[name] = outcome
-                on_event(Note(f"{name} skipped for {plan.video.name}: {outcome}", "warning"))
-            else:
-                scores[name] = outcome
         subject_ref = plan.subject.ref if plan.subject is not None else None
         subject_digest = plan.subject.digest if plan.subject is not None else None
-        results.append(VideoScores(str(plan.video), plan.prompt, subject_ref, subject_digest, scores, plan.skipped))
+        scored = VideoScores(str(plan.video), plan.prompt, subject_ref, subject_digest, skipped=plan.skipped)
+        results.append(scored)
+        for name, reason in unprepared.items():
+            if name not in plan.skipped:
+                scored.failed[name] = reason
+                scored.weights_missing.append(name)
+        try:
+            frames = media.read_frames(plan.video, None)
+        except Exception as exc:  # one video that cannot be read must not end the others' scoring
+            scored.error = _reason(exc)
+            on_event(Note(f"{plan.video.name} not scored: {scored.error}", "warning"))
+            on_event(StepDone("eval", step, len(plans)))
+            continue
+        sample = EvalSample(frames, plan.prompt, refs, {"metadata": plan.metadata, "video": str(plan.video)})
+        for name, metric in instances.items():
+            if name not in plan.skipped:
+                _score_into(scored, name, metric, sample, explicit, on_event)
         on_event(StepDone("eval", step, len(plans)))
     on_event(StageFinished("eval"))
     return results
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DVError) else f"{type(exc).__name__}: {exc}"
+
+
+def _score_into(
+    scored: VideoScores, name: str, metric: Metric, sample: EvalSample, explicit: bool, on_event: EventHandler
+) -> None:
+    """One metric on one video: its score, or why it does not apply (`skipped`), or why it
+    failed (`failed`: the metric was asked for by name, its weights are missing, or it broke)."""
+    video = Path(scored.video).name
+    try:
+        outcome = score_sample(metric, sample, explicit)
+    except Exception as exc:  # one metric failing on one video must not end the others
+        scored.failed[name] = _reason(exc)
+        if isinstance(exc, MissingWeightsError):
+            scored.weights_missing.append(name)
+        on_event(Note(f"{name} not scored for {video}: {scored.failed[name]}", "warning"))
+        return
+    if isinstance(outcome, str):
+        scored.skipped[name] = outcome
+        on_event(Note(f"{name} skipped for {video}: {outcome}", "warning"))
+    else:
+        scored.scores[name] = outcome

@@ -310,18 +310,36 @@ class HubSource:
         folder = self.cached_folder()
         return folder.name if folder is not None else None
 
-    def download(self) -> Path:
-        """Fetch what the layout needs (the cache is reused); every failure is a MissingWeightsError."""
-        from huggingface_hub import HfApi, snapshot_download
+    def remote_plan(self) -> Plan:
+        """What to download, from the repository's file list on the Hub (no download); every
+        failure is a MissingWeightsError."""
+        from huggingface_hub import HfApi
 
         try:
             files = set(HfApi().list_repo_files(self.repo_id, revision=self.revision))
-            plan = self.layout.plan(files)
-            if plan.missing:
-                raise MissingWeightsError(
-                    f"{self.repo_id} (revision {self.revision}) on the Hugging Face Hub has no {', '.join(plan.missing)}",
-                    "pass --backbone-path DIR with a diffusers folder of the model",
-                )
+        except Exception as exc:  # a gated or unknown repo, a lost connection
+            raise self._download_error(exc) from exc
+        plan = self.layout.plan(files)
+        if plan.missing:
+            raise MissingWeightsError(
+                f"{self.repo_id} (revision {self.revision}) on the Hugging Face Hub has no {', '.join(plan.missing)}",
+                "pass --backbone-path DIR with a diffusers folder of the model",
+            )
+        return plan
+
+    def _download_error(self, exc: Exception) -> MissingWeightsError:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        return MissingWeightsError(
+            f"could not download {self.what} ({self.repo_id}): {reason}",
+            f"fetch them with `{self.command()}`, or pass --backbone-path DIR",
+        )
+
+    def download(self, plan: Plan | None = None) -> Path:
+        """Fetch what the layout needs (the cache is reused); every failure is a MissingWeightsError."""
+        from huggingface_hub import snapshot_download
+
+        try:
+            plan = plan or self.remote_plan()
             folder = Path(
                 snapshot_download(
                     self.repo_id, revision=self.revision, cache_dir=hub_cache(), allow_patterns=plan.patterns
@@ -330,11 +348,7 @@ class HubSource:
         except MissingWeightsError:
             raise
         except Exception as exc:  # no network, a gated repo, a full disk: say what and how to fix it
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-            raise MissingWeightsError(
-                f"could not download {self.what} ({self.repo_id}): {reason}",
-                f"fetch them with `{self.command()}`, or pass --backbone-path DIR",
-            ) from exc
+            raise self._download_error(exc) from exc
         missing = self.missing_in(folder)
         if missing:
             raise MissingWeightsError(
@@ -345,16 +359,17 @@ class HubSource:
 
 
 def missing_weights_error(
-    sources: Iterable[tuple[HubSource, list[str]]], alternative: str = "pass --backbone-path DIR"
+    sources: Iterable[tuple[HubSource, list[str]]], alternative: str = "pass --backbone-path DIR", why: str = ""
 ) -> MissingWeightsError:
-    """One line naming every missing repository (and which parts) and the commands that fetch them."""
+    """One line naming every missing repository (and which parts) and the commands that fetch
+    them; `why` says why they cannot be downloaded now (default: HF_HUB_OFFLINE, if set)."""
     sources = list(sources)
     parts = []
     for source, missing in sources:
         detail = "" if missing == ["everything"] else f": no {', '.join(missing)}"
         parts.append(f"{source.what} ({source.repo_id}{detail})")
     verb = "is" if len(parts) == 1 else "are"
-    why = " and HF_HUB_OFFLINE is set" if offline() else ""
+    why = why or (" and HF_HUB_OFFLINE is set" if offline() else "")
     message = f"{' and '.join(parts)} {verb} not in the Hugging Face cache {hub_cache()}{why}"
     commands = " && ".join(source.command() for source, _ in sources)
     return MissingWeightsError(message, f"fetch with `{commands}`, or {alternative}")
@@ -370,12 +385,60 @@ def resolve(sources: list[HubSource], alternative: str = "pass --backbone-path D
     absent = [(s, missing) for s, missing in absent if missing]
     if absent and offline():
         raise missing_weights_error(absent, alternative)
+    plans = _remote_plans([source for source, _ in absent], alternative)
     resolved: list[Path] = []
     for source, folder in zip(sources, folders, strict=True):
         if folder is None or source.missing_in(folder):
-            folder = source.download()
+            folder = source.download(plans.get(source.repo_id))
         resolved.append(folder)
     return resolved
+
+
+HUB_TIMEOUT_S = 15.0  # how long to wait for the Hub's file lists before saying it is unreachable
+
+
+def _remote_plans(sources: list[HubSource], alternative: str) -> dict[str, Plan]:
+    """Every repository's file list, before any download: one that cannot be fetched is said
+    now, with the others, not after the first has downloaded for an hour. A Hub that does not
+    answer within DV_HUB_TIMEOUT seconds (default 15) is one line naming everything missing,
+    not huggingface_hub's retries and their log lines."""
+    import logging
+    import threading
+
+    if not sources:
+        return {}
+    try:
+        timeout = float(os.environ.get("DV_HUB_TIMEOUT", HUB_TIMEOUT_S))
+    except ValueError:
+        timeout = HUB_TIMEOUT_S
+    found: dict[str, Plan | MissingWeightsError] = {}
+
+    def ask() -> None:
+        for source in sources:
+            try:
+                found[source.repo_id] = source.remote_plan()
+            except MissingWeightsError as exc:
+                found[source.repo_id] = exc
+
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # "Retrying in 1s [Retry 1/5]": we say what happened, once
+    try:
+        asking = threading.Thread(target=ask, name="dv-hub-file-lists", daemon=True)
+        asking.start()
+        asking.join(timeout)
+    finally:
+        hub_log.setLevel(level)
+    if asking.is_alive():
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        why = f" and the Hugging Face Hub ({endpoint}) did not answer within {timeout:g} s"
+        raise missing_weights_error([(s, s.missing_in(s.cached_folder())) for s in sources], alternative, why)
+    failures = [result for result in found.values() if isinstance(result, MissingWeightsError)]
+    if failures:
+        message = "; ".join(exc.message for exc in failures)
+        hint = "; ".join(dict.fromkeys(exc.hint for exc in failures if exc.hint))
+        raise MissingWeightsError(message, hint or None)
+    return {repo_id: plan for repo_id, plan in found.items() if isinstance(plan, Plan)}
 
 
 # --- local folders -------------------------------------------------------------------------------

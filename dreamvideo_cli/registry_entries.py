@@ -13,7 +13,7 @@ from PIL import Image
 
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone
-from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.learn_inputs import check_kind_of_name
 from dv_registry import PNG, SAFETENSORS, NewEntry, NewFile, NotFoundError
 from dv_registry.refs import check_name
 
@@ -30,11 +30,7 @@ def check_new_name(registry: Registry, kind: str, name: str) -> None:
         existing = registry.resolve(name)
     except NotFoundError:
         return
-    if existing.kind != kind:
-        raise DVError(
-            f"{name!r} is already a {existing.kind} in the registry; a name is a subject or a motion, never both",
-            f"choose another name or remove it with `dv rm {name}`",
-        )
+    check_kind_of_name(existing, kind)
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import secrets
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +82,12 @@ def sweep_cells(
     """Every combination, row by row (subject settings) then column (motion settings)."""
     rows = list(itertools.product(subjects, subject_scales if subjects != ["-"] else [1.0]))
     columns = list(itertools.product(motions, motion_scales if motions != ["-"] else [1.0]))
-    return [SweepCell(s, m, ss, ms) for (s, ss), (m, ms) in itertools.product(rows, columns)]
+    cells = [SweepCell(s, m, ss, ms) for (s, ss), (m, ms) in itertools.product(rows, columns)]
+    ids = [cell.id for cell in cells]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # one file per cell: `dog,dog` would report two videos and write one
+        raise DVError(f"the sweep repeats a cell ({twice[0]})", "list each checkpoint and each scale once")
+    return cells
 
 
 def is_sweep(subjects: list[str], motions: list[str], subject_scales: list[float], motion_scales: list[float]) -> bool:
@@ -105,13 +112,65 @@ def run_sweep(
     registry: Registry,
     metrics: list[str] | None = None,
     on_event: EventHandler = ignore_events,
+    force: bool = False,
 ) -> SweepResult:
-    """Compose every cell into `folder` with one loaded backbone, then the grid and index."""
+    """Compose every cell into `folder` with one loaded backbone, then the grid and index.
+
+    The sweep is made in a hidden folder beside `folder` and moved into place when whole, so
+    `folder` holds exactly the files its index lists: an interrupted sweep leaves nothing, and
+    an earlier sweep in `folder` is replaced only with `force`."""
+    check_sweep_folder(folder, force)
+    scorers = _scorers(metrics or [], config.device)
+    building = folder.parent / f".{folder.name}.partial-{secrets.token_hex(4)}"
+    building.mkdir(parents=True)
+    try:
+        result = _run_cells(cells, prompt, building, config, registry, metrics or [], scorers, on_event)
+        _move_into_place(building, folder)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return replace(result, folder=folder, grid=folder / result.grid.name, index=folder / result.index.name)
+
+
+def check_sweep_folder(folder: Path, force: bool) -> None:
+    """A sweep writes a new folder, or replaces an earlier sweep's with `force`; it never
+    mixes its videos with others, nor deletes a folder it did not write."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DVError(f"{folder} is a file, not a folder", "a sweep writes a folder of videos: choose another -o")
+    if not any(folder.iterdir()):
+        return
+    if not (folder / "index.json").is_file():
+        raise DVError(f"{folder} is not empty and not a sweep folder", "choose another -o")
+    if not force:
+        raise DVError(f"{folder} holds an earlier sweep", "choose another -o, or pass --force to replace it")
+
+
+def _move_into_place(building: Path, folder: Path) -> None:
+    """`building` becomes `folder`; an earlier sweep there is moved aside first, then removed."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{secrets.token_hex(4)}"
+        folder.rename(old)
+        building.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        building.rename(folder)
+
+
+def _run_cells(
+    cells: list[SweepCell],
+    prompt: str,
+    folder: Path,
+    config: ComposeConfig,
+    registry: Registry,
+    metrics: list[str],
+    scorers: dict[str, Any],
+    on_event: EventHandler,
+) -> SweepResult:
     from dreamvideo_cli.composition import BackboneCache, compose
     from dv_registry.fsutil import atomic_write_bytes
 
-    folder.mkdir(parents=True, exist_ok=True)
-    scorers = _scorers(metrics or [], config.device)
     loaded = BackboneCache()
     rows: list[dict[str, Any]] = []
     videos: dict[str, np.ndarray] = {}
@@ -132,7 +191,7 @@ def run_sweep(
         scores = {name: _score(metric, result, registry) for name, metric in scorers.items()}
         rows.append({**asdict(cell), "id": cell.id, "video": result.video.name, "contact_sheet": result.contact_sheet.name,
                      "prompt": result.prompt, "seed": result.seed, "scores": scores})  # fmt: skip
-    best = _best(rows, metrics or [], scorers)
+    best = _best(rows, metrics, scorers)
     grid = folder / "grid.png"
     from dreamvideo_cli import media
 

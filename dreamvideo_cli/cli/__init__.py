@@ -98,12 +98,15 @@ INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dv` script: user errors are one line and a non-zero exit.
 
-    Ctrl-C and SIGTERM are one line and exit 130 wherever they land (a training loop
-    catches them itself to save its state first); output files are written atomically, so
+    Ctrl-C (SIGINT, even when inherited ignored) and SIGTERM are one line and exit 130
+    wherever they land (a training loop catches them itself to save its state first); output files are written atomically, so
     nothing is left half-written."""
-    previous_term = None
+    previous: dict[int, object] = {}
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave signals alone
-        previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        # A process started in the background by a shell without job control inherits SIGINT
+        # ignored; `kill -INT` must still stop compose, sweeps and grids as it stops learning.
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _install_plugin_commands()
         # Typer turns a KeyboardInterrupt into Exit(130) and, outside standalone mode,
@@ -137,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
     return 0
 
 

@@ -63,13 +63,16 @@ def compose(
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     fit: str = FIT,
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Replace the video at -o (a sweep: the earlier sweep in the -o folder)."
+    ),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
     import secrets
 
-    from dreamvideo_cli.compose_inputs import check_counts, check_output, resolve_pair
-    from dreamvideo_cli.sweep import is_sweep, parse_scales, split_list, sweep_cells
+    from dreamvideo_cli.compose_inputs import check_counts, check_free, check_output, free_name, resolve_pair
+    from dreamvideo_cli.sweep import check_sweep_folder, is_sweep, parse_scales, split_list, sweep_cells
     from dv_registry import Registry
 
     # What a user can get wrong is checked before torch loads (seconds on a cold start).
@@ -86,8 +89,11 @@ def compose(
         )
         fp8, blocks_to_swap = levers.fp8, levers.blocks_to_swap
     sweep = is_sweep(subjects, motions, subject_scales, motion_scales)
+    cells = sweep_cells(subjects, motions, subject_scales, motion_scales) if sweep else []
     if output is not None and not sweep:
-        check_output(output)
+        check_free(check_output(output), gif, force)  # nothing is overwritten silently
+    if output is not None and sweep:
+        check_sweep_folder(output, force)
     if seed is None:
         seed = secrets.randbelow(2**31 - 1)
 
@@ -96,7 +102,8 @@ def compose(
 
     if output is None:
         stem = "-".join(p.replace(":", "_").replace("@", "_").replace(",", "+") for p in (subject, motion) if p != "-")
-        output = Path("dv-out") / (f"{stem}-{seed}-sweep" if sweep else f"{stem}-{seed}.mp4")
+        # A default name is never an earlier result's: the same seed with a new prompt gets `-2`.
+        output = free_name(Path("dv-out"), f"{stem}-{seed}" + ("-sweep" if sweep else ""), "" if sweep else ".mp4", gif)
     if not sweep:
         output.parent.mkdir(parents=True, exist_ok=True)
     config = ComposeConfig(
@@ -120,15 +127,7 @@ def compose(
     from dreamvideo_cli.cli._progress import ProgressRenderer
 
     if sweep:
-        _sweep(
-            sweep_cells(subjects, motions, subject_scales, motion_scales),
-            prompt,
-            output,
-            config,
-            registry,
-            metric or [],
-            json,
-        )
+        _sweep(cells, prompt, output, config, registry, metric or [], json, force)
         return
     if metric:
         raise DVError("--metric scores the cells of a sweep", "score a single video with `dv eval VIDEO --metric ...`")
@@ -153,7 +152,7 @@ def compose(
 
 
 def _sweep(
-    cells: list[Any], prompt: str, folder: Path, config: Any, registry: Any, metrics: list[str], json: bool
+    cells: list[Any], prompt: str, folder: Path, config: Any, registry: Any, metrics: list[str], json: bool, force: bool
 ) -> None:
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.sweep import run_sweep
@@ -161,7 +160,9 @@ def _sweep(
     if folder.suffix.lower() in (".mp4", ".gif"):
         raise DVError(f"a sweep writes a folder of videos, not {folder.name}", f"use -o {folder.with_suffix('')}")
     with ProgressRenderer(quiet=json) as progress:
-        result = run_sweep(cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress)
+        result = run_sweep(
+            cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress, force=force
+        )
     if json:
         print_json(
             {

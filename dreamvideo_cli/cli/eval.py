@@ -114,7 +114,7 @@ def eval_command(
     if not videos:
         raise DVError("no videos to score", "usage: dv eval VIDEO... or dv eval grid ...")
     from dreamvideo_cli.cli._progress import ProgressRenderer
-    from dreamvideo_cli.evaluate import evaluate_videos
+    from dreamvideo_cli.evaluate import evaluate_videos, incomplete
     from dv_registry import Registry
 
     with ProgressRenderer(quiet=json) as progress:
@@ -128,6 +128,9 @@ def eval_command(
             on_event=progress,
         )
     _show_scores(scores, json)
+    problem = incomplete(scores)  # after the scores that could be computed are shown
+    if problem is not None:
+        raise problem
 
 
 # ---------------------------------------------------------------- dv eval grid
@@ -154,6 +157,9 @@ def grid_command(
     appearance_strength: float = typer.Option(1.0, "--appearance-strength", help=APPEARANCE_HELP),
     negative_prompt: str = typer.Option("", "--negative-prompt", help=NEGATIVE_HELP),
     backbone_path: str = typer.Option(None, "--backbone-path", help=BACKBONE_PATH_HELP),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Remove the cells of another grid found in -o DIR (the same grid resumes)."
+    ),
 ) -> None:
     """Compose and score every subject x motion x prompt x seed into -o DIR.
 
@@ -193,6 +199,7 @@ def grid_command(
             backbone_path=backbone_path,
         ),
         metrics=metric or None,
+        force=force,
     )
     main_process = _is_main_process()
     # Under accelerate every process renders its own progress; only process 0 talks.
@@ -236,7 +243,7 @@ def _fmt(value: Any) -> str:
 
 
 def _show_scores(scores: list[VideoScores], json: bool) -> None:
-    names = list(dict.fromkeys(name for s in scores for name in [*s.scores, *s.skipped]))
+    names = list(dict.fromkeys(name for s in scores for name in [*s.scores, *s.skipped, *s.failed]))
     means = {}
     for name in names:
         values = [s.scores[name] for s in scores if name in s.scores]

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
-from dreamvideo_cli.cli._output import out, print_json
+from dreamvideo_cli.cli._output import out, print_json, warn
 from dreamvideo_cli.cli._run_pages import RunPages
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.run_layout import check_step_counts, check_subject_steps
@@ -64,6 +64,9 @@ EXPERTS = typer.Option(
     help="On a backbone of several experts (wan2.2-a14b: high,low): the experts that get adapters and whose "
     "timesteps the run trains on (default: the backbone's per kind, docs/method.md).",
 )
+FORCE = typer.Option(
+    False, "--force", help="Learn NAME on another backbone than its latest version's, moving NAME:latest there."
+)
 ADAPTER_WIDTH = typer.Option(
     None,
     "--adapter-width",
@@ -110,6 +113,25 @@ def _check_inputs(folder: Path | None, name: str | None, resume: str | None, wha
     return folder, name
 
 
+def _warn_all(warnings: list[str]) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 says it
+        return
+    for message in warnings:
+        warn(message)
+
+
+def _check_backbone(kind: str, name: str, backbone: str, random_weights: bool, force: bool, resume: str | None) -> None:
+    """One name, one backbone: refused (or, with --force, said) before anything loads."""
+    if resume is not None:  # the run's own name and backbone, checked when it started
+        return
+    from dreamvideo_cli.learn_inputs import check_backbone_of_name
+    from dv_registry import Registry
+
+    message = check_backbone_of_name(Registry(), kind, name, backbone, random_weights, force=force)
+    if message:
+        warn(message)
+
+
 @subject_app.command("learn")
 def subject_learn(
     photos: Path = typer.Argument(None, help="Folder of 3-5 photos of the subject."),
@@ -145,6 +167,7 @@ def subject_learn(
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
+    force: bool = FORCE,
     json: bool = JSON,
 ) -> None:
     """Textual inversion, then the identity adapter. Paper Section 3.2."""
@@ -154,9 +177,14 @@ def subject_learn(
         "subject", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, batch_size=batch_size, shard=shard,
     )  # fmt: skip
+    folder, name = _check_inputs(photos, name, resume, "photos")
+    _check_backbone("subject", name, backbone, random_weights, force, resume)
+    if resume is None:
+        from dreamvideo_cli.learn_inputs import check_subject_data
+
+        _warn_all(check_subject_data(folder, name, backbone, masks))
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
 
-    folder, name = _check_inputs(photos, name, resume, "photos")
     config = SubjectConfig(
         backbone=backbone,
         backbone_path=backbone_path,
@@ -231,6 +259,7 @@ def motion_learn(
     preview_prompt: str = PREVIEW_PROMPT,
     resume: str = RESUME,
     description: str = DESCRIPTION,
+    force: bool = FORCE,
     json: bool = JSON,
 ) -> None:
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
@@ -239,9 +268,14 @@ def motion_learn(
         "motion", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
     )  # fmt: skip
+    folder, name = _check_inputs(clips, name, resume, "clips")
+    _check_backbone("motion", name, backbone, random_weights, force, resume)
+    if resume is None:
+        from dreamvideo_cli.learn_inputs import check_motion_data
+
+        _warn_all(check_motion_data(folder, name, backbone, phrase))
     from dreamvideo_cli.learn import MotionConfig, learn_motion
 
-    folder, name = _check_inputs(clips, name, resume, "clips")
     config = MotionConfig(
         backbone=backbone,
         backbone_path=backbone_path,

@@ -51,6 +51,7 @@ class GridSpec:
     compose: ComposeConfig
     metrics: list[str] | None = None  # None: every installed metric
     metric_device: str | None = None  # None: the compose device
+    force: bool = False  # remove the cells of another grid found in `output`
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,35 @@ def plan_grid(spec: GridSpec, registry: Registry) -> GridPlan:
         settings=_compose_settings(spec.compose),
     )
     plan.keys = {cell.id: cell_key(plan, cell) for cell in plan.cells}
+    _check_stale_cells(plan)
     return plan
+
+
+CELL_FILES = (".mp4", ".mp4.json", ".png", ".result.json")  # what a cell writes into cells/
+
+
+def stale_cell_files(plan: GridPlan) -> list[Path]:
+    """Files in the grid's cells/ that no cell of this grid writes (another grid's cells)."""
+    if not plan.cell_dir.is_dir():
+        return []
+    expected = {cell.id + suffix for cell in plan.cells for suffix in CELL_FILES}
+    return sorted(p for p in plan.cell_dir.iterdir() if not p.name.startswith(".") and p.name not in expected)
+
+
+def _check_stale_cells(plan: GridPlan) -> None:
+    """A grid folder holds exactly the cells its results list: another grid's cells there are
+    refused, or removed with --force (re-running the same grid resumes it)."""
+    stale = stale_cell_files(plan)
+    if not stale:
+        return
+    if not plan.spec.force:
+        raise DVError(
+            f"{plan.spec.output} holds {len(stale)} files of cells this grid does not have (e.g. {stale[0].name})",
+            "use another -o, or pass --force to remove them",
+        )
+    for path in stale:
+        if path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def cell_key(plan: GridPlan, cell: GridCell) -> str:

@@ -100,6 +100,7 @@ def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
     """The backbone a learn config names, and its fingerprint: this fails now, before a run
     folder exists, when the weights are missing."""
     backbone = get_backbone(settings.backbone)(path=settings.backbone_path, random_weights=settings.random_weights)
+    backbone.fetch_weights()  # every missing part named at once, before any run folder exists
     return backbone, backbone.fingerprint()
 
 

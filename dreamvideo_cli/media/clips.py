@@ -68,7 +68,27 @@ def read_frames(
 
 def read_captions(folder: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]]) -> dict[Path, str | None]:
     """Caption per clip from `captions.txt` (`name: caption` or `name<TAB>caption`), else `<stem>.txt`."""
-    folder = Path(folder)
+    table = _caption_table(Path(folder))
+    captions: dict[Path, str | None] = {}
+    for clip in map(Path, clips):
+        caption: str | None = table.get(clip.name.lower(), table.get(clip.stem.lower()))
+        if caption is None:
+            sidecar = clip.with_suffix(".txt")
+            if sidecar.is_file() and sidecar.name != CAPTIONS_FILE:
+                caption = " ".join(sidecar.read_text(encoding="utf-8-sig", errors="replace").split())
+        captions[clip] = caption or None
+    return captions
+
+
+def unmatched_captions(folder: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The names `captions.txt` gives that are none of `clips` (by file name or stem): a typo
+    that would leave a clip captioned with the motion's phrase instead."""
+    names = {n for clip in map(Path, clips) for n in (clip.name.lower(), clip.stem.lower())}
+    return [name for name in _caption_table(Path(folder)) if name not in names]
+
+
+def _caption_table(folder: Path) -> dict[str, str]:
+    """`captions.txt` as lower-case name -> caption (empty if there is no such file)."""
     table: dict[str, str] = {}
     listing = folder / CAPTIONS_FILE
     if listing.is_file():
@@ -84,13 +104,4 @@ def read_captions(folder: str | os.PathLike[str], clips: Sequence[str | os.PathL
                     "write one `clip.mp4: a caption` per line",
                 )
             table[name.strip().lower()] = body.strip()
-
-    captions: dict[Path, str | None] = {}
-    for clip in map(Path, clips):
-        caption: str | None = table.get(clip.name.lower(), table.get(clip.stem.lower()))
-        if caption is None:
-            sidecar = clip.with_suffix(".txt")
-            if sidecar.is_file() and sidecar.name != CAPTIONS_FILE:
-                caption = " ".join(sidecar.read_text(encoding="utf-8-sig", errors="replace").split())
-        captions[clip] = caption or None
-    return captions
+    return table

@@ -378,7 +378,9 @@ class Registry:
         """Point `new_ref` (`name:tag`; a bare name means name:latest) at the content of `src_ref`.
 
         An existing tag is moved (e.g. `latest` back to `v1`); version tags `vN` are made only by
-        `add_version` and never moved. Tagging under another name copies the entry to that name.
+        `add_version` and never moved. A tag stays within its name: a subject's token (`<dog>`)
+        and a motion's phrase belong to the name they were learnt under, so `intr:v1` is never
+        tagged as `dog:x`.
         """
         target = parse_ref(new_ref)
         if target.digest_prefix is not None:
@@ -392,10 +394,13 @@ class Registry:
         with self._writing() as change:
             source = self.resolve(src_ref)
             self._check_namespace(target.name, source.kind)
-            if target.name == source.name:
-                data = self.manifest_bytes(source)
-            else:
-                data = encode_manifest(source.model_copy(update={"name": target.name}))
+            if target.name != source.name:
+                raise RegistryError(
+                    f"cannot tag {source.ref} as {new_ref!r}: a tag stays within its name "
+                    f"({source.name}'s adapters are learnt for {source.name})",
+                    hint=f"tag it as {source.name}:{target.tag}",
+                )
+            data = self.manifest_bytes(source)
             new = decode_manifest(data, tag=target.tag, where=f"manifest {target.name}")
             self._stage(change, new, data)
         return new

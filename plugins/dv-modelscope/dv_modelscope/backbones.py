@@ -119,6 +119,10 @@ class DiffusersT2VBackbone(Backbone):
             return Fingerprint(self.name, self.hub_id, self.hub_revision)
         return Fingerprint(self.name, *cached)
 
+    def fetch_weights(self) -> None:
+        if not self.random_weights:
+            self._locate()  # the pipeline and the appearance encoder, named together when missing
+
     def load(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
         import torch
 

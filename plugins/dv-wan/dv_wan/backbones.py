@@ -100,6 +100,10 @@ class WanBackbone(Backbone):
 
         return loading.fingerprint(self.name, self.hub_id, self.hub_revision, self.path, self.random_weights, self.size)
 
+    def fetch_weights(self) -> None:
+        if not self.random_weights:
+            loading.locate(self.hub_id, self.hub_revision, self.path, self.size)  # both repositories, named together
+
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
 
         if self.random_weights:
@@ -225,6 +229,10 @@ class TinyWanBackbone(WanBackbone):
         if self.path is not None:
             return loading.fingerprint(self.name, "local", "main", self.path, False, self.size)
         return Fingerprint(self.name, "dv_wan.tiny", self.tiny_revision)
+
+    def fetch_weights(self) -> None:
+        if self.path is not None:  # else built on the fly
+            loading.locate(self.hub_id, self.hub_revision, self.path, self.size)
 
     def _parts(self, device: torch.device, dtype: torch.dtype) -> WanParts:
 

@@ -400,3 +400,15 @@ def test_loading_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_fetch_weights_names_every_missing_repository_before_a_run(tiny_folder: Path, hf_cache: Path) -> None:
+    """Issue 31, item 5: learning asks `fetch_weights` before it makes a run folder."""
+    from dv_wan.backbones import TinyWanBackbone, WanBackbone
+
+    snapshot = put_in_cache(hf_cache, WAN_ID, WAN_COMMIT, tiny_folder)
+    shutil.rmtree(snapshot / "image_encoder")
+    with pytest.raises(MissingWeightsError, match=OPEN_CLIP_ID):  # the fingerprint alone would not have said
+        WanBackbone().fetch_weights()
+    WanBackbone(random_weights=True).fetch_weights()
+    TinyWanBackbone().fetch_weights()  # built on the fly: nothing to fetch
