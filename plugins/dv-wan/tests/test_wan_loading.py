@@ -402,7 +402,9 @@ def test_loading_imports_no_heavy_library() -> None:
     assert out.strip() == ""
 
 
-def test_fetch_weights_names_every_missing_repository_before_a_run(tiny_folder: Path, hf_cache: Path) -> None:
+def test_fetch_weights_names_every_missing_repository_before_a_run(
+    tiny_folder: Path, hf_cache: Path, put_in_cache: Callable[..., Path]
+) -> None:
     """Issue 31, item 5: learning asks `fetch_weights` before it makes a run folder."""
     from dv_wan.backbones import TinyWanBackbone, WanBackbone
 
