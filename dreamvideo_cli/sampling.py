@@ -79,6 +79,7 @@ def sample_latents(
             "sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}{per_expert}"
         )
     )
+    use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
         g = guidance_at(experts, t, guidance, guidance_of)
@@ -109,7 +110,6 @@ def sample_video(
     if release_text:
         parts.text.release()
     latents = initial_noise(parts, request.frames, request.height, request.width, request.seed)
-    use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     latents = sample_latents(
         parts,
         context.to(parts.dtype),

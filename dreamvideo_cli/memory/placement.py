@@ -76,7 +76,8 @@ def use(parts: Components, *wanted: PartName, experts: Sequence[Expert] = ()) ->
     if parts.staging is None:
         return
     away = {id(parts.denoiser.get_submodule(e.path)) for e in parts.family.experts() if experts and e not in experts}
-    for name in PART_NAMES:
+    # The parts leaving first, so the device never holds the old and the new parts at once.
+    for name in sorted(PART_NAMES, key=lambda n: n in wanted):
         target = parts.device if name in wanted else parts.staging
         for module in part_modules(parts, name):
             _place(module, target, away if target == parts.device else set(), parts.staging)
