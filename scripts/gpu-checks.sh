@@ -9,16 +9,18 @@
 # object per check: name, seconds, exit code, and the command's JSON output) and $OUT/log.txt.
 # OUT (default /tmp/gpu-checks), SITE (where the wheels are installed, default /tmp/site)
 # and DV_HOME (default /tmp/dv-home) are folders on the GPU machine; set them to move them.
-# CHECKS=a,b runs a subset: planner,gpu24,bench,compile,checkpointing,recipe,wan,toyworld.
+# CHECKS=a,b runs a subset: planner,gpu24,bench,compile,checkpointing,recipe,wan,wan22,toyworld.
 # All of them take up to about 33 minutes; to keep each command under 10 minutes, run them
 # in parts, in this order (the first has the most value):
-#   CHECKS=planner,gpu24             (about 8 min at most; scripts/plan_vs_measured.py:
+#   CHECKS=planner,gpu24             (about 10 min at most; scripts/plan_vs_measured.py:
 #                                     the planner's predicted GPU peak per stage against
 #                                     torch.cuda.max_memory_allocated, ModelScope 110 s and
 #                                     Wan 210 s; then Wan 14B on a 24 GiB slice of the card,
-#                                     170 s), then
+#                                     270 s: each run builds 14B random weights in host
+#                                     memory), then
 #   CHECKS=bench,checkpointing,wan   (about 8 min at most), then
 #   CHECKS=compile,recipe            (about 9 min at most), then
+#   CHECKS=wan22                     (Wan 2.2 TI2V-5B at its default size: about 5 min), then
 #   CHECKS=toyworld                  (pretraining, the probe and the demo with the new
 #                                     weights: about 8.5 min at most).
 set -uo pipefail
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/gpu-checks}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-CHECKS=${CHECKS:-planner,gpu24,bench,compile,checkpointing,wan,recipe,toyworld}
+CHECKS=${CHECKS:-planner,gpu24,bench,compile,checkpointing,wan,wan22,recipe,toyworld}
 SITE=${SITE:-/tmp/site}
 if [ -z "${SKIP_INSTALL:-}" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
@@ -45,9 +47,10 @@ TOY_STEPS=${TOY_STEPS:-20000}
 WAN_COMPOSE_FRAMES=${WAN_COMPOSE_FRAMES:-33}  # planner: Wan composes 33 frames, not its default 81 (time)
 MS_SWAP=${MS_SWAP:-20}                        # planner: --blocks-to-swap N on ModelScope (77 blocks)
 WAN_SWAP=${WAN_SWAP:-10}                      # ... on Wan 1.3B (30 blocks)
+WAN22_BACKBONE=${WAN22_BACKBONE:-wan2.2-5b}   # wan22
 WAN14_BACKBONE=${WAN14_BACKBONE:-wan-14b}     # gpu24
 WAN14_FRAMES=${WAN14_FRAMES:-33}
-G24_SWAP=${G24_SWAP:-25}                      # gpu24: blocks the subject's lever run swaps (docs/memory.md)
+G24_SWAP=${G24_SWAP:-27}                      # gpu24: blocks the subject's lever run swaps (docs/memory.md)
 
 DV=("$PY" -c "from dreamvideo_cli.cli import run; run()")  # `dv`, from the carried tree
 wanted() { [[ ",$CHECKS," == *",$1,"* ]]; }
@@ -84,7 +87,7 @@ if wanted planner; then
 fi
 # A 24 GB card on this one: --fit 24GiB under a 24 GiB memory fraction (motion, 3 steps, and
 # subject), the levers given outright under it, then resident against levers, seconds per step.
-wanted gpu24 && check gpu24-wan14b 170 "${PVM[@]}" gpu24 --backbone "$WAN14_BACKBONE" --device "$DEVICE" \
+wanted gpu24 && check gpu24-wan14b 270 "${PVM[@]}" gpu24 --backbone "$WAN14_BACKBONE" --device "$DEVICE" \
     --frames "$WAN14_FRAMES" --swap "$G24_SWAP" --results "$OUT/results.jsonl"
 BENCH=(bench --backbone "$BACKBONE" --random-weights --frames "$FRAMES" --device "$DEVICE" --json)
 wanted bench && check bench-modelscope 170 "${DV[@]}" "${BENCH[@]}"
@@ -92,6 +95,9 @@ wanted compile && check bench-modelscope-compile 240 "${DV[@]}" "${BENCH[@]}" --
 wanted checkpointing && check bench-motion-checkpointing 120 "${DV[@]}" "${BENCH[@]}" --gradient-checkpointing --only motion
 wanted wan && check bench-wan-subject-compose 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --sample-steps 10 --only subject,compose --json
 wanted wan && check bench-wan-motion-49x832x480-checkpointing 200 "${DV[@]}" bench --backbone "$WAN_BACKBONE" --random-weights --frames "$WAN_FRAMES" --device "$DEVICE" --gradient-checkpointing --only motion --repeats 3 --json
+# Wan 2.2 TI2V-5B at its default size (1280x704, 121 frames): the subject step, the motion
+# step with checkpointing and a compose of 10 sampling steps.
+wanted wan22 && check bench-wan22-5b-checkpointing 300 "${DV[@]}" bench --backbone "$WAN22_BACKBONE" --random-weights --device "$DEVICE" --gradient-checkpointing --sample-steps 10 --repeats 2 --json
 if wanted recipe; then  # the default recipe, shortened to 300 + 100 subject and 300 motion steps
     check recipe-subject-300-100 300 "${DV[@]}" subject learn .gpu-data/photos --name gpu-subject --backbone "$BACKBONE" --random-weights \
         --embedding-steps 300 --adapter-steps 100 --save-every 0 --device "$DEVICE" --json

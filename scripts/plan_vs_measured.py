@@ -568,7 +568,6 @@ def run_gpu24(args: argparse.Namespace, results: Results, plans: Plans) -> dict[
         runs: list[tuple[str, list[str], int | None, str | None]] = [
             ("motion-fit", motion("motion-fit", ["--fit", budget]), fraction, None),
             ("subject-fit", subject("subject-fit", ["--fit", budget]), fraction, None),
-            ("motion-levers-in-fraction", motion("motion-lf", levers), fraction, "motion-levers"),
             ("motion-resident", motion("motion-resident", resident), None, "motion-resident"),
             ("motion-levers", motion("motion-levers", levers), None, "motion-levers"),
             ("subject-resident", subject("subject-resident", resident), None, "subject-resident"),
