@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.learn_inputs import backbone_key, describe_key, versions_on
+from dreamvideo_cli.run_layout import check_step_counts
 
 if TYPE_CHECKING:
     from dv_registry import Manifest, Registry
@@ -61,10 +62,7 @@ def check_output(output: str | Path) -> Path:
 
 def check_counts(steps: int | None, frames: int | None) -> None:
     """`--sample-steps 0` and `--frames 0` are mistakes, not requests for the defaults."""
-    if steps is not None and steps < 1:
-        raise DVError(f"--sample-steps must be at least 1, got {steps}", "leave it out for the backbone's default")
-    if frames is not None and frames < 1:
-        raise DVError(f"--frames must be at least 1, got {frames}", "leave it out for the backbone's default")
+    check_step_counts(sample_steps=steps, frames=frames)
 
 
 def compose_files(output: Path, gif: bool) -> list[Path]:
