@@ -180,13 +180,14 @@ def incomplete(results: Sequence[VideoScores]) -> DVError | None:
     bad = [r for r in results if r.error or r.failed]
     if not bad:
         return None
+    counted = f"{len(bad)} of {len(results)} video(s) not fully scored"
+    weights = sorted({name for r in results for name in r.weights_missing})
+    if weights:  # the weights' own message names what to fetch and how
+        reason = next(r.failed[name] for r in results for name in r.weights_missing)
+        return MissingWeightsError(f"{counted}: no weights for {', '.join(weights)}: {reason}")
     first = bad[0]
     why = first.error or next(f"{name}: {reason}" for name, reason in first.failed.items())
-    message = f"{len(bad)} of {len(results)} video(s) not fully scored (first: {Path(first.video).name}, {why})"
-    weights = sorted({name for r in results for name in r.weights_missing})
-    if weights:
-        return MissingWeightsError(message, f"the other scores are above; fetch the weights of {', '.join(weights)}")
-    return DVError(message, "the other scores are above")
+    return DVError(f"{counted} (first: {Path(first.video).name}, {why})", "the other scores are above")
 
 
 def expand_videos(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -294,7 +295,9 @@ def evaluate_videos(
         except MissingWeightsError as exc:
             unprepared[name] = str(exc)
             del instances[name]
-            on_event(Note(f"{name} not scored: {exc}", "warning"))
+    for reason in dict.fromkeys(unprepared.values()):  # metrics sharing weights: one line
+        names = ", ".join(name for name, why in unprepared.items() if why == reason)
+        on_event(Note(f"{names} not scored: {reason}", "warning"))
 
     references: dict[str, list[npt.NDArray[np.uint8]]] = {}
     results: list[VideoScores] = []

@@ -95,7 +95,11 @@ def test_what_can_be_scored_is_scored_and_the_rest_reported(only_these_metrics: 
     warnings = [e.message for e in log.of_type(Note) if isinstance(e, Note) and e.level == "warning"]
     assert sum("weighty not scored" in w for w in warnings) == 1  # said once, not once per video
     problem = incomplete([dark, bright, broken])
-    assert problem is not None and problem.exit_code == 3 and "3 of 3 video(s)" in str(problem)
+    assert (
+        problem is not None
+        and problem.exit_code == 3
+        and "3 of 3 video(s) not fully scored: no weights for weighty" in str(problem)
+    )
 
 
 def test_the_command_shows_partial_scores_and_exits_non_zero(

@@ -4,6 +4,7 @@ commands, after the arguments are checked: `dv --help` and a mistyped count stay
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,23 +114,28 @@ def _check_inputs(folder: Path | None, name: str | None, resume: str | None, wha
     return folder, name
 
 
-def _warn_all(warnings: list[str]) -> None:
-    if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 says it
-        return
-    for message in warnings:
-        warn(message)
-
-
-def _check_backbone(kind: str, name: str, backbone: str, random_weights: bool, force: bool, resume: str | None) -> None:
-    """One name, one backbone: refused (or, with --force, said) before anything loads."""
-    if resume is not None:  # the run's own name and backbone, checked when it started
+def _check_before_loading(
+    kind: str,
+    name: str,
+    backbone: str,
+    random_weights: bool,
+    force: bool,
+    resume: str | None,
+    data: Callable[[], list[str]],
+) -> None:
+    """Before anything loads: the name and the backbone (one name stays on one backbone:
+    refused, or said with --force), then whether the data can teach; warnings are one line
+    each (rank 0's, under several processes)."""
+    if resume is not None:  # the run's own name, backbone and data, checked when it started
         return
     from dreamvideo_cli.learn_inputs import check_backbone_of_name
     from dv_registry import Registry
 
-    message = check_backbone_of_name(Registry(), kind, name, backbone, random_weights, force=force)
-    if message:
-        warn(message)
+    moved = check_backbone_of_name(Registry(), kind, name, backbone, random_weights, force=force)
+    warnings = [*([moved] if moved else []), *data()]
+    if int(os.environ.get("RANK", "0")) == 0:
+        for message in warnings:
+            warn(message)
 
 
 @subject_app.command("learn")
@@ -178,11 +184,17 @@ def subject_learn(
         backbone=backbone, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     folder, name = _check_inputs(photos, name, resume, "photos")
-    _check_backbone("subject", name, backbone, random_weights, force, resume)
-    if resume is None:
-        from dreamvideo_cli.learn_inputs import check_subject_data
+    from dreamvideo_cli.learn_inputs import check_subject_data
 
-        _warn_all(check_subject_data(folder, name, backbone, masks))
+    _check_before_loading(
+        "subject",
+        name,
+        backbone,
+        random_weights,
+        force,
+        resume,
+        lambda: check_subject_data(folder, name, backbone, masks),
+    )
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
 
     config = SubjectConfig(
@@ -269,11 +281,17 @@ def motion_learn(
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     folder, name = _check_inputs(clips, name, resume, "clips")
-    _check_backbone("motion", name, backbone, random_weights, force, resume)
-    if resume is None:
-        from dreamvideo_cli.learn_inputs import check_motion_data
+    from dreamvideo_cli.learn_inputs import check_motion_data
 
-        _warn_all(check_motion_data(folder, name, backbone, phrase))
+    _check_before_loading(
+        "motion",
+        name,
+        backbone,
+        random_weights,
+        force,
+        resume,
+        lambda: check_motion_data(folder, name, backbone, phrase),
+    )
     from dreamvideo_cli.learn import MotionConfig, learn_motion
 
     config = MotionConfig(

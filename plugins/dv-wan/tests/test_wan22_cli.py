@@ -28,13 +28,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _photos(folder: Path) -> Path:
+def _photos(folder: Path, scale: int = 1) -> Path:
+    """Photos for the tiny backbones; `scale` makes them large enough to teach a real one."""
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         image = np.full((48, 72, 3), (200, 80 + 30 * i, 60), np.uint8)
         image[10:30, 8:28] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(image).save(folder / f"p{i}.png")
+        Image.fromarray(image.repeat(scale, axis=0).repeat(scale, axis=1)).save(folder / f"p{i}.png")
     return folder
 
 
@@ -128,7 +129,7 @@ def test_backbones_list_and_info(capsys: pytest.CaptureFixture[str]) -> None:
 def test_wan22_without_weights_is_one_line_naming_the_fetch_commands(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    photos = _photos(tmp_path / "photos")
+    photos = _photos(tmp_path / "photos", scale=4)
     code, _, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan2.2-5b", "--device", "cpu"], capsys
     )
