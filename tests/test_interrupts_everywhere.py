@@ -39,7 +39,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sigint_stops_compose_started_with_sigint_ignored(studio: Path, tmp_path: Path, sweep: bool) -> None:
     env = {**os.environ, "DV_HOME": str(studio / "home"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / ("sweep" if sweep else "never.mp4")
-    args = ["compose", "rex", "-", "on the beach", "--steps", "900", "--frames", "8", "--device", "cpu",
+    args = ["compose", "rex", "-", "on the beach", "--sample-steps", "900", "--frames", "8", "--device", "cpu",
             "-o", str(out), "--seed", "1", *(["--subject-scale", "0.5,1"] if sweep else [])]  # fmt: skip
     proc = subprocess.Popen(
         [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

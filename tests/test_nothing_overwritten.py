@@ -24,7 +24,7 @@ from dreamvideo_cli.sweep import sweep_cells
 from dv_registry import JSON, NewEntry, NewFile, Registry
 
 CLI = [sys.executable, "-c", "from dreamvideo_cli.cli import run; run()"]
-FAST = ["--steps", "1", "--frames", "4", "--device", "cpu", "--seed", "1"]
+FAST = ["--sample-steps", "1", "--frames", "4", "--device", "cpu", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
