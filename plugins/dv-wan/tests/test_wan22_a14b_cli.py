@@ -32,13 +32,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "dv"  # conftest's DV_HOME
 
 
-def _photos(folder: Path) -> Path:
+def _photos(folder: Path, scale: int = 1) -> Path:
+    """Photos for the tiny backbones; `scale` makes them large enough to teach a real one."""
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         image = np.full((48, 72, 3), (200, 80 + 30 * i, 60), np.uint8)
         image[10:30, 8:28] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(image).save(folder / f"p{i}.png")
+        Image.fromarray(image.repeat(scale, axis=0).repeat(scale, axis=1)).save(folder / f"p{i}.png")
     return folder
 
 
@@ -76,7 +77,7 @@ def test_learn_learn_compose_on_tiny_a14b(home: Path, tmp_path: Path, capsys: py
     assert json.loads(out)["backbone"]["backbone"] == TINY
     assert _experts_stored("rex") == {"high", "low"}  # identity: both experts by default
 
-    motion_args = ["--steps", "2", "--device", "cpu", "--seed", "2", "--json"]
+    motion_args = ["--adapter-steps", "2", "--device", "cpu", "--seed", "2", "--json"]
     code, out, err = run(["motion", "learn", str(clips), "--name", "slide", "--backbone", TINY, *motion_args], capsys)
     assert code == 0, err
     assert _experts_stored("slide") == {"high"}  # motion: the high-noise expert by default
@@ -108,7 +109,7 @@ def test_learn_learn_compose_on_tiny_a14b(home: Path, tmp_path: Path, capsys: py
                 "rex",
                 motion,
                 "on the beach",
-                "--steps",
+                "--sample-steps",
                 "2",
                 "--seed",
                 "3",
@@ -178,7 +179,7 @@ def test_backbones_list_and_info_per_expert(capsys: pytest.CaptureFixture[str]) 
 def test_a14b_without_weights_is_one_line_naming_the_fetch_commands(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    photos = _photos(tmp_path / "photos")
+    photos = _photos(tmp_path / "photos", scale=4)
     code, _, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan2.2-a14b", "--device", "cpu"], capsys
     )
