@@ -63,7 +63,7 @@ def bench(
         device=device,
         only=stages,
     )
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         report = run_bench(config, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, rank 0 reports for all
         return

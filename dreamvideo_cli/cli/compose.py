@@ -132,7 +132,7 @@ def compose(
         return
     if metric:
         raise DVError("--metric scores the cells of a sweep", "score a single video with `dv eval VIDEO --metric ...`")
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         result = run_compose(subject, motion, prompt, output, config, registry=registry, on_event=progress)
     if json:
         print_json(
@@ -160,7 +160,7 @@ def _sweep(
 
     if folder.suffix.lower() in (".mp4", ".gif"):
         raise DVError(f"a sweep writes a folder of videos, not {folder.name}", f"use -o {folder.with_suffix('')}")
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         result = run_sweep(cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress)
     if json:
         print_json(

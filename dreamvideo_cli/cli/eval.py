@@ -117,7 +117,7 @@ def eval_command(
     from dreamvideo_cli.evaluate import evaluate_videos
     from dv_registry import Registry
 
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         scores = evaluate_videos(
             videos,
             registry=Registry(),
@@ -195,8 +195,8 @@ def grid_command(
         metrics=metric or None,
     )
     main_process = _is_main_process()
-    # Under accelerate every process renders its own progress; only process 0 talks.
-    with ProgressRenderer(quiet=json or not main_process) as progress:
+    # Under accelerate every process renders its own progress; only process 0 talks (--json or not).
+    with ProgressRenderer(quiet=not main_process) as progress:
         result = run_grid(spec, registry=Registry(), on_event=progress)
     if not result.is_main_process:
         return

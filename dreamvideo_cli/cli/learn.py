@@ -71,7 +71,7 @@ def _learn(learn: Any, folder: Path, name: str, config: Any, resume: str | None,
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dv_registry import Registry
 
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         pages = RunPages(progress)
         try:
             manifest = learn(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
