@@ -67,7 +67,7 @@ def sample_latents(
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
     step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}"))
+    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, guidance {guidance}"))
     for i, t in enumerate(scheduler.timesteps):
         x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
         with autocast(device):
@@ -99,7 +99,7 @@ def sample_video(
     latents = sample_latents(
         parts, context.to(parts.dtype), latents, request.steps, request.guidance, request.sampler, request.eta, on_event
     )
-    on_event(StageStarted("decoding", 1, "VAE decode"))
+    on_event(StageStarted("decoding", 1, "VAE decode", unit=""))
     video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))
     return video

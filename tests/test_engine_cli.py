@@ -119,7 +119,8 @@ def test_learn_learn_compose_end_to_end(
         capsys,
     )
     assert code == 0, err
-    assert "a <cat> wave on the beach" in out
+    # The prompt is said once, with the progress, not again on stdout (issue 31, item 10).
+    assert err.count("prompt: a <cat> wave on the beach") == 1 and "prompt" not in out
     video = Path("out.mp4")
     assert video.is_file() and Path("out.png").is_file() and Path("out.gif").is_file()
     assert media.probe_clip(video).frames == 8
@@ -128,7 +129,7 @@ def test_learn_learn_compose_end_to_end(
     assert meta["prompt"] == "a <cat> wave on the beach" and meta["seed"] == 3
     assert meta["subject"]["ref"].startswith("cat") and meta["motion"]["ref"].startswith("wave")
 
-    code, out, _ = run(["list", "--json"], capsys)
+    code, out, _ = run(["list", "--all", "--json"], capsys)
     assert code == 0
     refs = {(e["name"], e["tag"]) for e in json.loads(out)}
     assert {("cat", "v1"), ("cat", "latest"), ("cat", "step2"), ("wave", "v1"), ("wave", "latest")} <= refs

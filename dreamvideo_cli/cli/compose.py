@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +145,8 @@ def compose(
             }
         )
         return
-    # On a terminal the prompt was just shown with the progress (stderr); say it once.
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        out.print(f"prompt: {result.prompt}")
+    # The prompt was shown with the progress (stderr), and is in the video's metadata and
+    # the JSON: stdout does not say it again.
     out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))
 
 

@@ -102,6 +102,7 @@ def backbone_info(
     design = type(backbone).adapter_design
     counts = adapter_parameter_counts(sites, type(backbone).appearance_dim, design)
     denoiser_parameters = sum(p.numel() for p in denoiser.parameters())
+    frozen = _frozen_part_counts(name)
 
     def described(kind: str) -> list[dict[str, Any]]:
         return [
@@ -121,6 +122,7 @@ def backbone_info(
         "objective": backbone.training_objective().kind,
         "denoiser_parameters": denoiser_parameters,
         "unet_parameters": denoiser_parameters,  # the key's name before diffusion transformers
+        **frozen,
         "identity_bottleneck": design.identity_bottleneck,  # None: d/2, as in the paper
         "motion_bottleneck": design.motion_bottleneck,
         "condition_in_bottleneck": design.condition_in_bottleneck,
@@ -133,12 +135,41 @@ def backbone_info(
         return
     out.print(f"[bold]{name}[/bold]  {data['description']}")
     out.print(f"denoiser ({data['family']}, {data['objective']}) parameters: {data['denoiser_parameters']:,}")
+    out.print(
+        ", ".join(
+            f"{part.removesuffix('_parameters').replace('_', ' ')} {count:,}"
+            for part, count in frozen.items()
+            if count is not None
+        )
+        + " parameters"
+    )
     table = _table("adapter", "sites", "widths", "parameters")
     for kind in ("identity", "motion"):
         kind_sites = [s for s in sites if s.kind == kind]
         widths = sorted({s.width for s in kind_sites})
         table.add_row(kind, str(len(kind_sites)), ", ".join(map(str, widths)), f"{counts[kind]:,}")
     out.print(table)
+
+
+def _frozen_part_counts(name: str) -> dict[str, int | None]:
+    """The VAE's, the text encoder's and the appearance encoder's parameter counts, from
+    the parts built on the meta device (no weights, no download: the configs ship with dv)."""
+    import torch
+
+    from dreamvideo_cli.plugins import get_backbone
+    from dreamvideo_cli.runtime import quiet_libraries
+
+    quiet_libraries()
+    parts = get_backbone(name)(random_weights=True).load("meta", torch.float32)
+
+    def count(module: Any) -> int | None:
+        return sum(p.numel() for p in module.parameters()) if module is not None else None
+
+    return {
+        "vae_parameters": count(getattr(parts.codec, "vae", None)),
+        "text_encoder_parameters": count(parts.text_encoder),
+        "appearance_encoder_parameters": count(parts.appearance_encoder),
+    }
 
 
 def samplers(json: bool = JSON) -> None:

@@ -141,20 +141,38 @@ def _print_manifest_rows(manifests: list[Manifest]) -> None:
     _print_table(table)
 
 
+# Intermediate checkpoints kept while learning (`--save-every`): `step500`, `v1-step500`.
+_CHECKPOINT_TAG = re.compile(r"(v\d+-)?step\d+")
+
+
 def list_command(
+    names: list[str] = typer.Argument(None, metavar="[NAME]...", help="Only these names (default: every name)."),
     kind: KindChoice | None = typer.Option(None, "--kind", help="Only subjects or only motions."),
+    all_tags: bool = typer.Option(
+        False, "--all", "-a", help="Also the intermediate checkpoints (tags stepK, vN-stepK) learning kept."
+    ),
     json: bool = JSON,
 ) -> None:
-    """List every subject and motion, one row per tag."""
+    """List subjects and motions, one row per version and tag; checkpoints with --all."""
     manifests = _in_order(_registry().list(kind.value if kind is not None else None))
+    if names:
+        manifests = [m for m in manifests if m.name in names]
+    hidden = 0 if all_tags else sum(bool(_CHECKPOINT_TAG.fullmatch(m.tag)) for m in manifests)
+    if hidden:
+        manifests = [m for m in manifests if not _CHECKPOINT_TAG.fullmatch(m.tag)]
     if json:
         print_json([summary(m) for m in manifests])
-        return
-    if not manifests:
+    elif not manifests and not hidden:
         what = f"{kind.value}s" if kind is not None else "subjects or motions"
-        info(f"no {what} yet; learn one with `dv subject learn` or `dv motion learn`")
+        if names:
+            info(f"no {what} named {', '.join(names)}; `dv list` shows every name")
+        else:
+            info(f"no {what} yet; learn one with `dv subject learn` or `dv motion learn`")
         return
-    _print_manifest_rows(manifests)
+    else:
+        _print_manifest_rows(manifests)
+    if hidden and not json:
+        info(f"{hidden} checkpoint tag{'' if hidden == 1 else 's'} not shown (`dv list --all` lists them)")
 
 
 def show_command(
@@ -244,8 +262,8 @@ def _detail_rows(manifest: Manifest) -> list[tuple[str, str]]:
 
 
 def _inline(mapping: dict[str, Any]) -> str:
-    text = ", ".join(f"{key}={value}" for key, value in mapping.items())
-    return text if len(text) <= 200 else text[:197] + "..."
+    """All of it: the table wraps a long row on a terminal and keeps it whole in a pipe."""
+    return ", ".join(f"{key}={value}" for key, value in mapping.items())
 
 
 def rm_command(

@@ -140,7 +140,7 @@ def write_grid_outputs(
     files["summary"] = output / "summary.json"
     write_text_atomic(files["summary"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    on_event(StageStarted("sheet", len(cells), "contact sheet of the grid"))
+    on_event(StageStarted("sheet", len(cells), "contact sheet of the grid", unit="cell"))
     pages = grid_contact_sheets(output, cells, metric_names, on_event=on_event)
     on_event(StageFinished("sheet"))
     for number, page in enumerate(pages, start=1):

@@ -68,7 +68,10 @@ def run_grid(spec: GridSpec, *, registry: Registry, on_event: EventHandler = ign
     composed = rescored = 0
     on_event(
         StageStarted(
-            "grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")
+            "grid",
+            len(mine),
+            "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else ""),
+            unit="cell",
         )
     )
     for step, cell in enumerate(mine, start=1):
