@@ -6,11 +6,12 @@ import os
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import out, print_json
 
 
 def install(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.command("bench", cls=GroupedCommand)(bench)
 
 
 def bench(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
+from dreamvideo_cli.cli._help import GroupedCommand, with_examples
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
@@ -69,6 +70,7 @@ METRIC = typer.Option(
     None,
     "--metric",
     "-m",
+    metavar="NAME",
     help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).",
 )
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU).")
@@ -93,9 +95,11 @@ BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
 # ---------------------------------------------------------------- dv eval VIDEO...
 
 
-@eval_app.command(_SCORE, hidden=True)
+@eval_app.command(_SCORE, hidden=True, cls=GroupedCommand)
 def eval_command(
-    videos: list[Path] = typer.Argument(None, help="Videos, or folders of videos, to score."),
+    videos: list[Path] = typer.Argument(
+        None, metavar="VIDEO...", help="Videos, or folders of videos, to score.", show_default=False
+    ),
     subject: str = typer.Option(
         None, "--subject", help="Subject whose photos CLIP-I/DINO-I compare with (default: the one compose recorded)."
     ),
@@ -133,7 +137,14 @@ def eval_command(
 # ---------------------------------------------------------------- dv eval grid
 
 
-@eval_app.command("grid")
+@eval_app.command(
+    "grid",
+    cls=with_examples(
+        "dv eval grid dog,cat bear-walk,ride-bike --prompts prompts.txt -o grid/ --seeds 2",
+        "dv eval grid dog - --prompts prompts.txt -o subject-only/      # no motion adapter",
+        'accelerate launch --multi_gpu --num_processes 8 "$(which dv)" eval grid dog,cat walk --prompts p.txt -o g/',
+    ),
+)
 def grid_command(
     subjects: str = typer.Argument(..., help=SUBJECTS_HELP, metavar="SUBJECTS", show_default=False),
     motions: str = typer.Argument(..., help=MOTIONS_HELP, metavar="MOTIONS", show_default=False),

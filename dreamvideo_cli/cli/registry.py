@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import info, iso_utc, out, print_json
 
 if TYPE_CHECKING:
@@ -31,15 +32,15 @@ class KindChoice(enum.StrEnum):
 
 
 def install(app: typer.Typer) -> None:
-    app.command("list", rich_help_panel=PANEL)(list_command)
-    app.command("show", rich_help_panel=PANEL)(show_command)
-    app.command("rm", rich_help_panel=PANEL)(rm_command)
-    app.command("tag", rich_help_panel=PANEL)(tag_command)
-    app.command("export", rich_help_panel=PANEL)(export_command)
-    app.command("import", rich_help_panel=PANEL)(import_command)
-    app.command("verify", rich_help_panel=PANEL)(verify_command)
-    app.command("prune", rich_help_panel=PANEL)(prune_command)
-    app.command("du", rich_help_panel=PANEL)(du_command)
+    app.command("list", cls=GroupedCommand, rich_help_panel=PANEL)(list_command)
+    app.command("show", cls=GroupedCommand, rich_help_panel=PANEL)(show_command)
+    app.command("rm", cls=GroupedCommand, rich_help_panel=PANEL)(rm_command)
+    app.command("tag", cls=GroupedCommand, rich_help_panel=PANEL)(tag_command)
+    app.command("export", cls=GroupedCommand, rich_help_panel=PANEL)(export_command)
+    app.command("import", cls=GroupedCommand, rich_help_panel=PANEL)(import_command)
+    app.command("verify", cls=GroupedCommand, rich_help_panel=PANEL)(verify_command)
+    app.command("prune", cls=GroupedCommand, rich_help_panel=PANEL)(prune_command)
+    app.command("du", cls=GroupedCommand, rich_help_panel=PANEL)(du_command)
 
 
 def _registry() -> Registry:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import info, out, print_json, warn
 from dreamvideo_cli.errors import DVError
 
@@ -100,7 +101,7 @@ def _describe(run: RunInfo) -> str:
     return f"{run.id} ({what})"
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=GroupedCommand)
 def list_command(json: bool = JSON) -> None:
     """List training runs: kind, name, when started, how long, progress, last loss, whether finished
     or resumable, and size."""
@@ -140,7 +141,7 @@ def list_command(json: bool = JSON) -> None:
     )
 
 
-@runs_app.command("rm")
+@runs_app.command("rm", cls=GroupedCommand)
 def rm_command(
     ids: list[str] = typer.Argument(..., metavar="ID...", help="Run ids, as `dv runs list` shows them."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -179,7 +180,7 @@ def rm_command(
         info(f"removed run {run.id} ({_size(run.size)}){kept}")
 
 
-@runs_app.command("prune")
+@runs_app.command("prune", cls=GroupedCommand)
 def prune_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json: bool = JSON,
