@@ -85,8 +85,8 @@ GUIDANCE_HELP = "Classifier-free guidance scale (default: the backbone's)."
 FRAMES_HELP = "Frames per video (default: the backbone's)."
 FPS_HELP = "Frame rate of the written videos."
 SAMPLER_HELP = "Sampler name (see `dv samplers`; default: the backbone's)."
-SUBJECT_SCALE_HELP = "Strength of the identity adapter."
-MOTION_SCALE_HELP = "Strength of the motion adapter."
+SUBJECT_SCALE_HELP = "Strength of the identity adapter; a comma list (0.5,1) sweeps it, as in dv compose."
+MOTION_SCALE_HELP = "Strength of the motion adapter; a comma list sweeps it."
 APPEARANCE_HELP = "lambda, the appearance-guidance strength."
 NEGATIVE_HELP = "Negative prompt."
 BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
@@ -160,8 +160,8 @@ def grid_command(
     frames: int = typer.Option(None, "--frames", help=FRAMES_HELP),
     fps: int = typer.Option(None, "--fps", help=FPS_HELP),
     sampler: str = typer.Option(None, "--sampler", help=SAMPLER_HELP),
-    subject_scale: float = typer.Option(1.0, "--subject-scale", help=SUBJECT_SCALE_HELP),
-    motion_scale: float = typer.Option(1.0, "--motion-scale", help=MOTION_SCALE_HELP),
+    subject_scale: str = typer.Option("1", "--subject-scale", metavar="SCALES", help=SUBJECT_SCALE_HELP),
+    motion_scale: str = typer.Option("1", "--motion-scale", metavar="SCALES", help=MOTION_SCALE_HELP),
     appearance_strength: float = typer.Option(1.0, "--appearance-strength", help=APPEARANCE_HELP),
     negative_prompt: str = typer.Option("", "--negative-prompt", help=NEGATIVE_HELP),
     backbone_path: str = typer.Option(None, "--backbone-path", help=BACKBONE_PATH_HELP),
@@ -182,8 +182,11 @@ def grid_command(
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.composition import ComposeConfig
     from dreamvideo_cli.grid import GridSpec, read_prompts, run_grid
+    from dreamvideo_cli.sweep import parse_scales
     from dv_registry import Registry
 
+    subject_scales = parse_scales(subject_scale, "--subject-scale")
+    motion_scales = parse_scales(motion_scale, "--motion-scale")
     spec = GridSpec(
         subjects=_split(subjects) or ["-"],
         motions=_split(motions) or ["-"],
@@ -195,8 +198,8 @@ def grid_command(
             guidance=guidance,
             frames=frames,
             fps=fps,
-            subject_scale=subject_scale,
-            motion_scale=motion_scale,
+            subject_scale=subject_scales[0],
+            motion_scale=motion_scales[0],
             appearance_strength=appearance_strength,
             sampler=sampler,
             negative_prompt=negative_prompt,
@@ -204,6 +207,8 @@ def grid_command(
             backbone_path=backbone_path,
         ),
         metrics=metric or None,
+        subject_scales=list(dict.fromkeys(subject_scales)) if len(subject_scales) > 1 else [],
+        motion_scales=list(dict.fromkeys(motion_scales)) if len(motion_scales) > 1 else [],
     )
     main_process = _is_main_process()
     # Under accelerate every process renders its own progress; only process 0 talks (--json or not).

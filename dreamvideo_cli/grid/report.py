@@ -58,6 +58,8 @@ _PUBLIC_FIELDS = (
     "prompt_index",
     "prompt",
     "seed",
+    "subject_scale",
+    "motion_scale",
     "final_prompt",
     "eval_prompt",
     "video",
@@ -126,7 +128,8 @@ def write_grid_outputs(
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = ["id", "subject", "motion", "prompt", "seed", "final_prompt", "eval_prompt", "status"]
+    columns = ["id", "subject", "subject_scale", "motion", "motion_scale", "prompt", "seed", "final_prompt"]
+    columns += ["eval_prompt", "status"]
     writer.writerow([*columns, *metric_names, "video", "error"])
     for cell in cells:
         values = [cell.get(c) for c in columns]
