@@ -125,8 +125,16 @@ class BackboneCache:
         self._key: tuple[Any, ...] | None = None
         self._parts: Components | None = None
 
+    @staticmethod
+    def _key_of(backbone: Backbone, device: torch.device, fp8: bool) -> tuple[Any, ...]:
+        return (type(backbone), backbone.path, backbone.random_weights, str(device), fp8)
+
+    def holds(self, backbone: Backbone, device: torch.device, fp8: bool = False) -> bool:
+        """Whether `get` returns what it has without loading."""
+        return self._parts is not None and self._key == self._key_of(backbone, device, fp8)
+
     def get(self, backbone: Backbone, device: torch.device, fp8: bool = False) -> Components:
-        key = (type(backbone), backbone.path, backbone.random_weights, str(device), fp8)
+        key = self._key_of(backbone, device, fp8)
         if self._parts is None or key != self._key:
             self._parts = None  # free the old weights before loading new ones
             self._parts = load_parts(backbone, device, fp8)
@@ -193,7 +201,8 @@ def compose(
     request = _video_request(backbone, config, prompt)
 
     device = pick_device(config.device)
-    on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
+    if cache is None or not cache.holds(backbone, device, config.fp8):  # a sweep loads once, and says so once
+        on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = cache.get(backbone, device, config.fp8) if cache is not None else load_parts(backbone, device, config.fp8)
     check_backbone(backbone, fingerprint, next(m.ref for m in (subject, motion) if m is not None))
     sites = backbone.adapter_sites(parts.denoiser)

@@ -301,7 +301,7 @@ def evaluate_videos(
 
     references: dict[str, list[npt.NDArray[np.uint8]]] = {}
     results: list[VideoScores] = []
-    on_event(StageStarted("eval", len(plans), f"{len(plans)} video(s), metrics: {', '.join(needed) or 'none'}"))
+    on_event(StageStarted("eval", len(plans), f"scoring with {', '.join(needed) or 'no metric'}", unit="video"))
     for step, plan in enumerate(plans, start=1):
         refs: list[npt.NDArray[np.uint8]] = []
         if plan.subject is not None and any("reference_images" in classes[n].needs for n in instances):

@@ -13,6 +13,7 @@ class StageStarted:
     stage: str  # "embedding", "identity", "motion", "sampling", "decoding", ...
     total_steps: int
     description: str = ""
+    unit: str = "step"  # what total_steps counts ("cell", "video", "chunk"); "" for a one-off
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,32 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
+def panel_texts(
+    stage: str, steps: list[int], values: list[float], box: tuple[int, int, int, int], top: int
+) -> list[tuple[tuple[float, float], str]]:
+    """What a stage's panel says and where: its title, the loss axis (label and range) and
+    the step axis (label, first and last step)."""
+    left, ceiling, right, bottom = box
+    count = "1 step" if len(values) == 1 else f"{len(values)} steps"
+    return [
+        ((left, top + 8), f"{stage}: {count}, last loss {values[-1]:.4g}"),
+        ((4, ceiling - 14), "loss"),
+        ((4, ceiling), f"{max(values):.3g}"),
+        ((4, bottom - 10), f"{min(values):.3g}"),
+        ((left, bottom + 4), str(steps[0])),
+        ((right - 6 * len(str(steps[-1])), bottom + 4), str(steps[-1])),
+        (((left + right) / 2 - 12, bottom + 4), "step"),
+    ]
+
+
 def loss_curve_png(rows: list[tuple[str, int, float]], width: int = 720, height: int = 320) -> bytes:
-    """One panel per stage, raw loss in light colour with a moving average on top."""
+    """One panel per stage, raw loss in light colour with a moving average on top; the loss
+    on the vertical axis, the step on the horizontal one, both labelled."""
     stages: dict[str, list[float]] = {}
-    for stage, _, loss in rows:
+    steps: dict[str, list[int]] = {}
+    for stage, step, loss in rows:
         stages.setdefault(stage, []).append(loss)
+        steps.setdefault(stage, []).append(step)
     image = Image.new("RGB", (width, height * len(stages)), "white")
     draw = ImageDraw.Draw(image)
     for panel, (stage, values) in enumerate(stages.items()):
@@ -32,9 +53,8 @@ def loss_curve_png(rows: list[tuple[str, int, float]], width: int = 720, height:
         lo, hi = min(values), max(values)
         span = (hi - lo) or 1.0
         draw.rectangle([left, ceiling, right, bottom], outline=(180, 180, 180))
-        draw.text((left, top + 8), f"{stage}: {len(values)} steps, last {values[-1]:.4g}", fill="black")
-        draw.text((4, ceiling), f"{hi:.3g}", fill="black")
-        draw.text((4, bottom - 10), f"{lo:.3g}", fill="black")
+        for xy, text in panel_texts(stage, steps[stage], values, (left, ceiling, right, bottom), top):
+            draw.text(xy, text, fill="black")
         colour = COLOURS[panel % len(COLOURS)]
         light = tuple(int(c + (255 - c) * 0.7) for c in colour)
         n = max(1, len(values) - 1)

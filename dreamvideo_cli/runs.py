@@ -30,6 +30,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,16 @@ class RunInfo:
     state_files: tuple[Path, ...]  # state.json first, then its tensors and stray temporaries
     state_bytes: int
     stored: tuple[str, ...] = ()  # registry refs whose manifest records this run
+    started: float | None = None  # when config.json was written (seconds since the epoch)
+    last_active: float | None = None  # the newest of the loss log and the saved state
+    last_loss: float | None = None  # the loss log's last value
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the start to the last logged loss or saved state (pauses included)."""
+        if self.started is None or self.last_active is None:
+            return None
+        return max(0.0, self.last_active - self.started)
 
     @property
     def finished(self) -> bool:
@@ -116,6 +127,9 @@ class RunInfo:
             "size": self.size,
             "state_bytes": self.state_bytes,
             "prunable": self.prunable,
+            "started": _utc(self.started),
+            "duration_s": round(self.duration, 1) if self.duration is not None else None,
+            "last_loss": self.last_loss,
         }
 
 
@@ -168,14 +182,39 @@ def _file_sizes(folder: Path) -> _Sizes:
 
 def _last_logged(folder: Path) -> tuple[str, int] | None:
     """The stage and step of the loss log's last row."""
-    last: tuple[str, int] | None = None
+    last = _last_row(folder)
+    return (last[0], last[1]) if last is not None else None
+
+
+def _last_row(folder: Path) -> tuple[str, int, float | None] | None:
+    """The stage, step and loss of the loss log's last row."""
+    last: tuple[str, int, float | None] | None = None
     with (
         contextlib.suppress(OSError, ValueError, KeyError, csv.Error),
         open(folder / "loss.csv", newline="", encoding="utf-8") as f,
     ):
         for row in csv.DictReader(f):
-            last = (row["stage"], int(row["step"]))
+            try:
+                loss: float | None = float(row["loss"])
+            except (TypeError, ValueError):
+                loss = None
+            last = (row["stage"], int(row["step"]), loss)
     return last
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _utc(seconds: float | None) -> str | None:
+    """A time in JSON as dv gives it everywhere: UTC with Z."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _stage_total(kind: str | None, stage: str | None, config: dict[str, Any]) -> int | None:
@@ -237,6 +276,8 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         done = _is_last_stage(kind, stage) and step is not None and total is not None and step >= total
         status = "finished" if done else "incomplete"
     state_files = tuple(folder / rel for rel in state_names)
+    last_row = _last_row(folder)
+    active = [t for t in (_mtime(folder / "loss.csv"), _mtime(checkpoints / STATE_JSON)) if t is not None]
     return RunInfo(
         id=folder.name,
         folder=folder,
@@ -250,6 +291,9 @@ def _inspect(folder: Path, stored: dict[str, list[str]]) -> RunInfo:
         state_files=state_files,
         state_bytes=sum(sizes.files.get(rel, 0) for rel in state_names),
         stored=tuple(stored.get(folder.name, ())),
+        started=_mtime(folder / "config.json"),
+        last_active=max(active) if active else None,
+        last_loss=last_row[2] if last_row is not None else None,
     )
 
 

@@ -74,11 +74,7 @@ def sample_latents(
     scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
     step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
     per_expert = "".join(f", {name} {g}" for name, g in expert_guidance)  # e.g. ", low 3.0"
-    on_event(
-        StageStarted(
-            "sampling", len(scheduler.timesteps), f"{sampler.name}, {steps} steps, guidance {guidance}{per_expert}"
-        )
-    )
+    on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, guidance {guidance}{per_expert}"))
     use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
@@ -121,7 +117,7 @@ def sample_video(
         on_event,
         request.expert_guidance,
     )
-    on_event(StageStarted("decoding", 1, "VAE decode"))
+    on_event(StageStarted("decoding", 1, "VAE decode", unit=""))
     use(parts, "denoiser", "codec")
     video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))

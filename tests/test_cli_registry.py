@@ -96,7 +96,7 @@ def test_list_json_on_an_empty_home(home: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_list(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = dv(capsys, "list", "--json")
+    code, out, _ = dv(capsys, "list", "--all", "--json")
     rows = json.loads(out)
     assert code == 0
     assert [r["ref"] for r in rows] == [
@@ -107,8 +107,15 @@ def test_list(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert rows[0]["kind"] == "subject" and rows[0]["backbone"]["backbone"] == "tiny"
     code, out, _ = dv(capsys, "list", "--kind", "motion", "--json")
     assert [r["ref"] for r in json.loads(out)] == ["walk:latest", "walk:v1"]
-    code, out, _ = dv(capsys, "list")
+    code, out, _ = dv(capsys, "list", "-a")
     assert code == 0 and "dog:step5" in out and "walk:v1" in out and "my dog" in out
+    # Without --all, the checkpoints are counted, not listed; names filter.
+    code, out, err = dv(capsys, "list")
+    assert code == 0 and "dog:step5" not in out and "dog:v2" in out and "1 checkpoint tag not shown" in err
+    code, out, _ = dv(capsys, "list", "walk", "--json")
+    assert [r["ref"] for r in json.loads(out)] == ["walk:latest", "walk:v1"]
+    code, out, err = dv(capsys, "list", "cat")
+    assert code == 0 and out == "" and "no subjects or motions named cat" in err
 
 
 def test_show(populated: Registry, capsys: pytest.CaptureFixture[str]) -> None:

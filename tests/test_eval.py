@@ -295,6 +295,40 @@ def test_prompts_file_and_cells(tmp_path: Path) -> None:
     assert cells[0].id == "dog_v1--walk--p000--s0" and cells[-1].id == "none--walk--p001--s1"
 
 
+def test_a_grid_sweeps_scales_as_compose_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dv eval grid dog walk --subject-scale 0.5,1`: the comma lists of `dv compose`, one cell
+    per scale (a subject-less cell has no subject scale); one scale keeps the ids and resume
+    keys grids had before."""
+    from dreamvideo_cli import grid as grid_module
+    from dreamvideo_cli.composition import ComposeConfig
+    from dreamvideo_cli.errors import DVError
+    from dreamvideo_cli.grid import cell_settings
+
+    spec = GridSpec(["dog", "-"], ["walk"], ["a"], [0], tmp_path, ComposeConfig(), subject_scales=[0.5, 1.0])
+    cells = grid_cells(spec)
+    assert [c.id for c in cells] == ["dog-x0.5--walk--p000--s0", "dog-x1--walk--p000--s0", "none--walk--p000--s0"]
+    assert [c.subject_scale for c in cells] == [0.5, 1.0, None]
+    plan = types.SimpleNamespace(settings={"subject_scale": 1.0, "motion_scale": 1.0, "steps": 2})
+    assert cell_settings(plan, cells[0]) == {"subject_scale": 0.5, "motion_scale": 1.0, "steps": 2}  # type: ignore[arg-type]
+    single = GridSpec(["dog"], ["walk"], ["a"], [0], tmp_path, ComposeConfig(subject_scale=0.5))
+    assert [c.id for c in grid_cells(single)] == ["dog--walk--p000--s0"]
+
+    seen: list[GridSpec] = []
+
+    def capture(spec: GridSpec, **_: object) -> None:
+        seen.append(spec)
+        raise DVError("captured")
+
+    monkeypatch.setattr(grid_module, "run_grid", capture)
+    args = ["eval", "grid", "dog", "walk", "--prompts", str(_prompts(tmp_path)), "-o", str(tmp_path / "g")]
+    assert main([*args, "--subject-scale", "0.5,1", "--motion-scale", "0.75"]) == 1
+    assert seen[0].subject_scales == [0.5, 1.0] and seen[0].motion_scales == []
+    assert seen[0].compose.motion_scale == 0.75
+    capsys.readouterr()
+
+
 @pytest.fixture(scope="module")
 def grid_once(studio: Path, fake_metrics: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The grid run once in this process (1 process)."""
@@ -342,7 +376,8 @@ def test_grid_writes_results_summary_and_sheet(grid_once: Path) -> None:
     assert summary["overall"]["prompt-length"] == pytest.approx(np.mean([len(c["eval_prompt"]) for c in cells]))
 
     rows = (grid_once / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("id,subject,motion,prompt,seed,") and "mean-pixel" in rows[0]
+    assert rows[0].startswith("id,subject,subject_scale,motion,motion_scale,prompt,seed,") and "mean-pixel" in rows[0]
+    assert results["grid"]["subject_scales"] == [1.0] and results["grid"]["motion_scales"] == [1.0]
     assert len(rows) == 5
     with Image.open(grid_once / "grid.png") as sheet:
         assert sheet.height >= 4 * 32

@@ -102,9 +102,9 @@ def test_trimming_keeps_text_that_continues_on_the_same_line(capsys: pytest.Capt
 
 def test_tags_are_listed_in_natural_order(narrow: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     expected = ["latest", "v1", "step50", "step100", "step1000", "v1-step50", "v1-step100"]
-    rows = json.loads(dv(capsys, "list", "--json"))
+    rows = json.loads(dv(capsys, "list", "--all", "--json"))
     assert [row["tag"] for row in rows] == expected
-    lines = dv(capsys, "list").splitlines()[1:]
+    lines = dv(capsys, "list", "--all").splitlines()[1:]
     assert [line.split()[0].split(":", 1)[1] for line in lines] == expected
     usage = json.loads(dv(capsys, "du", "--json"))
     assert usage["names"][0]["tags"] == expected

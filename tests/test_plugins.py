@@ -101,6 +101,7 @@ def test_a_fake_plugin_registers_everything(capsys: pytest.CaptureFixture[str]) 
         assert metrics["fake-metric"]["needs"] == ["prompt"]
         info = run_json(["backbones", "info", "fake-backbone", "--json"], capsys)
         assert info["parameters"]["identity"] > 0 and len(info["motion_sites"]) > 0
+        assert info["vae_parameters"] is None  # a backbone that cannot be built without weights
         assert "fake" in {p["name"] for p in run_json(["plugins", "--json"], capsys)}
     assert "fake-backbone" not in plugins.get_backbones()
 

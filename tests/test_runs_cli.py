@@ -244,21 +244,39 @@ def test_prune_removes_the_temporaries_of_interrupted_checkpoint_writes(
 def test_the_table_shows_progress_status_and_sizes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     done = make_run(home, "motion", "walk", step=10, total=10, state_size=2_000_000)
     store(home, "walk", done)
-    make_run(home, "motion", "run", step=4, total=1000)
+    running = make_run(home, "motion", "run", step=4, total=1000)
+    (running / "loss.csv").write_text("stage,step,loss\nmotion,3,0.5\nmotion,4,0.125\n")
+    started = 1_790_000_000.0
+    os.utime(running / "config.json", (started, started))
+    os.utime(running / "loss.csv", (started + 125, started + 125))
+    os.utime(running / "checkpoints" / "state.json", (started + 120, started + 120))
     code, out, err = dv(capsys, "runs", "list")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == [
         "id",
         "kind",
         "name",
+        "started",
+        "duration",
         "progress",
+        "last",
+        "loss",
         "status",
         "stored",
         "as",
         "size",
         "state",
     ]
-    assert lines[1].split()[:5] == [done.name, "motion", "walk", "done", "finished"]
+    fields = lines[1].split()
+    assert fields[:3] == [done.name, "motion", "walk"] and {"done", "0.5", "finished"} <= set(fields)
+    # When it started (local time), how long it has run, and its last loss.
+    from datetime import datetime
+
+    assert datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") in lines[2] and "2m05s" in lines[2]
+    assert "0.125" in lines[2]
+    listed = runs_json(capsys)[running.name]
+    assert listed["started"] == "2026-09-21T14:13:20Z" and listed["duration_s"] == 125.0
+    assert listed["last_loss"] == 0.125
     assert "walk:v1" in lines[1] and "2.0 MB" in lines[1]
     assert "motion 4/1000" in lines[2] and "resumable" in lines[2]
     assert "dv runs prune` would free 2.0 MB" in err

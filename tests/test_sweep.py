@@ -83,6 +83,9 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
     index = json.loads((folder / "index.json").read_text())
     cells = index["cells"]
     assert len(cells) == 4 == len(result["cells"]) and result["output"] == str(folder)
+    # The backbone is loaded once for the four cells, and said so once; --json leaves the
+    # progress on stderr.
+    assert captured.err.count("loading backbone") == 1 and "cell 4/4:" in captured.err
     # The index says what was swept, not the first cell's values.
     assert index["sweep"] == {"subjects": ["rex"], "motions": ["slide"], "subject_scales": [0.5, 1.0],
                               "motion_scales": [0.0, 1.0]}  # fmt: skip

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             error_line(str(exc))
             return int(getattr(exc, "exit_code", 1))
         if _is_usage_error(exc):
-            exc.show()  # type: ignore[attr-defined]
+            from dreamvideo_cli.cli._help import usage_error_line
+
+            error_line(usage_error_line(exc))
             return int(exc.exit_code)  # type: ignore[attr-defined]
         if _is_out_of_memory(exc):
             error_line(OUT_OF_MEMORY)

@@ -17,29 +17,38 @@ from dreamvideo_cli.errors import DVError
 if TYPE_CHECKING:
     from dreamvideo_cli.plan import Settings
 
+# The help group of the memory options (dreamvideo_cli.cli._help).
+MEMORY = "Device and memory"
+
 FP8 = typer.Option(
     False,
     "--fp8",
     help="Store the frozen denoiser's linear weights as scaled fp8 (e4m3, a scale per output channel): "
     "about half the bf16 bytes, computed in bf16; a small measured error (docs/memory.md).",
+    rich_help_panel=MEMORY,
 )
 BLOCKS_TO_SWAP = typer.Option(
     0,
     "--blocks-to-swap",
     min=0,
+    metavar="N",
     help="Keep the frozen weights of the last N blocks in host memory and stream each in just before it "
     "runs: less GPU memory, same results, slower steps.",
+    rich_help_panel=MEMORY,
 )
 FIT = typer.Option(
     None,
     "--fit",
+    metavar="SIZE",
     help="Plan the run's memory first (as `dv plan` does) and apply the cheapest settings that fit this "
     "much GPU memory, e.g. 24GiB, or auto for this machine's GPU; says which in one line.",
+    rich_help_panel=MEMORY,
 )
 OFFLOAD_ACTIVATIONS = typer.Option(
     False,
     "--offload-activations",
     help="Keep the activations saved for the backward pass in host memory: less GPU memory, same results.",
+    rich_help_panel=MEMORY,
 )
 
 

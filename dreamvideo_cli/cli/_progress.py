@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 from rich.console import Console
@@ -26,14 +29,47 @@ from dreamvideo_cli.events import (
     StepDone,
 )
 
+# Off a terminal (a pipe, a log file), a stage's progress is a line at least this often.
+PIPED_EVERY_S = 10.0
+
+
+@dataclass
+class _Pace:
+    """When a stage started and at which step, to give its rate and what is left."""
+
+    started: float
+    first_step: int | None = None
+    printed: float = 0.0
+
+
+def _clock_time(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" + ("" if number == 1 else "s")
+
 
 class ProgressRenderer:
-    """An EventHandler: bars when stderr is a terminal, plain lines otherwise, nothing
-    but warnings when quiet (e.g. with --json)."""
+    """An EventHandler: bars when stderr is a terminal, plain lines otherwise (each with its
+    rate and time left, at least every PIPED_EVERY_S seconds), nothing but warnings when
+    quiet (the processes other than the first of a launched group). --json changes stdout
+    only: progress goes on."""
 
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        quiet: bool = False,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = PIPED_EVERY_S,
+    ) -> None:
         console = console or err.get()
         self.quiet = quiet
+        self.clock = clock
+        self.every = every
+        self.paces: dict[str, _Pace] = {}
         self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]{task.fields[stage]:<9}"),
@@ -67,9 +103,12 @@ class ProgressRenderer:
             elif not self.quiet:
                 info(event.message)
         elif isinstance(event, StageStarted):
+            self.paces[event.stage] = _Pace(self.clock())
             if not self.quiet and not self.live:
-                steps = "step" if event.total_steps == 1 else "steps"
-                info(f"{event.stage}: {event.description} ({event.total_steps} {steps})")
+                info(
+                    f"{event.stage}: {event.description}"
+                    + (f" ({_count(event.total_steps, event.unit)})" if event.unit else "")
+                )
             self.tasks[event.stage] = self.progress.add_task(
                 event.description, total=event.total_steps, stage=event.stage, status="", rate=""
             )
@@ -77,8 +116,8 @@ class ProgressRenderer:
             task = self.tasks.get(event.stage)
             if event.loss is not None:
                 self.last_loss[event.stage] = f"loss {event.loss:.4f}"
-                if not self.quiet and not self.live:
-                    info(f"{event.stage} {event.step}/{event.total_steps} loss {event.loss:.4f}")
+            if not self.quiet and not self.live:
+                self._step_line(event)
             if task is not None:
                 speed = self.progress.tasks[task].speed
                 self.progress.update(
@@ -95,3 +134,26 @@ class ProgressRenderer:
             if task is not None:
                 self.progress.update(task, completed=self.progress.tasks[task].total)
         sys.stderr.flush()
+
+    def _step_line(self, event: StepDone) -> None:
+        """Off a terminal: a line for a step with a loss, the last step, and at least every
+        `every` seconds, each with the rate and the time left."""
+        now = self.clock()
+        pace = self.paces.setdefault(event.stage, _Pace(now))
+        if pace.first_step is None:
+            pace.first_step = event.step - 1  # a resumed stage starts past 0
+        due = event.loss is not None or event.step >= event.total_steps or now - pace.printed >= self.every
+        if not due:
+            return
+        pace.printed = now
+        line = f"{event.stage} {event.step}/{event.total_steps}"
+        if event.loss is not None:
+            line += f" loss {event.loss:.4f}"
+        done, elapsed = event.step - pace.first_step, now - pace.started
+        if done > 0 and elapsed > 0:
+            rate = done / elapsed
+            line += f", {rate:.2f} it/s" if rate >= 1 else f", {1 / rate:.2f} s/it"
+            line += f", {_clock_time(elapsed)} elapsed"
+            if event.step < event.total_steps:
+                line += f", eta {_clock_time((event.total_steps - event.step) / rate)}"
+        info(line)

@@ -6,11 +6,12 @@ import os
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import out, print_json
 
 
 def install(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.command("bench", cls=GroupedCommand)(bench)
 
 
 def bench(
@@ -63,7 +64,7 @@ def bench(
         device=device,
         only=stages,
     )
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         report = run_bench(config, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, rank 0 reports for all
         return

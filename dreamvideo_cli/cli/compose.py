@@ -2,71 +2,159 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from dreamvideo_cli.cli._help import with_examples
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
+EXAMPLES = (
+    'dv compose dog bear-walk "in the snow"',
+    'dv compose dog - "on the beach"                       # the subject alone',
+    'dv compose dog bear-walk "{subject} {motion} in the rain" --seed 7 -o rain.mp4',
+    'dv compose dog:v1-step500,dog:v1 bear-walk "in the snow" --subject-scale 0.5,1 -o sweep/',
+)
+
+OUTPUT, SAMPLING, ADAPTERS, SWEEPS, DEVICE = "Output", "Sampling", "Adapters", "Sweeps", "Device and memory"
+
 
 def install(app: typer.Typer) -> None:
-    app.command("compose")(compose)
+    app.command("compose", cls=with_examples(*EXAMPLES))(compose)
 
 
 def compose(
     subject: str = typer.Argument(
-        ..., help="A subject reference (name, name:tag), or - for none; a comma list sweeps checkpoints."
+        ...,
+        metavar="SUBJECT",
+        help="A subject (name or name:tag, see `dv list`), or - for none; a comma list sweeps checkpoints.",
+        show_default=False,
     ),
-    motion: str = typer.Argument(..., help="A motion reference, or - for none; a comma list sweeps checkpoints."),
-    prompt: str = typer.Argument("", help='The scene, e.g. "in the snow"; {subject} and {motion} are substituted.'),
+    motion: str = typer.Argument(
+        ...,
+        metavar="MOTION",
+        help="A motion, or - for none; a comma list sweeps checkpoints.",
+        show_default=False,
+    ),
+    prompt: str = typer.Argument(
+        "",
+        metavar="[PROMPT]",
+        help='The scene, in quotes: "in the snow". It may place the subject and motion itself with '
+        "the words {subject} and {motion}.",
+        show_default=False,
+    ),
     output: Path = typer.Option(
         None,
         "-o",
         "--output",
+        metavar="PATH",
         help="Video file (.mp4 or .gif); default dv-out/SUBJECT-MOTION-SEED.mp4. A sweep: a folder (default dv-out/SUBJECT-MOTION-SEED-sweep).",
+        rich_help_panel=OUTPUT,
     ),
     steps: int = typer.Option(
-        None, "--sample-steps", help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC)."
+        None,
+        "--sample-steps",
+        metavar="N",
+        help="Sampling steps (default: the backbone's, ModelScope 50 DDIM, Wan 50 UniPC).",
+        rich_help_panel=SAMPLING,
     ),
     guidance: float = typer.Option(
-        None, "--guidance", help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5)."
+        None,
+        "--guidance",
+        metavar="SCALE",
+        help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5).",
+        rich_help_panel=SAMPLING,
     ),
-    frames: int = typer.Option(None, "--frames", help="Frames (default: the backbone's)."),
-    fps: int = typer.Option(None, "--fps", help="Frame rate of the written video (default: the backbone's)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (recorded in the metadata)."),
+    frames: int = typer.Option(
+        None, "--frames", metavar="N", help="Frames (default: the backbone's).", rich_help_panel=SAMPLING
+    ),
+    fps: int = typer.Option(
+        None,
+        "--fps",
+        metavar="N",
+        help="Frame rate of the written video (default: the backbone's).",
+        rich_help_panel=OUTPUT,
+    ),
+    seed: int = typer.Option(
+        None, "--seed", metavar="N", help="Random seed (recorded in the metadata).", rich_help_panel=SAMPLING
+    ),
     subject_scale: str = typer.Option(
-        "1", "--subject-scale", help="Strength of the identity adapter; a comma list (0.5,0.75,1) sweeps it."
+        "1",
+        "--subject-scale",
+        metavar="SCALES",
+        help="Strength of the identity adapter; a comma list (0.5,0.75,1) sweeps it.",
+        rich_help_panel=ADAPTERS,
     ),
     motion_scale: str = typer.Option(
-        "1", "--motion-scale", help="Strength of the motion adapter; a comma list sweeps it."
+        "1",
+        "--motion-scale",
+        metavar="SCALES",
+        help="Strength of the motion adapter; a comma list sweeps it.",
+        rich_help_panel=ADAPTERS,
     ),
     metric: list[str] = typer.Option(
-        None, "--metric", "-m", help="Sweeps: score every cell with these metrics and mark the best by the first."
+        None,
+        "--metric",
+        "-m",
+        metavar="NAME",
+        help="Score every cell of a sweep with this metric (repeat for more; see `dv metrics`) and mark "
+        "the best by the first.",
+        rich_help_panel=SWEEPS,
     ),
     appearance_image: Path = typer.Option(
-        None, "--appearance-image", help="Image for appearance guidance (default: a subject photo)."
+        None,
+        "--appearance-image",
+        metavar="PATH",
+        help="Image for appearance guidance (default: a subject photo).",
+        rich_help_panel=ADAPTERS,
     ),
     appearance_strength: float = typer.Option(
-        1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."
+        1.0,
+        "--appearance-strength",
+        metavar="LAMBDA",
+        help="lambda, the appearance-guidance strength.",
+        rich_help_panel=ADAPTERS,
     ),
     sampler: str = typer.Option(
-        None, "--sampler", help="Sampler name (see `dv samplers`; default: the backbone's, ddim or unipc)."
+        None,
+        "--sampler",
+        metavar="NAME",
+        help="Sampler name (see `dv samplers`; default: the backbone's, ddim or unipc).",
+        rich_help_panel=SAMPLING,
     ),
-    negative_prompt: str = typer.Option("", "--negative-prompt"),
-    gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside the video."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    backbone_path: str = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone."),
+    negative_prompt: str = typer.Option(
+        "",
+        "--negative-prompt",
+        metavar="TEXT",
+        help='What the video should not show, e.g. "blurry, distorted" (guidance steers away from it).',
+        rich_help_panel=SAMPLING,
+        show_default=False,
+    ),
+    gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside the video.", rich_help_panel=OUTPUT),
+    device: str = typer.Option(
+        "auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=DEVICE
+    ),
+    backbone_path: str = typer.Option(
+        None,
+        "--backbone-path",
+        metavar="DIR",
+        help="A local diffusers folder of the backbone.",
+        rich_help_panel=DEVICE,
+    ),
     fp8: bool = FP8,
     blocks_to_swap: int = BLOCKS_TO_SWAP,
     fit: str = FIT,
     force: bool = typer.Option(
-        False, "--force", "-f", help="Replace the video at -o (a sweep: the earlier sweep in the -o folder)."
+        False,
+        "--force",
+        "-f",
+        help="Replace the video at -o (a sweep: the earlier sweep in the -o folder).",
+        rich_help_panel=OUTPUT,
     ),
-    json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.", rich_help_panel=OUTPUT),
 ) -> None:
     """Make a video of SUBJECT doing MOTION in PROMPT."""
     import secrets
@@ -131,7 +219,7 @@ def compose(
         return
     if metric:
         raise DVError("--metric scores the cells of a sweep", "score a single video with `dv eval VIDEO --metric ...`")
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         result = run_compose(subject, motion, prompt, output, config, registry=registry, on_event=progress)
     if json:
         print_json(
@@ -145,9 +233,8 @@ def compose(
             }
         )
         return
-    # On a terminal the prompt was just shown with the progress (stderr); say it once.
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        out.print(f"prompt: {result.prompt}")
+    # The prompt was shown with the progress (stderr), and is in the video's metadata and
+    # the JSON: stdout does not say it again.
     out.print(f"wrote {result.video} and {result.contact_sheet}" + (f" and {result.gif}" if result.gif else ""))
 
 
@@ -159,7 +246,7 @@ def _sweep(
 
     if folder.suffix.lower() in (".mp4", ".gif"):
         raise DVError(f"a sweep writes a folder of videos, not {folder.name}", f"use -o {folder.with_suffix('')}")
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         result = run_sweep(
             cells, prompt, folder, config, registry=registry, metrics=metrics, on_event=progress, force=force
         )

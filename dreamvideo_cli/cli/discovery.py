@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import out, print_json
 
 if TYPE_CHECKING:
@@ -15,16 +16,16 @@ JSON = typer.Option(False, "--json", help="Print JSON on stdout.")
 
 
 def install(app: typer.Typer) -> None:
-    app.command("plugins")(plugins)
+    app.command("plugins", cls=GroupedCommand)(plugins)
     backbones_app = typer.Typer(
         help="List backbones, or inspect one with `dv backbones info NAME`.",
         invoke_without_command=True,
     )
     backbones_app.callback(invoke_without_command=True)(backbones)
-    backbones_app.command("info")(backbone_info)
+    backbones_app.command("info", cls=GroupedCommand)(backbone_info)
     app.add_typer(backbones_app, name="backbones")
-    app.command("samplers")(samplers)
-    app.command("metrics")(metrics)
+    app.command("samplers", cls=GroupedCommand)(samplers)
+    app.command("metrics", cls=GroupedCommand)(metrics)
 
 
 def _table(*columns: str) -> Table:
@@ -102,6 +103,7 @@ def backbone_info(
     design = type(backbone).adapter_design
     counts = adapter_parameter_counts(sites, type(backbone).appearance_dim, design)
     denoiser_parameters = sum(p.numel() for p in denoiser.parameters())
+    frozen = _frozen_part_counts(name)
 
     def described(kind: str) -> list[dict[str, Any]]:
         return [
@@ -122,6 +124,7 @@ def backbone_info(
         "objective": backbone.training_objective().kind,
         "denoiser_parameters": denoiser_parameters,
         "unet_parameters": denoiser_parameters,  # the key's name before diffusion transformers
+        **frozen,
         "identity_bottleneck": design.identity_bottleneck,  # None: d/2, as in the paper
         "motion_bottleneck": design.motion_bottleneck,
         "condition_in_bottleneck": design.condition_in_bottleneck,
@@ -135,6 +138,9 @@ def backbone_info(
         return
     out.print(f"[bold]{name}[/bold]  {data['description']}")
     out.print(f"denoiser ({data['family']}, {data['objective']}) parameters: {data['denoiser_parameters']:,}")
+    counted = [f"{part.removesuffix('_parameters').replace('_', ' ')} {n:,}" for part, n in frozen.items() if n]
+    if counted:
+        out.print(", ".join(counted) + " parameters")
     table = _table("adapter", "sites", "widths", "parameters")
     for kind in ("identity", "motion"):
         kind_sites = [s for s in sites if s.kind == kind]
@@ -175,6 +181,32 @@ def _experts(backbone: Any, sites: list[Any], design: Any) -> list[dict[str, Any
             }
         )
     return out
+
+
+def _frozen_part_counts(name: str) -> dict[str, int | None]:
+    """The VAE's, the text encoder's and the appearance encoder's parameter counts, from
+    the parts built on the meta device (no weights, no download: the configs ship with dv);
+    None for a backbone that cannot be built so."""
+    import torch
+
+    from dreamvideo_cli.errors import DVError
+    from dreamvideo_cli.plugins import get_backbone
+    from dreamvideo_cli.runtime import quiet_libraries
+
+    quiet_libraries()
+    try:
+        parts = get_backbone(name)(random_weights=True).load("meta", torch.float32)
+    except (NotImplementedError, DVError, OSError):  # a plugin's backbone that cannot be built without weights
+        return dict.fromkeys(("vae_parameters", "text_encoder_parameters", "appearance_encoder_parameters"))
+
+    def count(module: Any) -> int | None:
+        return sum(p.numel() for p in module.parameters()) if module is not None else None
+
+    return {
+        "vae_parameters": count(getattr(parts.codec, "vae", None)),
+        "text_encoder_parameters": count(parts.text_encoder),
+        "appearance_encoder_parameters": count(parts.appearance_encoder),
+    }
 
 
 def samplers(json: bool = JSON) -> None:

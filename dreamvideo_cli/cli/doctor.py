@@ -10,11 +10,12 @@ from typing import Any
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import out, print_json
 
 
 def install(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+    app.command("doctor", cls=GroupedCommand)(doctor)
 
 
 def _version(distribution: str) -> str | None:

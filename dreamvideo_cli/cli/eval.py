@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
+from dreamvideo_cli.cli._help import GroupedCommand, with_examples
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
 
@@ -69,6 +70,7 @@ METRIC = typer.Option(
     None,
     "--metric",
     "-m",
+    metavar="NAME",
     help="A metric to compute; repeat or separate with commas (default: all installed, see `dv metrics`).",
 )
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under accelerate: each process's own GPU).")
@@ -83,8 +85,8 @@ GUIDANCE_HELP = "Classifier-free guidance scale (default: the backbone's)."
 FRAMES_HELP = "Frames per video (default: the backbone's)."
 FPS_HELP = "Frame rate of the written videos."
 SAMPLER_HELP = "Sampler name (see `dv samplers`; default: the backbone's)."
-SUBJECT_SCALE_HELP = "Strength of the identity adapter."
-MOTION_SCALE_HELP = "Strength of the motion adapter."
+SUBJECT_SCALE_HELP = "Strength of the identity adapter; a comma list (0.5,1) sweeps it, as in dv compose."
+MOTION_SCALE_HELP = "Strength of the motion adapter; a comma list sweeps it."
 APPEARANCE_HELP = "lambda, the appearance-guidance strength."
 NEGATIVE_HELP = "Negative prompt."
 BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
@@ -93,9 +95,11 @@ BACKBONE_PATH_HELP = "A local diffusers folder of the backbone."
 # ---------------------------------------------------------------- dv eval VIDEO...
 
 
-@eval_app.command(_SCORE, hidden=True)
+@eval_app.command(_SCORE, hidden=True, cls=GroupedCommand)
 def eval_command(
-    videos: list[Path] = typer.Argument(None, help="Videos, or folders of videos, to score."),
+    videos: list[Path] = typer.Argument(
+        None, metavar="VIDEO...", help="Videos, or folders of videos, to score.", show_default=False
+    ),
     subject: str = typer.Option(
         None, "--subject", help="Subject whose photos CLIP-I/DINO-I compare with (default: the one compose recorded)."
     ),
@@ -117,7 +121,7 @@ def eval_command(
     from dreamvideo_cli.evaluate import evaluate_videos, incomplete
     from dv_registry import Registry
 
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         scores = evaluate_videos(
             videos,
             registry=Registry(),
@@ -136,7 +140,14 @@ def eval_command(
 # ---------------------------------------------------------------- dv eval grid
 
 
-@eval_app.command("grid")
+@eval_app.command(
+    "grid",
+    cls=with_examples(
+        "dv eval grid dog,cat bear-walk,ride-bike --prompts prompts.txt -o grid/ --seeds 2",
+        "dv eval grid dog - --prompts prompts.txt -o subject-only/      # no motion adapter",
+        'accelerate launch --multi_gpu --num_processes 8 "$(which dv)" eval grid dog,cat walk --prompts p.txt -o g/',
+    ),
+)
 def grid_command(
     subjects: str = typer.Argument(..., help=SUBJECTS_HELP, metavar="SUBJECTS", show_default=False),
     motions: str = typer.Argument(..., help=MOTIONS_HELP, metavar="MOTIONS", show_default=False),
@@ -152,8 +163,8 @@ def grid_command(
     frames: int = typer.Option(None, "--frames", help=FRAMES_HELP),
     fps: int = typer.Option(None, "--fps", help=FPS_HELP),
     sampler: str = typer.Option(None, "--sampler", help=SAMPLER_HELP),
-    subject_scale: float = typer.Option(1.0, "--subject-scale", help=SUBJECT_SCALE_HELP),
-    motion_scale: float = typer.Option(1.0, "--motion-scale", help=MOTION_SCALE_HELP),
+    subject_scale: str = typer.Option("1", "--subject-scale", metavar="SCALES", help=SUBJECT_SCALE_HELP),
+    motion_scale: str = typer.Option("1", "--motion-scale", metavar="SCALES", help=MOTION_SCALE_HELP),
     appearance_strength: float = typer.Option(1.0, "--appearance-strength", help=APPEARANCE_HELP),
     negative_prompt: str = typer.Option("", "--negative-prompt", help=NEGATIVE_HELP),
     backbone_path: str = typer.Option(None, "--backbone-path", help=BACKBONE_PATH_HELP),
@@ -177,8 +188,11 @@ def grid_command(
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dreamvideo_cli.composition import ComposeConfig
     from dreamvideo_cli.grid import GridSpec, read_prompts, run_grid
+    from dreamvideo_cli.sweep import parse_scales
     from dv_registry import Registry
 
+    subject_scales = parse_scales(subject_scale, "--subject-scale")
+    motion_scales = parse_scales(motion_scale, "--motion-scale")
     spec = GridSpec(
         subjects=_split(subjects) or ["-"],
         motions=_split(motions) or ["-"],
@@ -190,8 +204,8 @@ def grid_command(
             guidance=guidance,
             frames=frames,
             fps=fps,
-            subject_scale=subject_scale,
-            motion_scale=motion_scale,
+            subject_scale=subject_scales[0],
+            motion_scale=motion_scales[0],
             appearance_strength=appearance_strength,
             sampler=sampler,
             negative_prompt=negative_prompt,
@@ -199,11 +213,13 @@ def grid_command(
             backbone_path=backbone_path,
         ),
         metrics=metric or None,
+        subject_scales=list(dict.fromkeys(subject_scales)) if len(subject_scales) > 1 else [],
+        motion_scales=list(dict.fromkeys(motion_scales)) if len(motion_scales) > 1 else [],
         force=force,
     )
     main_process = _is_main_process()
-    # Under accelerate every process renders its own progress; only process 0 talks.
-    with ProgressRenderer(quiet=json or not main_process) as progress:
+    # Under accelerate every process renders its own progress; only process 0 talks (--json or not).
+    with ProgressRenderer(quiet=not main_process) as progress:
         result = run_grid(spec, registry=Registry(), on_event=progress)
     if not result.is_main_process:
         return

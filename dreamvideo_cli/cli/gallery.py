@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import out
 
 
 def install(app: typer.Typer) -> None:
-    app.command("gallery", rich_help_panel="Registry")(gallery)
+    app.command("gallery", cls=GroupedCommand, rich_help_panel="Registry")(gallery)
 
 
 def gallery(

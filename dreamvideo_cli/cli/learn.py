@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from dreamvideo_cli.cli._help import with_examples
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
 from dreamvideo_cli.cli._output import out, print_json, warn
 from dreamvideo_cli.cli._run_pages import RunPages
@@ -25,39 +26,72 @@ def install(app: typer.Typer) -> None:
     app.add_typer(motion_app, name="motion")
 
 
-BACKBONE = typer.Option("modelscope", "--backbone", "-b", help="Backbone name (see `dv backbones`).")
-BACKBONE_PATH = typer.Option(None, "--backbone-path", help="A local diffusers folder of the backbone.")
+# The help's option groups (dreamvideo_cli.cli._help).
+DATA, TRAINING, RUN, DEVICE_GROUP = "Data", "Training", "Checkpoints, previews and resuming", "Device and memory"
+NAME_REQUIRED = "Required (not with --resume)."
+SUBJECT_EXAMPLES = (
+    "dv subject learn ./dog_photos --name dog",
+    "dv subject learn ./dog_photos --name dog --init-word dog --masks ./dog_masks --save-every 500",
+    "dv subject learn --resume RUN_ID                      # go on after Ctrl-C (see `dv runs list`)",
+)
+MOTION_EXAMPLES = (
+    'dv motion learn ./bear_clips --name bear-walk --phrase "walking"',
+    "dv motion learn ./clips --name bear-walk --backbone wan --fit 24GiB",
+    "dv motion learn --resume RUN_ID",
+)
+
+
+BACKBONE = typer.Option(
+    "modelscope", "--backbone", "-b", help="Backbone name (see `dv backbones`).", rich_help_panel=DEVICE_GROUP
+)
+BACKBONE_PATH = typer.Option(
+    None, "--backbone-path", help="A local diffusers folder of the backbone.", rich_help_panel=DEVICE_GROUP
+)
 RANDOM_WEIGHTS = typer.Option(
-    False, "--random-weights", help="Full-size architecture with random weights (benchmarks, smoke runs)."
+    False,
+    "--random-weights",
+    help="Full-size architecture with random weights (benchmarks, smoke runs).",
+    rich_help_panel=DEVICE_GROUP,
 )
-SEED = typer.Option(None, "--seed", help="Random seed (recorded in the manifest).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+SEED = typer.Option(None, "--seed", help="Random seed (recorded in the manifest).", rich_help_panel=TRAINING)
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=DEVICE_GROUP)
 SAVE_EVERY = typer.Option(
-    500, "--save-every", help="Keep an adapter checkpoint every K steps as tag NAME:stepK (0: none)."
+    500,
+    "--save-every",
+    help="Keep an adapter checkpoint every K steps as tag NAME:stepK (0: none).",
+    rich_help_panel=RUN,
 )
-RESUME = typer.Option(None, "--resume", help="Continue an interrupted run (its id or folder).")
-JSON = typer.Option(False, "--json", help="Print the stored manifest as JSON on stdout.")
-DESCRIPTION = typer.Option("", "--description", help="A note stored in the manifest.")
+RESUME = typer.Option(None, "--resume", help="Continue an interrupted run (its id or folder).", rich_help_panel=RUN)
+JSON = typer.Option(False, "--json", help="Print the stored manifest as JSON on stdout.", rich_help_panel=RUN)
+DESCRIPTION = typer.Option("", "--description", help="A note stored in the manifest.", rich_help_panel=DATA)
 CHECKPOINTING = typer.Option(
-    False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more compute."
+    False,
+    "--gradient-checkpointing",
+    help="Recompute activations in the backward pass: less memory, more compute.",
+    rich_help_panel=DEVICE_GROUP,
 )
 COMPILE = typer.Option(
     False,
     "--compile",
     help="torch.compile the denoiser (CUDA graphs on a GPU): faster steps after a slow start; same math.",
+    rich_help_panel=DEVICE_GROUP,
 )
 PREVIEW_EVERY = typer.Option(
     0,
     "--preview-every",
     min=0,
     help="Every K steps (and at the end) compose a short preview into the run folder's previews/ (0: none).",
+    rich_help_panel=RUN,
 )
-PREVIEW_PROMPT = typer.Option(None, "--preview-prompt", help="The previews' prompt (default: the run's own caption).")
+PREVIEW_PROMPT = typer.Option(
+    None, "--preview-prompt", help="The previews' prompt (default: the run's own caption).", rich_help_panel=RUN
+)
 SHARD = typer.Option(
     False,
     "--shard",
     help="Under torchrun or accelerate launch: shard the frozen denoiser's blocks over the processes (FSDP2), "
     "for a backbone one card cannot hold. Without it, several processes learn data parallel.",
+    rich_help_panel=DEVICE_GROUP,
 )
 EXPERTS = typer.Option(
     None,
@@ -72,6 +106,7 @@ ADAPTER_WIDTH = typer.Option(
     None,
     "--adapter-width",
     help="The adapters' bottleneck width (default: the backbone's; ModelScope d/2 as in the paper, Wan 128).",
+    rich_help_panel=TRAINING,
 )
 
 
@@ -81,7 +116,7 @@ def _learn(learn: Any, folder: Path, name: str, config: Any, resume: str | None,
     from dreamvideo_cli.cli._progress import ProgressRenderer
     from dv_registry import Registry
 
-    with ProgressRenderer(quiet=json) as progress:
+    with ProgressRenderer() as progress:
         pages = RunPages(progress)
         try:
             manifest = learn(folder, name, config, registry=Registry(), on_event=pages, resume=resume)
@@ -138,22 +173,47 @@ def _check_before_loading(
             warn(message)
 
 
-@subject_app.command("learn")
+@subject_app.command("learn", cls=with_examples(*SUBJECT_EXAMPLES))
 def subject_learn(
-    photos: Path = typer.Argument(None, help="Folder of 3-5 photos of the subject."),
-    name: str = typer.Option(None, "--name", "-n", help="Name to store the subject under."),
-    init_word: str = typer.Option(None, "--init-word", help="A word for the subject's class (default: the name)."),
-    masks: Path = typer.Option(None, "--masks", help="Folder of subject masks named like the photos."),
-    embedding_steps: int = typer.Option(3000, "--embedding-steps", help="Textual inversion steps."),
-    adapter_steps: int = typer.Option(1000, "--adapter-steps", help="Identity adapter steps."),
+    photos: Path = typer.Argument(
+        None,
+        metavar="PHOTOS",
+        help="Folder of 3-5 photos of the subject. Required (not with --resume).",
+        show_default=False,
+    ),
+    name: str = typer.Option(
+        None,
+        "--name",
+        "-n",
+        metavar="NAME",
+        help="Name to store the subject under. " + NAME_REQUIRED,
+        rich_help_panel=DATA,
+    ),
+    init_word: str = typer.Option(
+        None, "--init-word", help="A word for the subject's class (default: the name).", rich_help_panel=DATA
+    ),
+    masks: Path = typer.Option(
+        None, "--masks", help="Folder of subject masks named like the photos.", rich_help_panel=DATA
+    ),
+    embedding_steps: int = typer.Option(
+        3000, "--embedding-steps", help="Textual inversion steps.", rich_help_panel=TRAINING
+    ),
+    adapter_steps: int = typer.Option(
+        1000, "--adapter-steps", help="Identity adapter steps.", rich_help_panel=TRAINING
+    ),
     batch_size: int = typer.Option(
         4,
         "--batch-size",
         help="Images per step and process; under N processes a step sees N times this "
         "(the paper's 4 on 2 processes: --batch-size 2).",
+        rich_help_panel=TRAINING,
     ),
-    lr_embedding: float = typer.Option(1e-4, "--embedding-lr", help="Learning rate of textual inversion."),
-    lr_adapter: float = typer.Option(1e-5, "--adapter-lr", help="Learning rate of the identity adapter."),
+    lr_embedding: float = typer.Option(
+        1e-4, "--embedding-lr", help="Learning rate of textual inversion.", rich_help_panel=TRAINING
+    ),
+    lr_adapter: float = typer.Option(
+        1e-5, "--adapter-lr", help="Learning rate of the identity adapter.", rich_help_panel=TRAINING
+    ),
     save_every: int = SAVE_EVERY,
     seed: int = SEED,
     backbone: str = BACKBONE,
@@ -226,31 +286,56 @@ def subject_learn(
     _learn(learn_subject, folder, name, config, resume, json)
 
 
-@motion_app.command("learn")
+@motion_app.command("learn", cls=with_examples(*MOTION_EXAMPLES))
 def motion_learn(
-    clips: Path = typer.Argument(None, help="Folder of clips showing the motion."),
-    name: str = typer.Option(None, "--name", "-n", help="Name to store the motion under."),
-    phrase: str = typer.Option(
-        None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).'
+    clips: Path = typer.Argument(
+        None,
+        metavar="CLIPS",
+        help="Folder of clips showing the motion. Required (not with --resume).",
+        show_default=False,
     ),
-    steps: int = typer.Option(1000, "--adapter-steps", help="Motion adapter steps."),
+    name: str = typer.Option(
+        None,
+        "--name",
+        "-n",
+        metavar="NAME",
+        help="Name to store the motion under. " + NAME_REQUIRED,
+        rich_help_panel=DATA,
+    ),
+    phrase: str = typer.Option(
+        None, "--phrase", help='How prompts name the motion, e.g. "walking" (default: the name).', rich_help_panel=DATA
+    ),
+    steps: int = typer.Option(1000, "--adapter-steps", help="Motion adapter steps.", rich_help_panel=TRAINING),
     frames: int = typer.Option(
-        None, "--frames", help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33)."
+        None,
+        "--frames",
+        help="Frames per training sample (default: the backbone's; ModelScope 32, Wan 33).",
+        rich_help_panel=DATA,
     ),
     fps: int = typer.Option(
-        None, "--fps", help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16)."
+        None,
+        "--fps",
+        help="Frame rate frames are sampled at (default: the backbone's; ModelScope 8, Wan 16).",
+        rich_help_panel=DATA,
     ),
     batch_size: int = typer.Option(
         1,
         "--batch-size",
         help="Clip windows per step and process; under N processes a step sees N times this "
         "(the same samples in 1/N of the steps: --adapter-steps divided by N).",
+        rich_help_panel=TRAINING,
     ),
-    lr: float = typer.Option(1e-5, "--adapter-lr", help="Learning rate of the motion adapter."),
-    text_dropout: float = typer.Option(0.5, "--text-dropout", help="Probability of an empty caption."),
-    image_dropout: float = typer.Option(0.1, "--image-dropout", help="Probability of a zero appearance embedding."),
+    lr: float = typer.Option(
+        1e-5, "--adapter-lr", help="Learning rate of the motion adapter.", rich_help_panel=TRAINING
+    ),
+    text_dropout: float = typer.Option(
+        0.5, "--text-dropout", help="Probability of an empty caption.", rich_help_panel=TRAINING
+    ),
+    image_dropout: float = typer.Option(
+        0.1, "--image-dropout", help="Probability of a zero appearance embedding.", rich_help_panel=TRAINING
+    ),
     appearance_strength: float = typer.Option(
-        1.0, "--appearance-strength", help="lambda, the appearance-guidance strength."
+        1.0, "--appearance-strength", help="lambda, the appearance-guidance strength.", rich_help_panel=TRAINING
     ),
     save_every: int = SAVE_EVERY,
     seed: int = SEED,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8, OFFLOAD_ACTIVATIONS, detected_gpu_memory, parse_size
 from dreamvideo_cli.cli._output import info, out, print_json
 from dreamvideo_cli.cli.learn import BACKBONE, CHECKPOINTING, SHARD
@@ -40,7 +41,7 @@ PROCESSES = typer.Option(1, "--processes", help="Processes the run is launched o
 JSON = typer.Option(False, "--json", help="Print the plan as JSON on stdout.")
 
 
-@plan_app.command("subject")
+@plan_app.command("subject", cls=GroupedCommand)
 def plan_subject(
     backbone: str = BACKBONE,
     frames: int = FRAMES,
@@ -58,7 +59,7 @@ def plan_subject(
     _plan("subject", **locals())
 
 
-@plan_app.command("motion")
+@plan_app.command("motion", cls=GroupedCommand)
 def plan_motion(
     backbone: str = BACKBONE,
     frames: int = FRAMES,
@@ -76,7 +77,7 @@ def plan_motion(
     _plan("motion", **locals())
 
 
-@plan_app.command("compose")
+@plan_app.command("compose", cls=GroupedCommand)
 def plan_compose(
     backbone: str = BACKBONE,
     frames: int = FRAMES,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import info, iso_utc, out, print_json
 
 if TYPE_CHECKING:
@@ -31,15 +32,15 @@ class KindChoice(enum.StrEnum):
 
 
 def install(app: typer.Typer) -> None:
-    app.command("list", rich_help_panel=PANEL)(list_command)
-    app.command("show", rich_help_panel=PANEL)(show_command)
-    app.command("rm", rich_help_panel=PANEL)(rm_command)
-    app.command("tag", rich_help_panel=PANEL)(tag_command)
-    app.command("export", rich_help_panel=PANEL)(export_command)
-    app.command("import", rich_help_panel=PANEL)(import_command)
-    app.command("verify", rich_help_panel=PANEL)(verify_command)
-    app.command("prune", rich_help_panel=PANEL)(prune_command)
-    app.command("du", rich_help_panel=PANEL)(du_command)
+    app.command("list", cls=GroupedCommand, rich_help_panel=PANEL)(list_command)
+    app.command("show", cls=GroupedCommand, rich_help_panel=PANEL)(show_command)
+    app.command("rm", cls=GroupedCommand, rich_help_panel=PANEL)(rm_command)
+    app.command("tag", cls=GroupedCommand, rich_help_panel=PANEL)(tag_command)
+    app.command("export", cls=GroupedCommand, rich_help_panel=PANEL)(export_command)
+    app.command("import", cls=GroupedCommand, rich_help_panel=PANEL)(import_command)
+    app.command("verify", cls=GroupedCommand, rich_help_panel=PANEL)(verify_command)
+    app.command("prune", cls=GroupedCommand, rich_help_panel=PANEL)(prune_command)
+    app.command("du", cls=GroupedCommand, rich_help_panel=PANEL)(du_command)
 
 
 def _registry() -> Registry:
@@ -141,20 +142,38 @@ def _print_manifest_rows(manifests: list[Manifest]) -> None:
     _print_table(table)
 
 
+# Intermediate checkpoints kept while learning (`--save-every`): `step500`, `v1-step500`.
+_CHECKPOINT_TAG = re.compile(r"(v\d+-)?step\d+")
+
+
 def list_command(
+    names: list[str] = typer.Argument(None, metavar="[NAME]...", help="Only these names (default: every name)."),
     kind: KindChoice | None = typer.Option(None, "--kind", help="Only subjects or only motions."),
+    all_tags: bool = typer.Option(
+        False, "--all", "-a", help="Also the intermediate checkpoints (tags stepK, vN-stepK) learning kept."
+    ),
     json: bool = JSON,
 ) -> None:
-    """List every subject and motion, one row per tag."""
+    """List subjects and motions, one row per version and tag; checkpoints with --all."""
     manifests = _in_order(_registry().list(kind.value if kind is not None else None))
+    if names:
+        manifests = [m for m in manifests if m.name in names]
+    hidden = 0 if all_tags else sum(bool(_CHECKPOINT_TAG.fullmatch(m.tag)) for m in manifests)
+    if hidden:
+        manifests = [m for m in manifests if not _CHECKPOINT_TAG.fullmatch(m.tag)]
     if json:
         print_json([summary(m) for m in manifests])
-        return
-    if not manifests:
+    elif not manifests and not hidden:
         what = f"{kind.value}s" if kind is not None else "subjects or motions"
-        info(f"no {what} yet; learn one with `dv subject learn` or `dv motion learn`")
+        if names:
+            info(f"no {what} named {', '.join(names)}; `dv list` shows every name")
+        else:
+            info(f"no {what} yet; learn one with `dv subject learn` or `dv motion learn`")
         return
-    _print_manifest_rows(manifests)
+    else:
+        _print_manifest_rows(manifests)
+    if hidden and not json:
+        info(f"{hidden} checkpoint tag{'' if hidden == 1 else 's'} not shown (`dv list --all` lists them)")
 
 
 def show_command(
@@ -244,8 +263,8 @@ def _detail_rows(manifest: Manifest) -> list[tuple[str, str]]:
 
 
 def _inline(mapping: dict[str, Any]) -> str:
-    text = ", ".join(f"{key}={value}" for key, value in mapping.items())
-    return text if len(text) <= 200 else text[:197] + "..."
+    """All of it: the table wraps a long row on a terminal and keeps it whole in a pipe."""
+    return ", ".join(f"{key}={value}" for key, value in mapping.items())
 
 
 def rm_command(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._output import info, out, print_json, warn
 from dreamvideo_cli.errors import DVError
 
@@ -79,14 +81,30 @@ def _stored(run: RunInfo) -> str:
     return ", ".join(versions or list(run.stored)[:1]) or "-"
 
 
+def _started(run: RunInfo) -> str:
+    """Local time, as `dv list` shows when entries were created."""
+    if run.started is None:
+        return "-"
+    return datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def _describe(run: RunInfo) -> str:
     what = f"{run.kind or '?'} {run.name or '?'}, {run.progress}, {_status(run)}, {_size(run.size)}"
     return f"{run.id} ({what})"
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=GroupedCommand)
 def list_command(json: bool = JSON) -> None:
-    """List training runs: kind, name, progress, whether finished or resumable, and size."""
+    """List training runs: kind, name, when started, how long, progress, last loss, whether finished
+    or resumable, and size."""
     from dreamvideo_cli.runs import runs_folder, runs_usage
 
     home, runs = _runs()
@@ -96,7 +114,9 @@ def list_command(json: bool = JSON) -> None:
     if not runs:
         info(f"no training runs in {runs_folder(home)}")
         return
-    table = _table("id", "kind", "name", "progress", "status", "stored as", "size", "state")
+    table = _table(
+        "id", "kind", "name", "started", "duration", "progress", "last loss", "status", "stored as", "size", "state"
+    )
     for run in runs:
         from rich.text import Text
 
@@ -104,7 +124,10 @@ def list_command(json: bool = JSON) -> None:
             Text(run.id),
             Text(run.kind or "?"),
             Text(run.name or "?"),
+            _started(run),
+            _duration(run.duration),
             Text(run.progress),
+            f"{run.last_loss:.4g}" if run.last_loss is not None else "-",
             _status(run),
             Text(_stored(run)),
             _size(run.size),
@@ -118,7 +141,7 @@ def list_command(json: bool = JSON) -> None:
     )
 
 
-@runs_app.command("rm")
+@runs_app.command("rm", cls=GroupedCommand)
 def rm_command(
     ids: list[str] = typer.Argument(..., metavar="ID...", help="Run ids, as `dv runs list` shows them."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -157,7 +180,7 @@ def rm_command(
         info(f"removed run {run.id} ({_size(run.size)}){kept}")
 
 
-@runs_app.command("prune")
+@runs_app.command("prune", cls=GroupedCommand)
 def prune_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json: bool = JSON,

@@ -49,6 +49,10 @@ class CellRunner:
     def compose(self, cell: GridCell, video: Path) -> tuple[str, Any]:
         """Compose the cell into `video`; returns the final prompt and the seconds it took."""
         config = dataclasses.replace(self.compose_config, seed=cell.seed)
+        if cell.subject_scale is not None:  # a grid sweeping scales: the cell's own
+            config = dataclasses.replace(config, subject_scale=cell.subject_scale)
+        if cell.motion_scale is not None:
+            config = dataclasses.replace(config, motion_scale=cell.motion_scale)
         # Looked up on the module at each call, so tests can count calls.
         result = composition.compose(
             cell.subject, cell.motion, cell.prompt, video, config,
@@ -98,6 +102,8 @@ def run_cell(plan: GridPlan, cell: GridCell, previous: dict[str, Any] | None, ru
         "prompt_index": cell.prompt_index,
         "prompt": cell.prompt,
         "seed": cell.seed,
+        "subject_scale": cell.subject_scale if cell.subject_scale is not None else plan.spec.compose.subject_scale,
+        "motion_scale": cell.motion_scale if cell.motion_scale is not None else plan.spec.compose.motion_scale,
         "video": f"cells/{video.name}",
         "contact_sheet": f"cells/{video.with_suffix('.png').name}",
         "process": runner.rank,  # which process made it (not in results.json, which must not depend on it)

@@ -31,6 +31,7 @@ __all__ = [
     "GridPlan",
     "GridSpec",
     "cell_key",
+    "cell_settings",
     "cell_status",
     "grid_cells",
     "plan_grid",
@@ -51,6 +52,10 @@ class GridSpec:
     compose: ComposeConfig
     metrics: list[str] | None = None  # None: every installed metric
     metric_device: str | None = None  # None: the compose device
+    # Adapter strengths to sweep, as compose's comma lists; empty or one value: compose's own
+    # (cells keep the ids and resume keys they had before grids swept scales).
+    subject_scales: list[float] = field(default_factory=list)
+    motion_scales: list[float] = field(default_factory=list)
     force: bool = False  # remove the cells of another grid found in `output`
 
 
@@ -62,6 +67,8 @@ class GridCell:
     prompt_index: int
     prompt: str
     seed: int
+    subject_scale: float | None = None  # None: the compose settings' scale
+    motion_scale: float | None = None
 
 
 def read_prompts(path: str | os.PathLike[str]) -> list[str]:
@@ -85,16 +92,36 @@ def _slug(ref: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", ref).strip("_") or "x"
 
 
+def _swept(scales: list[float], ref: str) -> list[float | None]:
+    return list(scales) if len(scales) > 1 and ref != "-" else [None]
+
+
+def _scale_tag(scale: float | None) -> str:
+    return "" if scale is None else f"-x{scale:g}"
+
+
 def grid_cells(spec: GridSpec) -> list[GridCell]:
-    """The cells in a fixed order: subject, then motion, then prompt, then seed."""
+    """The cells in a fixed order: subject (and its scale), then motion (and its scale), then
+    prompt, then seed."""
     cells = []
     for subject in spec.subjects:
-        for motion in spec.motions:
-            for index, prompt in enumerate(spec.prompts):
-                for seed in spec.seeds:
-                    cell_id = f"{_slug(subject)}--{_slug(motion)}--p{index:03d}--s{seed}"
-                    cells.append(GridCell(cell_id, subject, motion, index, prompt, seed))
+        for s_scale in _swept(spec.subject_scales, subject):
+            for motion in spec.motions:
+                for m_scale in _swept(spec.motion_scales, motion):
+                    for index, prompt in enumerate(spec.prompts):
+                        for seed in spec.seeds:
+                            cell_id = (
+                                f"{_slug(subject)}{_scale_tag(s_scale)}--{_slug(motion)}{_scale_tag(m_scale)}"
+                                f"--p{index:03d}--s{seed}"
+                            )
+                            cells.append(GridCell(cell_id, subject, motion, index, prompt, seed, s_scale, m_scale))
     return cells
+
+
+def cell_settings(plan: GridPlan, cell: GridCell) -> dict[str, Any]:
+    """The compose settings of one cell: the grid's, with the cell's own scales."""
+    own = {"subject_scale": cell.subject_scale, "motion_scale": cell.motion_scale}
+    return {**plan.settings, **{k: v for k, v in own.items() if v is not None}}
 
 
 @dataclass
@@ -215,7 +242,7 @@ def cell_key(plan: GridPlan, cell: GridCell) -> str:
             "motion": motion.digest if motion is not None else None,
             "prompt": cell.prompt,
             "seed": cell.seed,
-            "compose": plan.settings,
+            "compose": cell_settings(plan, cell),
         }
     )
 

@@ -58,6 +58,8 @@ _PUBLIC_FIELDS = (
     "prompt_index",
     "prompt",
     "seed",
+    "subject_scale",
+    "motion_scale",
     "final_prompt",
     "eval_prompt",
     "video",
@@ -126,7 +128,8 @@ def write_grid_outputs(
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = ["id", "subject", "motion", "prompt", "seed", "final_prompt", "eval_prompt", "status"]
+    columns = ["id", "subject", "subject_scale", "motion", "motion_scale", "prompt", "seed", "final_prompt"]
+    columns += ["eval_prompt", "status"]
     writer.writerow([*columns, *metric_names, "video", "error"])
     for cell in cells:
         values = [cell.get(c) for c in columns]
@@ -140,7 +143,7 @@ def write_grid_outputs(
     files["summary"] = output / "summary.json"
     write_text_atomic(files["summary"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    on_event(StageStarted("sheet", len(cells), "contact sheet of the grid"))
+    on_event(StageStarted("sheet", len(cells), "contact sheet of the grid", unit="cell"))
     pages = grid_contact_sheets(output, cells, metric_names, on_event=on_event)
     on_event(StageFinished("sheet"))
     for number, page in enumerate(pages, start=1):

@@ -68,7 +68,10 @@ def run_grid(spec: GridSpec, *, registry: Registry, on_event: EventHandler = ign
     composed = rescored = 0
     on_event(
         StageStarted(
-            "grid", len(mine), "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else "")
+            "grid",
+            len(mine),
+            "composing and scoring" + (f" on process {rank + 1}/{world}" if world > 1 else ""),
+            unit="cell",
         )
     )
     for step, cell in enumerate(mine, start=1):
@@ -89,12 +92,18 @@ def run_grid(spec: GridSpec, *, registry: Registry, on_event: EventHandler = ign
     result.cells = merge_results(plan)
     result.failed = [c["id"] for c in result.cells if c["status"] != "ok"]
     result.summary = summarize(result.cells, plan.metric_names)
+    swept = {
+        k for k, scales in (("subject_scale", spec.subject_scales), ("motion_scale", spec.motion_scales)) if scales
+    }
     grid = {
         "subjects": spec.subjects,
         "motions": spec.motions,
         "prompts": spec.prompts,
         "seeds": spec.seeds,
-        "compose": plan.settings,
+        # What was swept, as in a compose sweep's index (one scale: the compose settings')
+        "subject_scales": spec.subject_scales or [spec.compose.subject_scale],
+        "motion_scales": spec.motion_scales or [spec.compose.motion_scale],
+        "compose": {k: v for k, v in plan.settings.items() if k not in swept},
     }
     result.files = write_grid_outputs(output, grid, plan.metric_names, result.cells, result.summary, on_event)
     return result

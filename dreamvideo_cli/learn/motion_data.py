@@ -205,7 +205,10 @@ class MotionClips:
         progress = _Progress(sum(chunks), on_event)
         on_event(
             StageStarted(
-                Stage.ENCODING, progress.total, f"encoding {len(infos)} clip(s) once, {ENCODE_CHUNK} frames at a time"
+                Stage.ENCODING,
+                progress.total,
+                f"encoding {len(infos)} clip{'' if len(infos) == 1 else 's'} once, {ENCODE_CHUNK} frames at a time",
+                unit="chunk",
             )
         )
         clips: list[EncodedClip] = []

@@ -57,7 +57,7 @@ def demo(
     from dreamvideo_cli import Interrupted
 
     try:
-        with ProgressRenderer(quiet=json) as progress:
+        with ProgressRenderer() as progress:
             result = run_demo(out, config, Registry(), on_event=progress)
     except Interrupted:
         # The learning it stopped could be resumed, but `dv demo` starts over by design.

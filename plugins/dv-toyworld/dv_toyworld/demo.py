@@ -203,6 +203,13 @@ def _held_out_note(obj: world.Obj, seen: bool = False) -> str:
     return " (a colour no word names; never seen in pretraining)" if seen else " (a colour no word names)"
 
 
+def _seen_words(obj: world.Obj) -> str:
+    """The object as the photos show it (`big teal circle`), not as a caption can word it
+    (`big green circle`: the nearest word the toy vocabulary has)."""
+    texture = "" if obj.texture == "plain" else f" {obj.texture}"
+    return f"{obj.size} {obj.colour}{texture} {obj.shape}"
+
+
 def describe(obj: world.Obj, motion: world.Motion, scene: str) -> str:
     """The best a user can do with words alone: the vocabulary's nearest colour word, and
     the words for held-out shapes and motions (which exist, but the backbone never learnt
@@ -294,7 +301,8 @@ def run_demo(out: Path, config: DemoConfig, registry: Any, on_event: EventHandle
     data.write_clips(out / "clips", clips)
     on_event(
         Note(
-            f"wrote {len(photo_paths)} photos of a {config.subject.words()} and {len(clips)} clips of "
+            f"wrote {len(photo_paths)} photos of a {_seen_words(config.subject)}{_held_out_note(config.subject)} and "
+            f"{len(clips)} clips of "
             f"{config.motion.words()!r} by other objects under {out}"
         )
     )

@@ -19,7 +19,13 @@ def test_demo_json_end_to_end(
     monkeypatch.setenv(QUICK_ENV, "1")
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["output"] == str(out)
+    # --json changes stdout only: the progress goes on on stderr (issue 31, item 8).
+    assert "embedding: " in captured.err and "sampling" in captured.err
+    # The photos are said to be of the colour they are, not the nearest caption word.
+    assert "photos of a big teal circle (a colour no word names)" in captured.err
     assert Path(result["video"]).is_file() and Path(result["contact_sheet"]).is_file()
     keys = {"subject_fidelity", "motion_fidelity", "text_alignment", "temporal_consistency"}
     assert set(result["metrics"]) == {"dreamvideo", "backbone_only"}

@@ -104,7 +104,7 @@ def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys
         capsys,
     )
     assert code == 0, err
-    assert "a <rex> slide on the beach" in out
+    assert "prompt: a <rex> slide on the beach" in err and "prompt" not in out  # said once, on stderr
     assert media.probe_clip(Path("out.mp4")).frames == 9
     meta = media.read_video_metadata(Path("out.mp4"))
     assert meta is not None and meta["sampler"] == "unipc" and meta["guidance"] == 5.0
