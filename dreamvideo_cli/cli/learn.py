@@ -98,9 +98,13 @@ EXPERTS = typer.Option(
     "--experts",
     help="On a backbone of several experts (wan2.2-a14b: high,low): the experts that get adapters and whose "
     "timesteps the run trains on (default: the backbone's per kind, docs/method.md).",
+    rich_help_panel=TRAINING,
 )
 FORCE = typer.Option(
-    False, "--force", help="Learn NAME on another backbone than its latest version's, moving NAME:latest there."
+    False,
+    "--force",
+    help="Learn NAME on another backbone than its latest version's, moving NAME:latest there.",
+    rich_help_panel=DATA,
 )
 ADAPTER_WIDTH = typer.Option(
     None,
