@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 OPEN_CLIP_ID = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 # A ViT-H-14-shaped OpenCLIP model, a few thousand parameters big (image embeddings of 16).
@@ -74,3 +76,24 @@ def open_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD
     save_for_hf(model, t5_word_tokenizer(), TINY_OPEN_CLIP_CFG, str(folder), safe_serialization=True)
     return folder
+
+
+MakePhotos = Callable[..., Path]
+
+
+def _make_photos(folder: Path, width: int = 72, scale: int = 1) -> Path:
+    """Three 48 x `width` photos for the tiny backbones; `scale` makes them large enough for
+    a real backbone's size check (the learn commands refuse photos that cannot teach it)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image = np.full((48, width, 3), (200, 80 + 30 * i, 60), np.uint8)
+        image[10:30, 8:28] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(image.repeat(scale, axis=0).repeat(scale, axis=1)).save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.fixture
+def make_photos() -> MakePhotos:
+    """`make_photos(folder, width=72, scale=1)`: a folder of three small photos."""
+    return _make_photos

@@ -7,12 +7,12 @@ per expert on the meta device, and without weights fails in one line."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dreamvideo_cli import media
 from dreamvideo_cli.cli import main
@@ -30,17 +30,6 @@ TINY = "tiny-wan2.2-a14b"
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path / "dv"  # conftest's DV_HOME
-
-
-def _photos(folder: Path, scale: int = 1) -> Path:
-    """Photos for the tiny backbones; `scale` makes them large enough to teach a real one."""
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        image = np.full((48, 72, 3), (200, 80 + 30 * i, 60), np.uint8)
-        image[10:30, 8:28] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(image.repeat(scale, axis=0).repeat(scale, axis=1)).save(folder / f"p{i}.png")
-    return folder
 
 
 def _clips(folder: Path) -> Path:
@@ -66,8 +55,10 @@ def _experts_stored(ref: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_learn_learn_compose_on_tiny_a14b(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    photos, clips = _photos(tmp_path / "photos"), _clips(tmp_path / "clips")
+def test_learn_learn_compose_on_tiny_a14b(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_photos: Callable[..., Path]
+) -> None:
+    photos, clips = make_photos(tmp_path / "photos"), _clips(tmp_path / "clips")
     subject_args = ["--embedding-steps", "2", "--adapter-steps", "2", "--device", "cpu", "--seed", "1", "--json"]
     code, out, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--init-word", "dog", "--backbone", TINY, *subject_args],
@@ -177,9 +168,9 @@ def test_backbones_list_and_info_per_expert(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_a14b_without_weights_is_one_line_naming_the_fetch_commands(
-    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_photos: Callable[..., Path]
 ) -> None:
-    photos = _photos(tmp_path / "photos", scale=4)
+    photos = make_photos(tmp_path / "photos", scale=4)
     code, _, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan2.2-a14b", "--device", "cpu"], capsys
     )

@@ -4,14 +4,13 @@ compose, eval and bench, on a CPU, offline; and the real backbones' discovery an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from dreamvideo_cli import media
 from dreamvideo_cli.cli import main
@@ -41,17 +40,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _photos(folder: Path, scale: int = 1) -> Path:
-    """Photos for the tiny backbones; `scale` makes them large enough to teach a real one."""
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        image = np.full((48, 40, 3), (200, 80 + 30 * i, 60), np.uint8)
-        image[10:30, 8:28] = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-        Image.fromarray(image.repeat(scale, axis=0).repeat(scale, axis=1)).save(folder / f"p{i}.png")
-    return folder
-
-
 def _clips(folder: Path) -> Path:
     folder.mkdir()
     for n, fps in ((40, 30), (12, 16)):  # the second is shorter than one window: it loops
@@ -69,8 +57,10 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 @pytest.mark.slow
-def test_learn_learn_compose_eval_on_tiny_wan(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    photos, clips = _photos(tmp_path / "photos"), _clips(tmp_path / "clips")
+def test_learn_learn_compose_eval_on_tiny_wan(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_photos: Callable[..., Path]
+) -> None:
+    photos, clips = make_photos(tmp_path / "photos", width=40), _clips(tmp_path / "clips")
     code, out, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--init-word", "dog", *SUBJECT, "--seed", "1", "--json"],
         capsys,
@@ -228,9 +218,9 @@ def test_backbones_list_and_info(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_wan_without_weights_is_one_line_naming_the_fetch_command(
-    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_photos: Callable[..., Path]
 ) -> None:
-    photos = _photos(tmp_path / "photos", scale=4)
+    photos = make_photos(tmp_path / "photos", width=40, scale=4)
     code, _, err = run(
         ["subject", "learn", str(photos), "--name", "rex", "--backbone", "wan", "--device", "cpu"], capsys
     )
