@@ -23,7 +23,7 @@ from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.experts import sites_in_state
 from dreamvideo_cli.memory.levers import MemoryLevers, levers_applied, store_fp8
-from dreamvideo_cli.memory.placement import load_frozen_parts, use
+from dreamvideo_cli.memory.placement import check_backbone_path, load_frozen_parts, use
 from dreamvideo_cli.objectives import DDPMObjective
 from dreamvideo_cli.plugins import get_backbone, get_sampler
 from dreamvideo_cli.registry_entries import load_adapter_tensors, reference_images
@@ -162,6 +162,7 @@ def backbone_for(manifests: list[Manifest], backbone_path: str | None) -> tuple[
                 f"{first_manifest.ref} was trained on {first.describe()} but {manifest.ref} on {fp.describe()}",
                 "learn both on the same backbone",
             )
+    check_backbone_path(backbone_path)
     backbone = get_backbone(first.backbone)(path=backbone_path, random_weights=first.random_weights)
     return backbone, first
 

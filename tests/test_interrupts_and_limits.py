@@ -336,3 +336,29 @@ def test_running_out_of_gpu_memory_is_one_line(
         studio, ["compose", "rex", "-", "x", "-o", str(tmp_path / "x.mp4"), "--device", "cpu"], capsys, monkeypatch
     )
     assert code == 1 and "ran out of memory" in _one_error_line(err) and "dv plan" in err
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"), [("missing", "is not a folder"), ("photos", "could not be loaded as tiny")]
+)
+def test_a_backbone_path_that_cannot_be_loaded_is_one_line_and_leaves_no_run(
+    studio: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    expected: str,
+) -> None:
+    """`--backbone-path` of a folder that does not exist, or that the model libraries cannot
+    read (their OSError), is dv's one line, for learning and compose, and no run folder is left."""
+    folder = str(studio / path)
+    learn = ["subject", "learn", str(studio / "photos"), "--name", "other", "--backbone", "tiny",
+             "--backbone-path", folder, "--embedding-steps", "1", "--adapter-steps", "1", "--device", "cpu"]  # fmt: skip
+    runs = studio / "home" / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    code, err = _run(studio, learn, capsys, monkeypatch)
+    assert code == 1 and expected in _one_error_line(err)
+    assert (set(runs.iterdir()) if runs.is_dir() else set()) == before
+    compose = ["compose", "rex", "-", "x", "--backbone-path", folder, "--device", "cpu", "-o", str(tmp_path / "a.mp4")]
+    code, err = _run(studio, compose, capsys, monkeypatch)
+    assert code == 1 and expected in _one_error_line(err)

@@ -33,7 +33,7 @@ class RunPages:
         return time.monotonic() - self.written > REWRITE_SECONDS
 
     def write(self, *, running: bool = False, stored: Sequence[str] = ()) -> None:
-        if self.folder is None:  # the run never started (a mistake caught before it)
+        if self.folder is None or not self.folder.is_dir():  # the run never started (its folder is gone)
             return
         from dreamvideo_cli.pages.run_page import write_run_page
 

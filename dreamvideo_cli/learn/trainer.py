@@ -26,6 +26,7 @@ are sharded with FSDP2 and the adapters stay whole on every rank.
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ from dreamvideo_cli.learn.previews import write_preview
 from dreamvideo_cli.learn.run_folder import Run, save_tensors
 from dreamvideo_cli.learn.streams import RandomStreams
 from dreamvideo_cli.memory.levers import AppliedLevers, MemoryLevers, apply_levers, store_fp8
-from dreamvideo_cli.memory.placement import load_frozen_parts, use
+from dreamvideo_cli.memory.placement import check_backbone_path, load_frozen_parts, use
 from dreamvideo_cli.plugins import get_backbone
 from dreamvideo_cli.registry_entries import store_adapter
 from dreamvideo_cli.run_layout import STAGES, Stage
@@ -99,6 +100,7 @@ class RunSettings(Protocol):
 def open_backbone(settings: RunSettings) -> tuple[Backbone, Fingerprint]:
     """The backbone a learn config names, and its fingerprint: this fails now, before a run
     folder exists, when the weights are missing."""
+    check_backbone_path(settings.backbone_path)
     backbone = get_backbone(settings.backbone)(path=settings.backbone_path, random_weights=settings.random_weights)
     backbone.fetch_weights()  # every missing part named at once, before any run folder exists
     return backbone, backbone.fingerprint()
@@ -202,7 +204,12 @@ class Trainer:
         )
         on_event(RunStarted(run.id, str(run.folder)))
         on_event(Note(f"loading backbone {fingerprint.describe()} on {ctx.device}"))
-        parts = load_frozen_parts(backbone, ctx.device)  # on a GPU: to the host, each part to the GPU as it works
+        try:
+            parts = load_frozen_parts(backbone, ctx.device)  # on a GPU: to the host, each part to the GPU as it works
+        except DVError:
+            if resumed is None and ctx.is_main:  # a run that never started leaves no folder
+                shutil.rmtree(run.folder, ignore_errors=True)
+            raise
         if settings.fp8:
             saved = store_fp8(parts)
             on_event(Note(f"frozen denoiser's linear weights stored as scaled fp8: {saved / 2**30:.2f} GiB saved"))

@@ -24,15 +24,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from itertools import chain
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from dreamvideo_cli.backbone import Backbone, Components, Expert
+from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.runtime import frozen_dtype, prepare_denoiser
 
-__all__ = ["PartName", "load_frozen_parts", "part_modules", "staged", "use"]
+__all__ = ["PartName", "check_backbone_path", "load_frozen_parts", "part_modules", "staged", "use"]
 
 PartName = Literal["denoiser", "codec", "appearance"]
 PART_NAMES: tuple[PartName, ...] = get_args(PartName)
@@ -43,12 +45,29 @@ def load_frozen_parts(backbone: Backbone, device: torch.device) -> Components:
     """The backbone's frozen parts for a run on `device`, prepared (`prepare_denoiser`): on a
     GPU loaded to host memory and staged; on a CPU loaded where they compute."""
     device = torch.device(device)
-    if device.type == "cpu":
-        parts = backbone.load(device, frozen_dtype(device))
-    else:
-        parts = staged(backbone.load(HOST, frozen_dtype(device)), device)
+    try:
+        if device.type == "cpu":
+            parts = backbone.load(device, frozen_dtype(device))
+        else:
+            parts = staged(backbone.load(HOST, frozen_dtype(device)), device)
+    except OSError as exc:  # a folder the model libraries cannot read: their message, in one line
+        if backbone.path is None:
+            raise
+        reason = " ".join(str(exc).split())
+        raise DVError(
+            f"--backbone-path {backbone.path} could not be loaded as {backbone.name}: {reason}",
+            f"pass a folder of {backbone.name}'s weights in the diffusers layout (docs/backbones.md), or leave it out",
+        ) from exc
     prepare_denoiser(parts)
     return parts
+
+
+def check_backbone_path(path: str | None) -> None:
+    """`--backbone-path` names a folder that exists (checked before any run folder is made)."""
+    if path is not None and not Path(path).is_dir():
+        raise DVError(
+            f"--backbone-path {path} is not a folder", "pass a local folder of the backbone's weights, or leave it out"
+        )
 
 
 def staged(parts: Components, device: torch.device) -> Components:
