@@ -362,3 +362,18 @@ def test_a_backbone_path_that_cannot_be_loaded_is_one_line_and_leaves_no_run(
     compose = ["compose", "rex", "-", "x", "--backbone-path", folder, "--device", "cpu", "-o", str(tmp_path / "a.mp4")]
     code, err = _run(studio, compose, capsys, monkeypatch)
     assert code == 1 and expected in _one_error_line(err)
+
+
+def test_a_video_too_long_for_this_machine_is_refused_before_loading(
+    studio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--frames 100000` was killed for memory after 84 s with no word: it is planned first
+    (a quadratic through plans at 1-3x the default length) and refused in one line, with
+    nothing written; a video a little longer than the default is planned and composed."""
+    out = tmp_path / "long.mp4"
+    args = ["compose", "rex", "-", "x", "--frames", "100000", "--device", "cpu", "-o", str(out)]
+    code, err = _run(studio, args, capsys, monkeypatch)
+    assert code == 1 and "--frames 100000 would need about" in _one_error_line(err)
+    assert not out.exists() and "loading backbone" not in err
+    args = ["compose", "rex", "-", "x", "--frames", "12", "--sample-steps", "1", "--device", "cpu", "-o", str(out)]
+    assert _run(studio, args, capsys, monkeypatch)[0] == 0 and out.exists()
