@@ -135,3 +135,17 @@ def guidance_at(
         if e.holds(value):
             return expert_guidance.get(e.name, guidance)
     return guidance
+
+
+def running_experts(experts: Sequence[Expert], timestep: torch.Tensor) -> tuple[Expert, ...]:
+    """The expert that denoises a sampling step at `timestep` (a scheduler's, one value), as a
+    one-expert tuple for `memory.placement.use`; () for a backbone without experts. A timestep
+    without a value (dv plan's fake tensors) is the first expert's, as families route it."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if not experts:
+        return ()
+    if is_fake(timestep):
+        return (experts[0],)
+    value = float(timestep)
+    return next(((e,) for e in experts if e.holds(value)), tuple(experts))

@@ -17,7 +17,7 @@ import torch
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.events import EventHandler, StageFinished, StageStarted, StepDone, ignore_events
-from dreamvideo_cli.experts import guidance_at
+from dreamvideo_cli.experts import guidance_at, running_experts
 from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.runtime import autocast, encode_text, tokenize
 from dreamvideo_cli.samplers import Sampler
@@ -75,9 +75,11 @@ def sample_latents(
     step_kwargs = {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
     per_expert = "".join(f", {name} {g}" for name, g in expert_guidance)  # e.g. ", low 3.0"
     on_event(StageStarted("sampling", len(scheduler.timesteps), f"{sampler.name}, guidance {guidance}{per_expert}"))
-    use(parts, "denoiser")  # after block swap, where it is applied, took its blocks to the host
     experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
+        # Staged parts: the denoiser on the GPU (after block swap, where applied, took its
+        # blocks to the host), of several experts the one this step runs.
+        use(parts, "denoiser", experts=running_experts(experts, t))
         g = guidance_at(experts, t, guidance, guidance_of)
         x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
         with autocast(device):
@@ -118,7 +120,7 @@ def sample_video(
         request.expert_guidance,
     )
     on_event(StageStarted("decoding", 1, "VAE decode", unit=""))
-    use(parts, "denoiser", "codec")
+    use(parts, "codec")  # the denoiser waits on the host while the VAE decodes
     video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))
     return video

@@ -30,7 +30,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -214,7 +214,10 @@ class Trainer:
             saved = store_fp8(parts)
             on_event(Note(f"frozen denoiser's linear weights stored as scaled fp8: {saved / 2**30:.2f} GiB saved"))
         if settings.shard:
-            use(parts, "denoiser")  # FSDP2 shards the parameters where they are
+            # FSDP2 shards the parameters where they are, and a sharded denoiser stays put: every
+            # part on the GPU from here on, as before placement was staged.
+            use(parts, "denoiser", "codec", "appearance")
+            parts = replace(parts, staging=None)
             units = shard_denoiser(parts, ctx)
             held, whole = frozen_bytes(parts.denoiser)
             on_event(

@@ -54,7 +54,7 @@ from dreamvideo_cli.backbone import DenoiserFamily
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.memory.units import family_units, frozen_modules
 
-__all__ = ["ALIGNMENT", "BlockSwap", "SwapEvent", "SwapToken", "storage_key"]
+__all__ = ["ALIGNMENT", "BlockSwap", "SwapEvent", "SwapToken", "storage_key", "swapping"]
 
 # Bytes each tensor's place in a unit's flat buffer is aligned to: kernels load 16-byte vectors,
 # and 256 matches what CUDA's allocator guarantees for a tensor of its own.
@@ -66,6 +66,11 @@ _ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 EventKind = Literal["fetch", "compute", "backward", "release"]
 SwapEvent = tuple[EventKind, int]  # (what happened, the unit's index in checkpoint_targets)
+
+
+def swapping(denoiser: nn.Module) -> bool:
+    """Whether a block swap is applied to `denoiser` now."""
+    return denoiser in _ACTIVE
 
 
 def storage_key(t: torch.Tensor) -> int | None:

@@ -5,10 +5,11 @@ samples, and the VAE and the appearance encoder only while they encode or decode
     parts = load_frozen_parts(backbone, device)     # on the host, `parts.staging` set
     use(parts, "codec", "appearance")               # encode the photos or clips
     use(parts, "denoiser")                          # train, or sample
-    use(parts, "denoiser", "codec")                 # decode the sampled latents
+    use(parts, "codec")                             # decode the sampled latents
 
 Each `use` names every part wanted on the GPU; the others go back to the host. A run that
-trains some of a backbone's experts (Wan 2.2 A14B) brings only those to the GPU. The text
+trains some of a backbone's experts (Wan 2.2 A14B) brings only those to the GPU, and sampling
+brings each expert for its own steps (unless block swap is applied: it streams them). The text
 encoder is not placed here: it comes to the GPU to encode and leaves on `TextEncoding.release`
 (textual inversion keeps it there while its token trains), as a large encoder's offload
 always did. Frozen weights are never changed, so a part leaving the GPU is a copy, not a
@@ -32,6 +33,7 @@ from torch import nn
 
 from dreamvideo_cli.backbone import Backbone, Components, Expert
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.memory.block_swap import swapping
 from dreamvideo_cli.runtime import frozen_dtype, prepare_denoiser
 
 __all__ = ["PartName", "check_backbone_path", "load_frozen_parts", "part_modules", "staged", "use"]
@@ -94,6 +96,8 @@ def use(parts: Components, *wanted: PartName, experts: Sequence[Expert] = ()) ->
     denoiser move with it (they are on the device whenever it is)."""
     if parts.staging is None:
         return
+    if swapping(parts.denoiser):  # block swap holds each unit's place: the experts stay as they are
+        experts = ()
     away = {id(parts.denoiser.get_submodule(e.path)) for e in parts.family.experts() if experts and e not in experts}
     # The parts leaving first, so the device never holds the old and the new parts at once.
     for name in sorted(PART_NAMES, key=lambda n: n in wanted):
