@@ -119,8 +119,8 @@ def sample_video(
         on_event,
         request.expert_guidance,
     )
-    on_event(StageStarted("decoding", 1, "VAE decode", unit=""))
     use(parts, "codec")  # the denoiser waits on the host while the VAE decodes
+    on_event(StageStarted("decoding", 1, "VAE decode", unit=""))
     video = parts.codec.decode_video(latents[0])
     on_event(StageFinished("decoding"))
     return video

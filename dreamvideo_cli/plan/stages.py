@@ -87,10 +87,12 @@ class StageInputs:
 class _StepCounter(TorchDispatchMode):
     """Bytes copied between the GPU stand-in and the host stand-in (`_to_copy`, `copy_`) and
     floating-point operations (torch's own formulas, `flop_counter.flop_registry`; its
-    `FlopCounterMode` is not used: its module hooks keep checkpointed recomputations alive)."""
+    `FlopCounterMode` is not used: its module hooks keep checkpointed recomputations alive).
+    A part placed on the GPU (`PlanningWorld.move`) is a copy once per phase, not per step: left out."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: PlanningWorld) -> None:
         super().__init__()
+        self.world = world
         self.host_to_gpu = 0
         self.gpu_to_host = 0
         self.flops = 0
@@ -108,6 +110,8 @@ class _StepCounter(TorchDispatchMode):
         elif func is _aten.copy_.default:
             dst, src = args[0], args[1]
         else:
+            return out
+        if self.world.moving:
             return out
         if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.device != dst.device:
             nbytes = dst.numel() * dst.element_size()
@@ -152,14 +156,14 @@ class Phases:
     @contextmanager
     def step(self) -> Iterator[None]:
         """One training step, whose copies and operations are counted."""
-        counter = self._counter or _StepCounter()
+        counter = self._counter or _StepCounter(self.world)
         self._counter = counter
         with counter:
             yield
         self._steps += 1
 
     def _count_from_here(self) -> None:
-        self._counter = _StepCounter()
+        self._counter = _StepCounter(self.world)
         self._counter.__enter__()
         self._whole, self._steps = True, 1
 

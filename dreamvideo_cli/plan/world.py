@@ -204,6 +204,8 @@ class PlanningWorld:
         self.modules: list[nn.Module] = []  # everything registered, re-registered after moves
         self.parts: Components | None = None
         self.host_arrays = 0  # bytes of numpy arrays handed out by `.numpy()`
+        # Inside `move` (placing a part, once per phase): the per-step copies leave it out.
+        self.moving = 0
 
     def load(self, backbone: Backbone) -> Components:
         """The backbone's parts as a run loads them (frozen, bf16 on a GPU): built on the meta
@@ -247,7 +249,11 @@ class PlanningWorld:
         def count(t: torch.Tensor) -> None:
             self.tracker.register(t, category=Category.TRAINABLE if t.requires_grad else Category.FROZEN)
 
-        move_module(module, device, dtype, count)
+        self.moving += 1
+        try:
+            move_module(module, device, dtype, count)
+        finally:
+            self.moving -= 1
         self.register(module)
 
     @contextmanager
