@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -284,53 +283,13 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
 
 
 def check_request_fits(backbone: Backbone, request: VideoRequest, config: ComposeConfig, device: torch.device) -> None:
-    """A video longer than the backbone makes by default is planned before anything loads, and
-    refused in one line when it would need more memory than the device has: attention over
-    frames grows with their square, and a process the system kills for memory says nothing.
-    Up to 3x the default length it is planned as asked (`dv plan compose`, fake tensors); beyond,
-    the peak is a quadratic in frames through the plans at 1x, 2x and 3x (planning time grows
-    with frames: the VAE decodes in chunks)."""
-    default = backbone.video_format.frames
-    if request.frames <= default:
-        return
-    from dreamvideo_cli.plan import PlanRequest, Settings, plan_stage
+    """A video longer than the backbone makes by default is planned before anything loads and
+    refused in one line when it needs more memory than the device has (`plan.limits`)."""
+    from dreamvideo_cli.plan import Settings
+    from dreamvideo_cli.plan.limits import check_device_memory
 
-    on_gpu = device.type == "cuda"
     settings = Settings(fp8=config.fp8, blocks_to_swap=config.blocks_to_swap)
-
-    def peak(frames: int) -> int:
-        plan = plan_stage(
-            PlanRequest("compose", backbone.name, frames=frames, settings=settings, device="cuda" if on_gpu else "cpu"),
-            backbone=type(backbone)(random_weights=True),
-        )
-        return plan.gpu_peak if on_gpu else plan.gpu_peak + plan.host_peak  # on a CPU both are this machine's
-
-    step = default - 1 if backbone.temporal_compression > 1 else default  # k * factor + 1 frames stay valid
-    points = [default + i * step for i in range(3)]
-    if request.frames <= points[-1]:
-        need = float(peak(request.frames))
-    else:
-        (f0, f1, f2), (p0, p1, p2) = points, [peak(f) for f in points]
-        # Newton's form of the quadratic through the three plans, at the asked length.
-        d1, d2 = (p1 - p0) / (f1 - f0), ((p2 - p1) / (f2 - f1) - (p1 - p0) / (f1 - f0)) / (f2 - f0)
-        need = p0 + d1 * (request.frames - f0) + d2 * (request.frames - f0) * (request.frames - f1)
-    have = torch.cuda.get_device_properties(device).total_memory if on_gpu else _physical_memory()
-    if have and need > have:
-        where = "the GPU" if on_gpu else "this machine"
-        raise DVError(
-            f"--frames {request.frames} would need about {need / 2**30:.1f} GiB, more than {where} has "
-            f"({have / 2**30:.1f} GiB)",
-            f"compose fewer frames ({backbone.name} makes {default}); "
-            f"`dv plan compose --backbone {backbone.name} --frames N` says what N needs",
-        )
-
-
-def _physical_memory() -> int:
-    """This machine's memory in bytes (0 where the system does not say)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
+    check_device_memory("compose", backbone, request.frames, settings, device)
 
 
 def _most_steps(backbone: Backbone, sampler: Sampler) -> int:

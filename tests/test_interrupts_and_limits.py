@@ -377,3 +377,22 @@ def test_a_video_too_long_for_this_machine_is_refused_before_loading(
     assert not out.exists() and "loading backbone" not in err
     args = ["compose", "rex", "-", "x", "--frames", "12", "--sample-steps", "1", "--device", "cpu", "-o", str(out)]
     assert _run(studio, args, capsys, monkeypatch)[0] == 0 and out.exists()
+
+
+def test_clips_too_long_to_learn_from_on_this_machine_are_refused_before_loading(
+    studio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dv motion learn --frames 100000` was killed for memory with no word, as compose was."""
+    import numpy as np
+
+    from dreamvideo_cli import media
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    frames = (np.arange(12, dtype=np.uint8)[:, None, None, None] * 20).repeat(32, 1).repeat(32, 2).repeat(3, 3)
+    media.write_video(clips / "a.mp4", frames, 8, {})
+    args = ["motion", "learn", str(clips), "--name", "far", "--phrase", "walking", "--backbone", "tiny",
+            "--frames", "100000", "--adapter-steps", "1", "--device", "cpu"]  # fmt: skip
+    code, err = _run(studio, args, capsys, monkeypatch)
+    assert code == 1 and "--frames 100000 would need about" in _one_error_line(err)
+    assert "loading backbone" not in err

@@ -131,6 +131,19 @@ def _learn(learn: Any, folder: Path, name: str, config: Any, resume: str | None,
     _finish(manifest, json)
 
 
+def _check_memory(backbone: str, frames: int, levers: Levers, batch_size: int, device: str) -> None:
+    """Clips longer than the backbone learns from by default are planned first and refused in
+    one line when a step would need more memory than the device has (`plan.limits`)."""
+    from dreamvideo_cli.plan import Settings
+    from dreamvideo_cli.plan.limits import check_device_memory
+    from dreamvideo_cli.plugins import get_backbone
+    from dreamvideo_cli.runtime import pick_device
+
+    settings = Settings(levers.gradient_checkpointing, levers.fp8, levers.blocks_to_swap, levers.offload_activations)
+    model = get_backbone(backbone)(random_weights=True)
+    check_device_memory("motion", model, frames, settings, pick_device(device), batch_size)
+
+
 def _finish(manifest: Any, json: bool) -> None:
     if int(os.environ.get("RANK", "0")) != 0:  # one run over several processes: rank 0 reports it
         return
@@ -381,6 +394,8 @@ def motion_learn(
         resume,
         lambda: check_motion_data(folder, name, backbone, phrase),
     )
+    if frames is not None and resume is None and not shard:
+        _check_memory(backbone, frames, levers, batch_size, device)
     from dreamvideo_cli.learn import MotionConfig, learn_motion
 
     config = MotionConfig(

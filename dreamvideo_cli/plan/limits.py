@@ -1,0 +1,85 @@
+"""Refusing, before anything loads, a run longer than the device's memory can hold.
+
+A request for more frames than a backbone makes by default (`--frames 100000`) would grow
+the denoiser's attention with the square of its frames until the system kills the process,
+with no word. Such a request is planned first (`plan_stage`, fake tensors): up to 3x the
+default length as asked; beyond, the peak is the quadratic in frames through the plans at
+1x, 2x and 3x (planning time itself grows with frames: the VAE encodes and decodes in
+chunks). It is refused in one line when the peak is more than the GPU (on a CPU, this
+machine) has.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dreamvideo_cli.backbone import Backbone
+from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.plan.model import PlanRequest, Settings, StageName
+from dreamvideo_cli.plan.planner import plan_stage
+
+__all__ = ["check_device_memory", "memory_needed"]
+
+
+def memory_needed(
+    stage: StageName,
+    backbone: Backbone,
+    frames: int,
+    settings: Settings,
+    on_gpu: bool,
+    batch_size: int | None = None,
+) -> float:
+    """The planned peak bytes of `stage` at `frames` on one device: the GPU's, or on a CPU
+    the GPU stand-in's and the host's together (both are this machine's)."""
+    default = backbone.motion_frames if stage == "motion" else backbone.video_format.frames
+
+    def peak(n: int) -> int:
+        request = PlanRequest(
+            stage, backbone.name, frames=n, batch_size=batch_size, settings=settings, device="cuda" if on_gpu else "cpu"
+        )
+        plan = plan_stage(request, backbone=type(backbone)(random_weights=True))
+        return plan.gpu_peak if on_gpu else plan.gpu_peak + plan.host_peak
+
+    step = default - 1 if backbone.temporal_compression > 1 else default  # k * factor + 1 frames stay valid
+    points = [default + i * step for i in range(3)]
+    if frames <= points[-1]:
+        return float(peak(frames))
+    (f0, f1, f2), (p0, p1, p2) = points, [peak(f) for f in points]
+    # Newton's form of the quadratic through the three plans, at the asked length.
+    d1, d2 = (p1 - p0) / (f1 - f0), ((p2 - p1) / (f2 - f1) - (p1 - p0) / (f1 - f0)) / (f2 - f0)
+    return p0 + d1 * (frames - f0) + d2 * (frames - f0) * (frames - f1)
+
+
+def check_device_memory(
+    stage: StageName,
+    backbone: Backbone,
+    frames: int,
+    settings: Settings,
+    device: torch.device,
+    batch_size: int | None = None,
+) -> None:
+    """Refuse `stage` at `frames` when it needs more memory than `device` has; a length up to
+    the backbone's default is not checked (it is what the backbone is made for)."""
+    default = backbone.motion_frames if stage == "motion" else backbone.video_format.frames
+    if frames <= default:
+        return
+    on_gpu = device.type == "cuda"
+    need = memory_needed(stage, backbone, frames, settings, on_gpu, batch_size)
+    have = torch.cuda.get_device_properties(device).total_memory if on_gpu else _physical_memory()
+    if have and need > have:
+        where = "the GPU" if on_gpu else "this machine"
+        raise DVError(
+            f"--frames {frames} would need about {need / 2**30:.1f} GiB, more than {where} has ({have / 2**30:.1f} GiB)",
+            f"use fewer frames ({backbone.name} {'learns' if stage == 'motion' else 'makes'} {default}); "
+            f"`dv plan {stage} --backbone {backbone.name} --frames N` says what N needs",
+        )
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
