@@ -111,8 +111,9 @@ def _place(module: nn.Module, target: torch.device, away: set[int], staging: tor
     if id(module) in away:
         target = staging
     elif any(id(m) in away for m in module.modules()):
-        module._apply(lambda t: t.to(target), recurse=False)  # its own tensors, then each child
-        for child in module.children():
+        module._apply(lambda t: t.to(target), recurse=False)  # its own tensors, then each child,
+        leaving = [c for c in module.children() if any(id(m) in away for m in c.modules())]
+        for child in [*leaving, *(c for c in module.children() if c not in leaving)]:  # leaving ones first
             _place(child, target, away, staging)
         return
     if any(t.device != target for t in chain(module.parameters(), module.buffers())):
