@@ -1,7 +1,7 @@
 """Backbones made of several denoisers (`Expert`, e.g. Wan 2.2 A14B's high- and low-noise
 experts), as the engine sees them: which experts a learning run gives adapters
 (`--experts`), the adapter sites of those experts, the training timesteps restricted to
-their ranges, which sites a stored adapter fills, and the guidance of each sampling step.
+their ranges, which sites a stored adapter fills, and the expert of each sampling step.
 
 A backbone with one denoiser has no experts (`DenoiserFamily.experts()` is empty): every
 function here then returns what it was given, so nothing changes for it.
@@ -9,7 +9,7 @@ function here then returns what it was given, so nothing changes for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from dreamvideo_cli.backbone import AdapterKind, AdapterSite, Backbone, Expert
@@ -121,31 +121,16 @@ def sample_timesteps(
     raise DVError(f"the objective's timesteps almost never fall in {ranges}", "train on more experts (--experts)")
 
 
-def guidance_at(
-    experts: Sequence[Expert], timestep: torch.Tensor, guidance: float, expert_guidance: Mapping[str, float]
-) -> float:
-    """The guidance of the step at `timestep` (a scheduler's, one value): its expert's own
-    where one is set, else `guidance`."""
-    from torch._subclasses.fake_tensor import is_fake
-
-    if not experts or not expert_guidance or is_fake(timestep):  # dv plan: no value, the same memory
-        return guidance
-    value = float(timestep)
-    for e in experts:
-        if e.holds(value):
-            return expert_guidance.get(e.name, guidance)
-    return guidance
-
-
-def running_experts(experts: Sequence[Expert], timestep: torch.Tensor) -> tuple[Expert, ...]:
-    """The expert that denoises a sampling step at `timestep` (a scheduler's, one value), as a
-    one-expert tuple for `memory.placement.use`; () for a backbone without experts. A timestep
-    without a value (dv plan's fake tensors) is the first expert's, as families route it."""
+def running_expert(experts: Sequence[Expert], timestep: torch.Tensor) -> Expert | None:
+    """The expert that denoises a sampling step at `timestep` (a scheduler's, one value): the
+    one on the GPU for that step, and whose guidance it takes; None for a backbone without
+    experts. A timestep without a value (dv plan's fake tensors) is the first expert's, as
+    families route it."""
     from torch._subclasses.fake_tensor import is_fake
 
     if not experts:
-        return ()
+        return None
     if is_fake(timestep):
-        return (experts[0],)
+        return experts[0]
     value = float(timestep)
-    return next(((e,) for e in experts if e.holds(value)), tuple(experts))
+    return next((e for e in experts if e.holds(value)), None)

@@ -82,6 +82,14 @@ def check_backbone_of_name(
 
 
 PHOTOS_EXPECTED = (3, 5)  # the paper's 3-5 photos of a subject
+
+
+def name_words(name: str) -> str:
+    """How prompts read a subject's or motion's name when no word is given for it: its dashes
+    and underscores as spaces ("bear-walk" -> "bear walk")."""
+    return name.replace("-", " ").replace("_", " ")
+
+
 MOST_ELONGATED = 3.0  # a photo longer than 3:1 loses most of itself to the centre crop
 
 
@@ -152,7 +160,7 @@ def check_motion_data(folder: Path, name: str, backbone: str, phrase: str | None
             f"{uncaptioned} will be captioned with the motion's phrase"
         )
     if phrase is None:
-        words = name.replace("-", " ").replace("_", " ")
+        words = name_words(name)
         if not any(word.endswith("ing") for word in words.split()):
             warnings.append(
                 f'no --phrase: prompts will name the motion "{words}" (a dog {words} in the snow); '

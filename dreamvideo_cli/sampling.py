@@ -17,7 +17,7 @@ import torch
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.events import EventHandler, StageFinished, StageStarted, StepDone, ignore_events
-from dreamvideo_cli.experts import guidance_at, running_experts
+from dreamvideo_cli.experts import running_expert
 from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.runtime import autocast, encode_text, tokenize
 from dreamvideo_cli.samplers import Sampler
@@ -78,9 +78,10 @@ def sample_latents(
     experts, guidance_of = parts.family.experts(), dict(expert_guidance)
     for i, t in enumerate(scheduler.timesteps):
         # Staged parts: the denoiser on the GPU (after block swap, where applied, took its
-        # blocks to the host), of several experts the one this step runs.
-        use(parts, "denoiser", experts=running_experts(experts, t))
-        g = guidance_at(experts, t, guidance, guidance_of)
+        # blocks to the host), of several experts the one this step runs, at its guidance.
+        expert = running_expert(experts, t)
+        use(parts, "denoiser", experts=(expert,) if expert is not None else ())
+        g = guidance_of.get(expert.name, guidance) if expert is not None else guidance
         x = scale_input(torch.cat([latents, latents]), t)  # [2, C, F', h, w]
         with autocast(device):
             pred = parts.denoise(x.to(parts.dtype), t.expand(2), context).float()

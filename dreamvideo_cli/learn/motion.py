@@ -24,6 +24,7 @@ from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.motion_data import MotionClips
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer, open_backbone
+from dreamvideo_cli.learn_inputs import name_words
 from dreamvideo_cli.registry_entries import check_new_name
 from dreamvideo_cli.run_layout import Stage, check_step_counts
 from dreamvideo_cli.runtime import autocast, quiet_libraries
@@ -92,7 +93,7 @@ def learn_motion(
     paths = media.list_clips(folder)
     infos = [media.probe_clip(p) for p in paths]
     captions = media.read_captions(folder, paths)
-    phrase = config.phrase or name.replace("-", " ").replace("_", " ")
+    phrase = config.phrase or name_words(name)
     backbone, fingerprint = open_backbone(config)
     config = replace(config, frames=config.frames or backbone.motion_frames, fps=config.fps or backbone.motion_fps)
     frames, fps = config.frames or 0, config.fps or 0

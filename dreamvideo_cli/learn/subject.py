@@ -26,6 +26,7 @@ from dreamvideo_cli.backbone import Components, VideoFormat
 from dreamvideo_cli.events import EventHandler, Note, ignore_events
 from dreamvideo_cli.learn.resume import resumed_config
 from dreamvideo_cli.learn.trainer import Trainer
+from dreamvideo_cli.learn_inputs import name_words
 from dreamvideo_cli.memory.placement import use
 from dreamvideo_cli.registry_entries import check_new_name
 from dreamvideo_cli.run_layout import Stage, check_step_counts, check_subject_steps
@@ -129,7 +130,7 @@ def learn_subject(
     photos = media.load_photos(Path(photos_dir), on_warning=lambda m: on_event(Note(m, "warning")))
     paths = [p for p, _ in photos]
     masks = media.load_masks(Path(config.masks), paths) if config.masks else None
-    init_word = config.init_word or name.replace("-", " ").replace("_", " ")
+    init_word = config.init_word or name_words(name)
 
     trainer = Trainer.start(registry.home, "subject", name, config, photos_dir, resumed, on_event)
     parts = trainer.parts
