@@ -184,7 +184,7 @@ def run_bench(config: BenchConfig, on_event: EventHandler = ignore_events) -> di
         for one in results
         if one.name == r.name and one.path == "dv" and one.samples_per_second
     }
-    ctx.close()
+    ctx.close(together=True)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "backbone": backbone.fingerprint().as_dict(),

@@ -223,9 +223,17 @@ class DistributedContext:
         dist.broadcast_object_list(box, src=src, device=self.device)
         return box[0]  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        """Leave the process group (when this context made it). Safe to call twice."""
+    def close(self, *, together: bool = False) -> None:
+        """Leave the process group (when this context made it). Safe to call twice.
+
+        `together`: every process is leaving at this point of the run (it finished, or all
+        agreed to stop), so wait for all of them first: a process that tears down its
+        connections while a peer is still finishing the last collective can bring that peer
+        down with it (gloo aborts the process). Not on an error path, where a peer may never
+        come."""
         if self._owns_group and dist.is_initialized():
+            if together:
+                self.barrier()
             dist.destroy_process_group()
         self._owns_group = False
 
@@ -235,7 +243,7 @@ class DistributedContext:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(together=exc_type is None)
 
 
 # -- data parallel ------------------------------------------------------------------------

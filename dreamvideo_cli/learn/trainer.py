@@ -339,7 +339,7 @@ class Trainer:
         while self.step < total:
             if self.ctx.any_rank(bool(self.stop)):  # every process stops at the same step
                 self.save_state(optimizer)
-                self.ctx.close()
+                self.ctx.close(together=True)
                 raise interrupted(self.run, stage, self.step)
             pending.append(self.step_once(params, optimizer, loss_fn))
             self.step += 1
@@ -474,7 +474,7 @@ class Trainer:
                 preview=preview,
             )
         manifest = self.ctx.broadcast_object(manifest)
-        self.ctx.close()  # the run is over: leave the process group
+        self.ctx.close(together=True)  # the run is over: leave the process group
         return manifest  # type: ignore[return-value]
 
 
