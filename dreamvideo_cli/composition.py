@@ -60,6 +60,8 @@ class ComposeConfig:
     backbone_path: str | None = None
     fp8: bool = False  # scaled e4m3 storage of the frozen denoiser's linear weights (a measured error)
     blocks_to_swap: int = 0  # frozen weights of N blocks stream in from host memory (exact)
+    # (expert, scale): guidance on that expert's steps (Wan 2.2 A14B: `high`, `low`), over `guidance`.
+    expert_guidance: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -274,12 +276,29 @@ def _video_request(backbone: Backbone, config: ComposeConfig, prompt: str) -> Vi
     backbone.check_frames(frames)
     seed = config.seed if config.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
     guidance = defaults.guidance if config.guidance is None else config.guidance
-    # A user's --guidance holds on every step, as WanPipeline's guidance_scale does without guidance_scale_2.
-    expert_guidance = defaults.expert_guidance if config.guidance is None else ()
+    # A user's --guidance holds on every step, as WanPipeline's guidance_scale does without
+    # guidance_scale_2, except on the experts that --expert-guidance names.
+    expert_guidance = _expert_guidance(backbone, config)
     return VideoRequest(
         prompt, frames, fmt.height, fmt.width, steps, guidance, sampler, seed, config.negative_prompt, config.eta,
         expert_guidance,
     )  # fmt: skip
+
+
+def _expert_guidance(backbone: Backbone, config: ComposeConfig) -> tuple[tuple[str, float], ...]:
+    """Each expert's guidance where it differs from the steps' `guidance`: the user's
+    --expert-guidance over the backbone's defaults (the defaults only when --guidance is not given)."""
+    names = [expert.name for expert in backbone.family().experts()]
+    unknown = [name for name, _ in config.expert_guidance if name not in names]
+    if unknown:
+        has = f"the experts {', '.join(names)}" if names else "one denoiser, no experts"
+        raise DVError(
+            f"--expert-guidance names {', '.join(unknown)}, but {backbone.name} has {has}",
+            f"e.g. --expert-guidance {names[-1]}=3" if names else "set the guidance of every step with --guidance",
+        )
+    chosen = dict(backbone.sampling.expert_guidance if config.guidance is None else ())
+    chosen.update(config.expert_guidance)
+    return tuple(chosen.items())
 
 
 def check_request_fits(backbone: Backbone, request: VideoRequest, config: ComposeConfig, device: torch.device) -> None:

@@ -53,6 +53,23 @@ def parse_scales(value: str, option: str) -> list[float]:
     return scales
 
 
+def parse_expert_guidance(value: str | None) -> tuple[tuple[str, float], ...]:
+    """`--expert-guidance low=3` or `high=4,low=3`: (expert, scale) pairs, in the order given."""
+    pairs: list[tuple[str, float]] = []
+    for part in split_list(value or ""):
+        name, equals, scale = part.partition("=")
+        try:
+            pairs.append((name.strip(), float(scale)))
+        except ValueError:
+            equals = ""
+        if not equals or not name.strip():
+            raise DVError(
+                f"--expert-guidance takes EXPERT=SCALE pairs separated by commas, got {value!r}",
+                "e.g. --expert-guidance high=4,low=3",
+            )
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class SweepCell:
     subject: str  # a registry ref, or "-"

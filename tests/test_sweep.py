@@ -99,8 +99,7 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
     assert grid.width > 4 * 100 and grid.height > 2 * 100
     # A cell is the compose of its settings: the command the sweep's page gives for it, run
     # alone, makes the same video (to float rounding: BLAS results may differ in the last bit
-    # with where the tensors happen to lie, and the encoder can carry such a bit further),
-    # and no other cell's.
+    # with where the tensors happen to lie, and the encoder can carry such a bit further).
     import html
     import shlex
 
@@ -111,9 +110,8 @@ def test_a_sweep_writes_a_video_per_cell_a_grid_and_an_index(
     args = shlex.split(command)[1:]
     args[args.index("-o") + 1] = str(single)
     assert main(args) == 0, command
-    alone = media.read_frames(single, None).astype(np.float64)
-    differences = [float(np.abs(alone - v).mean()) for v in videos]
-    assert differences[3] < 0.25 * min(differences[:3]), (command, differences)
+    difference = np.abs(media.read_frames(single, None).astype(np.float64) - videos[3])
+    assert difference.mean() < 0.01, (command, difference.mean(), difference.max())
 
 
 def test_a_sweep_over_checkpoints_and_the_best_cell_by_a_metric(

@@ -68,6 +68,14 @@ def compose(
         help="Classifier-free guidance scale (default: the backbone's, ModelScope 9, Wan 5).",
         rich_help_panel=SAMPLING,
     ),
+    expert_guidance: str = typer.Option(
+        None,
+        "--expert-guidance",
+        metavar="EXPERT=SCALE,...",
+        help="On a backbone of several experts: the guidance on each named expert's steps, "
+        "e.g. high=4,low=3 on wan2.2-a14b (default: its own, low 3; the rest take --guidance).",
+        rich_help_panel=SAMPLING,
+    ),
     frames: int = typer.Option(
         None, "--frames", metavar="N", help="Frames (default: the backbone's).", rich_help_panel=SAMPLING
     ),
@@ -160,7 +168,14 @@ def compose(
     import secrets
 
     from dreamvideo_cli.compose_inputs import check_counts, check_free, check_output, free_name, resolve_pair
-    from dreamvideo_cli.sweep import check_sweep_folder, is_sweep, parse_scales, split_list, sweep_cells
+    from dreamvideo_cli.sweep import (
+        check_sweep_folder,
+        is_sweep,
+        parse_expert_guidance,
+        parse_scales,
+        split_list,
+        sweep_cells,
+    )
     from dv_registry import Registry
 
     # What a user can get wrong is checked before torch loads (seconds on a cold start).
@@ -168,6 +183,7 @@ def compose(
     subjects, motions = split_list(subject) or ["-"], split_list(motion) or ["-"]
     subject_scales = parse_scales(subject_scale, "--subject-scale")
     motion_scales = parse_scales(motion_scale, "--motion-scale")
+    guidance_per_expert = parse_expert_guidance(expert_guidance)
     pairs = [resolve_pair(registry, s_ref, m_ref) for s_ref in subjects for m_ref in motions]
     check_counts(steps, frames)
     if fit is not None:
@@ -211,6 +227,7 @@ def compose(
         backbone_path=backbone_path,
         fp8=fp8,
         blocks_to_swap=blocks_to_swap,
+        expert_guidance=guidance_per_expert,
     )
     from dreamvideo_cli.cli._progress import ProgressRenderer
 

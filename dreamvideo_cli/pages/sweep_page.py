@@ -83,6 +83,9 @@ def compose_command(cell: dict[str, Any], prompt: str, settings: dict[str, Any])
         if value is not None and value != default:
             flag = "--" + field.replace("_", "-")
             args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if settings.get("expert_guidance"):
+        pairs = ",".join(f"{name}={float(scale):g}" for name, scale in settings["expert_guidance"])
+        args += ["--expert-guidance", pairs]
     for flag in ("gif", "fp8"):
         if settings.get(flag):
             args.append(f"--{flag}")

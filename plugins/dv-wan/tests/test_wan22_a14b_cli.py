@@ -116,6 +116,39 @@ def test_learn_learn_compose_on_tiny_a14b(
         assert clip.frames == 9 and (clip.height, clip.width) == (32, 32)
     meta = media.read_video_metadata(Path("slide.mp4"))
     assert meta is not None and meta["guidance"] == 4.0 and meta["expert_guidance"] == {"low": 3.0}
+    # Each expert's guidance set (WanPipeline's guidance_scale and guidance_scale_2).
+    base = ["compose", "rex", "slide", "on the beach", "--sample-steps", "2", "--seed", "3", "--device", "cpu"]
+    code, _, err = run([*base, "--guidance", "6", "--expert-guidance", "low=1.5", "-o", "set.mp4"], capsys)
+    assert code == 0, err
+    meta = media.read_video_metadata(Path("set.mp4"))
+    assert meta is not None and meta["guidance"] == 6.0 and meta["expert_guidance"] == {"low": 1.5}
+    assert not np.array_equal(media.read_frames(Path("set.mp4"), None), media.read_frames(Path("slide.mp4"), None))
+
+
+def test_each_experts_guidance_and_its_mistakes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamvideo_cli.composition import ComposeConfig, _expert_guidance
+    from dreamvideo_cli.testing import TinyBackbone
+
+    a14b = TinyWan22A14BBackbone()
+    assert _expert_guidance(a14b, ComposeConfig()) == (("low", 3.0),)  # the backbone's own
+    assert _expert_guidance(a14b, ComposeConfig(guidance=5.0)) == ()  # --guidance: every step
+    chosen = ComposeConfig(guidance=5.0, expert_guidance=(("high", 4.0), ("low", 2.0)))
+    assert _expert_guidance(a14b, chosen) == (("high", 4.0), ("low", 2.0))
+    assert _expert_guidance(a14b, ComposeConfig(expert_guidance=(("high", 7.0),))) == (("low", 3.0), ("high", 7.0))
+    with pytest.raises(DVError, match=r"names middle, but tiny-wan2\.2-a14b has the experts high, low"):
+        _expert_guidance(a14b, ComposeConfig(expert_guidance=(("middle", 3.0),)))
+    with pytest.raises(DVError, match="one denoiser, no experts"):
+        _expert_guidance(TinyBackbone(), ComposeConfig(expert_guidance=(("low", 3.0),)))
+    # A sweep's page gives each cell's command with it (the index holds it as JSON lists).
+    from dreamvideo_cli.pages.sweep_page import compose_command
+
+    cell = {"subject": "rex", "motion": "slide", "subject_scale": 1.0, "motion_scale": 1.0, "seed": 3}
+    assert "--expert-guidance high=4,low=1.5" in compose_command(
+        cell, "x", {"expert_guidance": [["high", 4.0], ["low", 1.5]]}
+    )
+    for wrong in ("low", "low=", "=3", "low=three"):
+        code, _, err = run(["compose", "rex", "slide", "on the beach", "--expert-guidance", wrong], capsys)
+        assert code != 0 and "Traceback" not in err and "EXPERT=SCALE" in err, (wrong, err)
 
 
 def test_an_unknown_expert_is_refused_in_one_line(
