@@ -330,7 +330,7 @@ def test_fit_options_for_the_learn_commands() -> None:
     from dreamvideo_cli.cli._memory_options import fit_options
     from dreamvideo_cli.errors import DVError
 
-    settings, line = fit_options("motion", "10GiB", backbone="tiny", frames=8, gradient_checkpointing=True)
+    settings, line = fit_options("motion", "10GiB", Settings(gradient_checkpointing=True), backbone="tiny", frames=8)
     assert settings == Settings(gradient_checkpointing=True)  # what was asked, when it fits
     assert line.startswith("--fit 10.0 GiB: --gradient-checkpointing (planned ")
     if not torch.cuda.is_available():

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import typer
 
 from dreamvideo_cli.cli._output import info
 from dreamvideo_cli.errors import DVError
-
-if TYPE_CHECKING:
-    from dreamvideo_cli.plan import Settings
+from dreamvideo_cli.plan import Settings  # plain data: dreamvideo_cli.plan imports torch only when planning
 
 # The help group of the memory options (dreamvideo_cli.cli._help).
 MEMORY = "Device and memory"
@@ -52,27 +48,17 @@ OFFLOAD_ACTIVATIONS = typer.Option(
 )
 
 
-@dataclass(frozen=True)
-class Levers:
-    """The memory settings a command line gave, or `--fit` chose."""
-
-    gradient_checkpointing: bool
-    fp8: bool
-    blocks_to_swap: int
-    offload_activations: bool
-
-
 def fitted(
     stage: str,
     fit: str | None,
     resume: str | None,
-    given: Levers,
+    given: Settings,
     *,
     backbone: str,
     frames: int | None = None,
     batch_size: int | None = None,
     shard: bool = False,
-) -> Levers:
+) -> Settings:
     """`given`, or with `--fit`, the cheapest settings (at least those given) the planner says
     fit; the choice is said in one line on stderr."""
     if fit is None:
@@ -82,13 +68,9 @@ def fitted(
             "--fit plans a new run, and a resumed run keeps the settings it was started with",
             "resume without --fit (add --blocks-to-swap or --offload-activations to change how it runs)",
         )
-    chosen, line = fit_options(
-        stage, fit, backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
-        gradient_checkpointing=given.gradient_checkpointing, fp8=given.fp8, blocks_to_swap=given.blocks_to_swap,
-        offload_activations=given.offload_activations,
-    )  # fmt: skip
+    chosen, line = fit_options(stage, fit, given, backbone=backbone, frames=frames, batch_size=batch_size, shard=shard)
     info(line)
-    return Levers(chosen.gradient_checkpointing, chosen.fp8, chosen.blocks_to_swap, chosen.offload_activations)
+    return chosen
 
 
 _UNITS = {
@@ -113,22 +95,18 @@ def parse_size(text: str, option: str = "--gpu-memory") -> int:
 def fit_options(
     stage: str,
     budget: str,
+    given: Settings = Settings(),
     *,
     backbone: str,
     frames: int | None = None,
     batch_size: int | None = None,
     shard: bool = False,
-    gradient_checkpointing: bool = False,
-    fp8: bool = False,
-    blocks_to_swap: int = 0,
-    offload_activations: bool = False,
 ) -> tuple[Settings, str]:
     """`--fit BUDGET` on `dv subject learn`, `dv motion learn` and `dv compose`: the cheapest
     settings that fit BUDGET ("24GiB", or "auto" for this machine's GPU), at least those given,
     and one line saying which; a DVError when nothing fits. Every process of a launched run
     plans the same (the plan is deterministic), for the processes the launcher started."""
     from dreamvideo_cli.plan import PlanRequest, fit
-    from dreamvideo_cli.plan import Settings as PlanSettings
 
     size = detected_gpu_memory() if budget == "auto" else parse_size(budget, "--fit")
     if size is None:
@@ -136,7 +114,7 @@ def fit_options(
     request = PlanRequest(
         stage, backbone, frames=frames, batch_size=batch_size, shard=shard,  # type: ignore[arg-type]
         processes=int(os.environ.get("WORLD_SIZE", "1")),
-        settings=PlanSettings(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
+        settings=given,
     )  # fmt: skip
     found = fit(request, size)
     if found.settings is None:

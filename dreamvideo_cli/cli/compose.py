@@ -8,9 +8,10 @@ from typing import Any
 import typer
 
 from dreamvideo_cli.cli._help import with_examples
-from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, Levers, fitted
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, fitted
 from dreamvideo_cli.cli._output import out, print_json
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.plan import Settings  # plain data, no torch
 
 EXAMPLES = (
     'dv compose dog bear-walk "in the snow"',
@@ -189,7 +190,7 @@ def compose(
     if fit is not None:
         trained_on = next(m for pair in pairs for m in pair if m is not None).backbone["backbone"]
         levers = fitted(
-            "compose", fit, None, Levers(False, fp8, blocks_to_swap, False), backbone=trained_on, frames=frames
+            "compose", fit, None, Settings(fp8=fp8, blocks_to_swap=blocks_to_swap), backbone=trained_on, frames=frames
         )
         fp8, blocks_to_swap = levers.fp8, levers.blocks_to_swap
     sweep = is_sweep(subjects, motions, subject_scales, motion_scales)

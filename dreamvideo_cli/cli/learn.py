@@ -11,10 +11,11 @@ from typing import Any
 import typer
 
 from dreamvideo_cli.cli._help import with_examples
-from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, Levers, fitted
+from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FIT, FP8, OFFLOAD_ACTIVATIONS, fitted
 from dreamvideo_cli.cli._output import out, print_json, warn
 from dreamvideo_cli.cli._run_pages import RunPages
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.plan import Settings  # plain data, no torch
 from dreamvideo_cli.run_layout import check_step_counts, check_subject_steps
 
 subject_app = typer.Typer(help="Learn a subject from 3-5 photos.", no_args_is_help=True)
@@ -131,15 +132,13 @@ def _learn(learn: Any, folder: Path, name: str, config: Any, resume: str | None,
     _finish(manifest, json)
 
 
-def _check_memory(backbone: str, frames: int, levers: Levers, batch_size: int, device: str) -> None:
+def _check_memory(backbone: str, frames: int, settings: Settings, batch_size: int, device: str) -> None:
     """Clips longer than the backbone learns from by default are planned first and refused in
     one line when a step would need more memory than the device has (`plan.limits`)."""
-    from dreamvideo_cli.plan import Settings
     from dreamvideo_cli.plan.limits import check_device_memory
     from dreamvideo_cli.plugins import get_backbone
     from dreamvideo_cli.runtime import pick_device
 
-    settings = Settings(levers.gradient_checkpointing, levers.fp8, levers.blocks_to_swap, levers.offload_activations)
     model = get_backbone(backbone)(random_weights=True)
     check_device_memory("motion", model, frames, settings, pick_device(device), batch_size)
 
@@ -257,7 +256,7 @@ def subject_learn(
     check_subject_steps(embedding_steps, adapter_steps)
     check_step_counts(batch_size=batch_size)
     levers = fitted(
-        "subject", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
+        "subject", fit, resume, Settings(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     folder, name = _check_inputs(photos, name, resume, "photos")
@@ -379,7 +378,7 @@ def motion_learn(
     """The motion adapter with CLIP appearance guidance. Paper Section 3.3."""
     check_step_counts(adapter_steps=steps, batch_size=batch_size, frames=frames, fps=fps)
     levers = fitted(
-        "motion", fit, resume, Levers(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
+        "motion", fit, resume, Settings(gradient_checkpointing, fp8, blocks_to_swap, offload_activations),
         backbone=backbone, frames=frames, batch_size=batch_size, shard=shard,
     )  # fmt: skip
     folder, name = _check_inputs(clips, name, resume, "clips")

@@ -14,7 +14,7 @@ the settings that fit 24 GiB 40-70 s.
     stages.py   each stage run by the engine's code, split into phases (loading, encoding, a
                 training step, a sampling step, decoding), each with its own peaks
     planner.py  `plan_stage`: one stage for one request; `--shard` over N processes
-    fit.py      `fit`: the cheapest settings that fit a budget, the command line to run them,
+    fitting.py  `fit`: the cheapest settings that fit a budget, the command line to run them,
                 and what the copies of block swap and activation offload cost (an estimate)
     model.py    the request and the results as plain data
 
@@ -30,7 +30,11 @@ intermediates than the CPU's (memory.fake.CudaRules covers autocast): to be chec
 against torch.cuda.max_memory_allocated per stage.
 """
 
-from dreamvideo_cli.plan.fit import HEADROOM, Attempt, Fit, Slowdown, command_line, fit, slowdown
+from typing import TYPE_CHECKING, Any
+
+# The plain data is imported at once, without torch: the command line builds `Settings` from
+# its options before it knows whether anything will be planned. The planner itself (torch,
+# the engine) is imported on first use of one of its names.
 from dreamvideo_cli.plan.model import (
     STAGE_NAMES,
     GiB,
@@ -42,7 +46,24 @@ from dreamvideo_cli.plan.model import (
     StagePlan,
     Transfer,
 )
-from dreamvideo_cli.plan.planner import plan_stage
+
+if TYPE_CHECKING:
+    from dreamvideo_cli.plan.fitting import HEADROOM, Attempt, Fit, Slowdown, command_line, fit, slowdown
+    from dreamvideo_cli.plan.planner import plan_stage
+
+_LAZY = {
+    "HEADROOM": "fitting", "Attempt": "fitting", "Fit": "fitting", "Slowdown": "fitting", "command_line": "fitting",
+    "fit": "fitting", "slowdown": "fitting", "plan_stage": "planner",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "HEADROOM",
