@@ -206,6 +206,11 @@ def compose(
     device = pick_device(config.device)
     check_request_fits(backbone, request, config, device)
     if cache is None or not cache.holds(backbone, device, config.fp8):  # a sweep loads once, and says so once
+        from dreamvideo_cli.plan.limits import host_memory_warning
+
+        warning = host_memory_warning(backbone, device)
+        if warning is not None:
+            on_event(Note(warning, "warning"))
         on_event(Note(f"loading backbone {fingerprint.describe()} on {device}"))
     parts = cache.get(backbone, device, config.fp8) if cache is not None else load_parts(backbone, device, config.fp8)
     check_backbone(backbone, fingerprint, next(m.ref for m in (subject, motion) if m is not None))

@@ -189,6 +189,25 @@ def _check_before_loading(
             warn(message)
 
 
+def _check_host_memory(backbone: str, device: str, resume: str | None) -> None:
+    """On a GPU every frozen part loads to host memory first: a machine without room for
+    them is told before loading (the system would stop the run without a word)."""
+    if resume is not None or int(os.environ.get("RANK", "0")) != 0:
+        return
+    from dreamvideo_cli.runtime import pick_device
+
+    resolved = pick_device(device)
+    if resolved.type != "cuda":
+        return
+    from dreamvideo_cli.plan.limits import host_memory_warning
+    from dreamvideo_cli.plugins import get_backbone
+
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # each process on this machine loads its own
+    line = host_memory_warning(get_backbone(backbone)(random_weights=True), resolved, processes)
+    if line is not None:
+        warn(line)
+
+
 @subject_app.command("learn", cls=with_examples(*SUBJECT_EXAMPLES))
 def subject_learn(
     photos: Path = typer.Argument(
@@ -271,6 +290,7 @@ def subject_learn(
         resume,
         lambda: check_subject_data(folder, name, backbone, masks),
     )
+    _check_host_memory(backbone, device, resume)
     from dreamvideo_cli.learn import SubjectConfig, learn_subject
 
     config = SubjectConfig(
@@ -393,6 +413,7 @@ def motion_learn(
         resume,
         lambda: check_motion_data(folder, name, backbone, phrase),
     )
+    _check_host_memory(backbone, device, resume)
     if frames is not None and resume is None and not shard:
         _check_memory(backbone, frames, levers, batch_size, device)
     from dreamvideo_cli.learn import MotionConfig, learn_motion

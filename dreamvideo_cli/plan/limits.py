@@ -1,4 +1,5 @@
-"""Refusing, before anything loads, a run longer than the device's memory can hold.
+"""Refusing, before anything loads, a run longer than the device's memory can hold; and
+warning, before a GPU run loads, when its weights will not fit the host's memory.
 
 A request for more frames than a backbone makes by default (`--frames 100000`) would grow
 the denoiser's attention with the square of its frames until the system kills the process,
@@ -12,15 +13,17 @@ machine) has.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from dreamvideo_cli.backbone import Backbone
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.plan.model import PlanRequest, Settings, StageName
 from dreamvideo_cli.plan.planner import plan_stage
 
-__all__ = ["check_device_memory", "memory_needed"]
+__all__ = ["check_device_memory", "host_memory_warning", "loaded_bytes", "memory_needed"]
 
 
 def memory_needed(
@@ -75,6 +78,54 @@ def check_device_memory(
             f"use fewer frames ({backbone.name} {'learns' if stage == 'motion' else 'makes'} {default}); "
             f"`dv plan {stage} --backbone {backbone.name} --frames N` says what N needs",
         )
+
+
+def loaded_bytes(backbone: Backbone, dtype: torch.dtype) -> int:
+    """The bytes of every frozen part of `backbone` as a run loads them in `dtype` (the VAE
+    and what a backbone keeps in float32 stay so): built on the meta device, no weights read."""
+    from dreamvideo_cli.plan.world import _meta_parts
+
+    parts = _meta_parts(type(backbone)(random_weights=True), dtype)
+    modules = [parts.denoiser, parts.appearance_encoder, *vars(parts.codec).values(), *vars(parts.text).values()]
+    tensors = {
+        id(t): t.numel() * t.element_size()
+        for m in modules
+        if isinstance(m, nn.Module)
+        for t in (*m.parameters(), *m.buffers())
+    }
+    return sum(tensors.values())
+
+
+def host_memory_warning(backbone: Backbone, device: torch.device, processes: int = 1) -> str | None:
+    """On a GPU every frozen part is loaded to host memory first (`memory.placement`); when
+    they need more than this machine has available (`processes` runs loading at once on it),
+    the system would stop the run while it loads, without a word. A line saying so, or None."""
+    if device.type != "cuda":
+        return None
+    available = available_memory()
+    if not available:
+        return None
+    need = loaded_bytes(backbone, torch.bfloat16) * processes
+    if need <= available:
+        return None
+    each = f" ({processes} processes)" if processes > 1 else ""
+    return (
+        f"{backbone.name}'s weights take about {need / 2**30:.1f} GiB of host memory while loading{each}, "
+        f"and this machine has {available / 2**30:.1f} GiB available: the system may stop the run while it loads "
+        "(close other programs, add swap, or use a machine with more memory; docs/memory.md)"
+    )
+
+
+def available_memory() -> int:
+    """The memory this machine can give a new program now, in bytes: Linux's MemAvailable,
+    else its physical memory (0 where the system says neither)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _physical_memory()
 
 
 def _physical_memory() -> int:

@@ -279,12 +279,26 @@ def _cast_text_encoder(text_encoder: Any, dtype: torch.dtype) -> None:
 def _freeze(parts: WanParts, device: torch.device) -> WanParts:
     """Every module frozen, in eval mode, on `device`. Moved with nn.Module.to(device) alone,
     so no dtype changes (diffusers' own `to` would also warn about its fp32 modules)."""
-    import torch.nn as nn
-
     for module in (parts.transformer, parts.vae, parts.text_encoder, parts.appearance):
         module.requires_grad_(False).eval()
-        nn.Module.to(module, device)
+        _move_keeping_ties(module, device)
     return parts
+
+
+def _move_keeping_ties(module: Any, device: torch.device) -> None:
+    """nn.Module.to(device), with parameters shared between sub-modules (umT5's token
+    embedding: `shared` and `encoder.embed_tokens`) still shared after: a move to the meta
+    device (the planner's) makes a new parameter per holder, counting such a tensor twice."""
+    import torch.nn as nn
+
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for owner in module.modules():
+        for name, param in owner.named_parameters(recurse=False):
+            holders.setdefault(id(param), []).append((owner, name))
+    nn.Module.to(module, device)
+    for (first, first_name), *others in (h for h in holders.values() if len(h) > 1):
+        for owner, name in others:
+            setattr(owner, name, getattr(first, first_name))
 
 
 def _limit_length(tokenizer: Any) -> Any:
