@@ -105,7 +105,10 @@ def host_memory_warning(backbone: Backbone, device: torch.device, processes: int
     available = available_memory()
     if not available:
         return None
-    need = loaded_bytes(backbone, torch.bfloat16) * processes
+    try:
+        need = loaded_bytes(backbone, torch.bfloat16) * processes
+    except Exception:  # a plugin's backbone that cannot be built on the meta device: no advice
+        return None
     if need <= available:
         return None
     each = f" ({processes} processes)" if processes > 1 else ""
