@@ -281,6 +281,17 @@ def test_dv_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
             assert set(phase[device]) == {"weights", "trainable", "activations", "cache", "peak"}
     step = plan["phases"][-1]
     assert step["name"] == "motion adapter" and step["gpu"]["trainable"] > 0 and step["per_step"]["flops"] > 0
+    assert data["host_available"] > 0  # this machine's, beside the plan's host_peak
+
+
+def test_dv_plan_says_when_this_machine_has_too_little_host_memory(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dreamvideo_cli.plan import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 1024)
+    code, _, err = _dv(["plan", "motion", "--backbone", "tiny", "--frames", "8"], capsys)
+    assert code == 0 and "is more than this machine has available (0.0 GiB)" in err
 
 
 def test_dv_plan_fits_a_tiny_budget(capsys: pytest.CaptureFixture[str]) -> None:

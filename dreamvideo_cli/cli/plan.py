@@ -11,7 +11,7 @@ import typer
 
 from dreamvideo_cli.cli._help import GroupedCommand
 from dreamvideo_cli.cli._memory_options import BLOCKS_TO_SWAP, FP8, OFFLOAD_ACTIVATIONS, detected_gpu_memory, parse_size
-from dreamvideo_cli.cli._output import info, out, print_json
+from dreamvideo_cli.cli._output import info, out, print_json, warn
 from dreamvideo_cli.cli.learn import BACKBONE, CHECKPOINTING, SHARD
 from dreamvideo_cli.errors import DVError
 
@@ -141,6 +141,9 @@ def _plan(
         info(f"planning {stage} on {backbone} for {budget / 2**30:.1f} GiB, cheapest settings first")
     found = fit(request, budget, planner=planner, on_attempt=progress) if budget is not None else None
     plan = planner(request)
+    from dreamvideo_cli.plan.limits import available_memory
+
+    available = available_memory()
     if json:
         print_json(
             {
@@ -148,12 +151,19 @@ def _plan(
                 "backbone": backbone,
                 "plan": plan.as_dict(),
                 "fit": None if found is None else found.as_dict() | {"plan": found.plan.as_dict()},
+                "host_available": available or None,  # this machine's, now (bytes)
             }
         )
         return
     _render(plan, "as asked")
     if found is not None:
         _render_fit(found)
+    host = (found.plan if found is not None and found.settings is not None else plan).host_peak  # one process's
+    if available and host > available:
+        warn(
+            f"the run's host memory ({host / 2**30:.1f} GiB for dv's tensors) is more than this machine has "
+            f"available ({available / 2**30:.1f} GiB): run it where there is more"
+        )
 
 
 def _unit(largest: int) -> tuple[str, int]:
