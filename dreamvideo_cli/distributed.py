@@ -58,6 +58,7 @@ from torch import nn
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.errors import DVError
+from dreamvideo_cli.runtime import indexed
 
 __all__ = [
     "DistributedContext",
@@ -90,8 +91,8 @@ def launched(environ: Mapping[str, str] | None = None) -> bool:
 
 def _resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        return indexed(torch.device("cuda")) if torch.cuda.is_available() else torch.device("cpu")
+    return indexed(torch.device(device))
 
 
 @dataclass

@@ -20,6 +20,7 @@ __all__ = [
     "encode_appearance",
     "encode_text",
     "frozen_dtype",
+    "indexed",
     "pick_device",
     "quiet_libraries",
     "to_tensor_images",
@@ -37,16 +38,24 @@ def quiet_libraries() -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The device `--device NAME` names; a GPU always with its index (`cuda:0`), since a
+    tensor's device has one and `torch.device("cuda") != torch.device("cuda:0")`: code that
+    compares a tensor's device with the run's must not be told every tensor is elsewhere."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
+        return indexed(torch.device("cuda")) if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise DVError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DVError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+    return indexed(device)
+
+
+def indexed(device: torch.device) -> torch.device:
+    """`cuda` as `cuda:N` of the current GPU, as its tensors say; any other device as it is."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -65,17 +65,19 @@ def gradient_checkpointing(denoiser: nn.Module, family: DenoiserFamily, *, enabl
 COMPILE_BACKEND_ENV = "DV_COMPILE_BACKEND"  # tests use "aot_eager": traced, no code generation
 
 
-def compiled_denoiser(denoiser: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+def compiled_denoiser(denoiser: nn.Module, enabled: bool, device: torch.device, cuda_graphs: bool = True) -> nn.Module:
     """The denoiser behind `torch.compile` when `enabled` (`--compile`), else the denoiser itself.
 
     Every training step has the same shapes, so one compiled graph serves the whole run; on
     CUDA, inductor's "reduce-overhead" mode also replays it as a CUDA graph, which removes
     the per-kernel launch cost that bounds the subject stage (docs/benchmarks.md). The
     wrapper calls the same module, so adapters attached later are traced in (one recompile).
-    The first steps pay the compilation; it pays off only over hundreds of steps."""
+    The first steps pay the compilation; it pays off only over hundreds of steps.
+    `cuda_graphs=False`: inductor's code without CUDA graphs, for a denoiser whose weights
+    move between steps (a graph replays the addresses it recorded)."""
     if not enabled:
         return denoiser
     backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
-    mode = "reduce-overhead" if backend == "inductor" and device.type == "cuda" else None
+    mode = "reduce-overhead" if backend == "inductor" and device.type == "cuda" and cuda_graphs else None
     compiled: nn.Module = torch.compile(denoiser, backend=backend, mode=mode, dynamic=False)  # type: ignore[assignment]
     return compiled

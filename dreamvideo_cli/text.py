@@ -67,9 +67,15 @@ class TextEncoding(ABC):
         return ids[self.max_length - 1 : -1]
 
     def encode(self, tokens: Tokens) -> torch.Tensor:
+        self.to_device()
+        return self.run(tokens)
+
+    def to_device(self) -> None:
+        """An offloaded encoder on its compute device now (`encode` does it first). Call it
+        before making an optimizer of parameters inside the encoder (textual inversion's
+        embedding row): a restored optimizer state is placed where its parameters are."""
         if self.offload and self.device is not None:
             self.model.to(self.device)
-        return self.run(tokens)
 
     def release(self) -> None:
         """The frozen prompts are encoded: free the encoder's accelerator memory if asked to."""

@@ -14,6 +14,7 @@ from dreamvideo_cli.cli import compose as compose_cli
 from dreamvideo_cli.cli import learn as learn_cli
 from dreamvideo_cli.composition import ComposeConfig
 from dreamvideo_cli.learn import MotionConfig, SubjectConfig
+from dreamvideo_cli.sweep import split_list
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,8 @@ def test_cli_defaults_are_the_config_defaults(command: Callable[..., Any], confi
         default = getattr(parameter.default, "default", parameter.default)
         if isinstance(default, str) and isinstance(fields[name], float):  # a comma list: "1" is [1.0]
             default = float(default)
+        if isinstance(default, str) and isinstance(fields[name], tuple):  # a comma list of pairs: "" is ()
+            default = tuple(split_list(default))
         assert default == fields[name], (
             f"{command.__name__} --{name.replace('_', '-')}: {default!r} vs {config.__name__} {fields[name]!r}"
         )

@@ -152,6 +152,39 @@ def test_flags_ask_for_the_levers() -> None:
     ]
 
 
+def test_levers_that_do_not_work_together_are_refused_in_one_line() -> None:
+    from dreamvideo_cli.memory.levers import check_combination
+
+    none = {"shard": False, "fp8": False, "blocks_to_swap": 0, "offload_activations": False, "compile": False}
+    check_combination(**none)
+    check_combination(**{**none, "shard": True})  # with gradient checkpointing, which is not a lever here
+    check_combination(**{**none, "fp8": True, "blocks_to_swap": 3, "offload_activations": True})
+    refused = [
+        ({"shard": True, "fp8": True}, "--shard does not combine"),
+        ({"shard": True, "blocks_to_swap": 2}, "--shard does not combine"),
+        ({"shard": True, "offload_activations": True}, "--shard does not combine"),
+        ({"compile": True, "blocks_to_swap": 2}, "--compile does not combine with --blocks-to-swap"),
+        ({"compile": True, "offload_activations": True}, "--compile does not combine with --offload-activations"),
+    ]
+    for pair, message in refused:
+        with pytest.raises(DVError, match=message):
+            check_combination(**{**none, **pair})
+
+
+def test_compile_leaves_out_cuda_graphs_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dreamvideo_cli import speed
+
+    modes: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: modes.append(kw["mode"]) or model)
+    monkeypatch.delenv(speed.COMPILE_BACKEND_ENV, raising=False)
+    layer = nn.Linear(2, 2)
+    assert speed.compiled_denoiser(layer, False, torch.device("cuda", 0)) is layer
+    for graphs in (True, False):
+        speed.compiled_denoiser(layer, True, torch.device("cuda", 0), cuda_graphs=graphs)
+    speed.compiled_denoiser(layer, True, torch.device("cpu"))
+    assert modes == ["reduce-overhead", None, None]
+
+
 # -- fp8 ------------------------------------------------------------------------------------
 def test_quantize_keeps_three_significant_bits_per_block() -> None:
     """Each weight comes back within half an e4m3 step of itself: 2^-4 relative, or the

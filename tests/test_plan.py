@@ -18,6 +18,7 @@ from torch import nn
 from dreamvideo_cli import media
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone, VideoFormat
+from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.events import ignore_events
 from dreamvideo_cli.learn.motion import MotionConfig, motion_loss
 from dreamvideo_cli.learn.motion_data import MotionClips
@@ -172,6 +173,17 @@ def test_the_search_takes_the_cheapest_rung_that_fits() -> None:
     assert "--blocks-to-swap 3" in (swap.command() or "")
     assert swap.slowdowns()[0].transfer_seconds == pytest.approx(10**9 / 25e9)
     assert fit(request, 100, headroom=0, planner=planner).settings is None  # not even every block swapped
+
+
+def test_a_sharded_search_tries_only_what_shards() -> None:
+    """With --shard the search tries gradient checkpointing alone (fp8, offload and block
+    swap are refused with it), and the planner refuses them as the trainer does."""
+    request = PlanRequest("motion", "tiny", frames=8, shard=True, processes=2)
+    found = fit(request, 2**20)  # 1 MiB: nothing fits
+    assert found.settings is None and "with --shard" in found.reason
+    assert [a.settings for a in found.attempts] == [Settings(), Settings(gradient_checkpointing=True)]
+    with pytest.raises(DVError, match="--shard does not combine"):
+        plan_stage(replace(request, settings=Settings(offload_activations=True)))
 
 
 def test_the_search_stops_when_loading_alone_does_not_fit() -> None:

@@ -70,8 +70,9 @@ def compose(
         rich_help_panel=SAMPLING,
     ),
     expert_guidance: str = typer.Option(
-        None,
+        "",
         "--expert-guidance",
+        show_default=False,
         metavar="EXPERT=SCALE,...",
         help="On a backbone of several experts: the guidance on each named expert's steps, "
         "e.g. high=4,low=3 on wan2.2-a14b (default: its own, low 3; the rest take --guidance).",

@@ -179,6 +179,7 @@ def textual_inversion(
 ) -> None:
     """Step 1: only the new token's embedding row learns; the text encoder runs every step."""
     parts = trainer.parts
+    parts.text.to_device()  # the row it learns lives in the encoder: on the GPU before its optimizer is made
     placeholder.vectors.requires_grad_(True)
 
     def loss() -> torch.Tensor:

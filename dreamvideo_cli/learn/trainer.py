@@ -61,7 +61,7 @@ from dreamvideo_cli.learn.optim import AdamWWithWarmup
 from dreamvideo_cli.learn.previews import write_preview
 from dreamvideo_cli.learn.run_folder import Run, save_tensors
 from dreamvideo_cli.learn.streams import RandomStreams
-from dreamvideo_cli.memory.levers import AppliedLevers, MemoryLevers, apply_levers, store_fp8
+from dreamvideo_cli.memory.levers import AppliedLevers, MemoryLevers, apply_levers, check_combination, store_fp8
 from dreamvideo_cli.memory.placement import check_backbone_path, load_frozen_parts, use
 from dreamvideo_cli.plugins import get_backbone
 from dreamvideo_cli.registry_entries import store_adapter
@@ -173,16 +173,10 @@ class Trainer:
         backbone, fingerprint = opened or open_backbone(settings)
         chosen_experts(backbone, "motion" if kind == "motion" else "identity", settings.experts)  # refused now
         ctx = DistributedContext.from_environment(pick_device(settings.device))
-        if settings.shard and (settings.fp8 or settings.blocks_to_swap):
-            raise DVError(
-                "--shard does not combine with --fp8 or --blocks-to-swap yet",
-                "shard alone over more processes, or use the levers on one process",
-            )
-        if settings.compile and settings.blocks_to_swap:
-            raise DVError(
-                "--compile does not combine with --blocks-to-swap (swapped weights change under the compiled graph)",
-                "leave out one of them",
-            )
+        check_combination(
+            shard=settings.shard, fp8=settings.fp8, blocks_to_swap=settings.blocks_to_swap,
+            offload_activations=settings.offload_activations, compile=settings.compile,
+        )  # fmt: skip
         if settings.shard and not ctx.is_distributed:
             raise DVError(
                 "--shard splits the frozen weights over several processes, and this is one",
@@ -270,7 +264,10 @@ class Trainer:
     def session(self) -> Iterator[Trainer]:
         """Ctrl-C and SIGTERM become a saved, resumable stop; the denoiser is wrapped (compiled)
         and its family's layers checkpointed while the run trains."""
-        model = compiled_denoiser(self.parts.denoiser, self.settings.compile, self.parts.device)
+        # A preview takes the staged denoiser off the GPU and back, to other addresses, under
+        # which a recorded CUDA graph cannot replay: a run with previews compiles without them.
+        cuda_graphs = not (self.settings.preview_every and self.parts.staging is not None)
+        model = compiled_denoiser(self.parts.denoiser, self.settings.compile, self.parts.device, cuda_graphs)
         for wrap in self._wrappers:
             model = wrap(model)
         self.model = model

@@ -29,11 +29,12 @@ import torch
 from torch import nn
 
 from dreamvideo_cli.backbone import Components
+from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.memory.block_swap import BlockSwap, SwapToken
 from dreamvideo_cli.memory.fp8 import convert_linears
 from dreamvideo_cli.memory.offload import ActivationOffload, Offloaded
 
-__all__ = ["AppliedLevers", "MemoryLevers", "apply_levers", "levers_applied", "store_fp8"]
+__all__ = ["AppliedLevers", "MemoryLevers", "apply_levers", "check_combination", "levers_applied", "store_fp8"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,30 @@ class MemoryLevers:
         if self.offload_activations:
             out.append("--offload-activations")
         return out
+
+
+def check_combination(
+    *, shard: bool, fp8: bool, blocks_to_swap: int, offload_activations: bool, compile: bool = False
+) -> None:
+    """Refuse, in one line, the levers that do not work together yet (the trainer and the
+    planner ask the same)."""
+    if shard and (fp8 or blocks_to_swap or offload_activations):
+        # FSDP2 gathers each block's weights as new tensors: activation offload would not know
+        # them for weights and would copy them to the host at every step.
+        raise DVError(
+            "--shard does not combine with --fp8, --blocks-to-swap or --offload-activations yet",
+            "shard alone (with --gradient-checkpointing) over more processes, or use the levers on one process",
+        )
+    if compile and blocks_to_swap:
+        raise DVError(
+            "--compile does not combine with --blocks-to-swap (swapped weights change under the compiled graph)",
+            "leave out one of them",
+        )
+    if compile and offload_activations:
+        raise DVError(
+            "--compile does not combine with --offload-activations (its hooks are not traced into the compiled graph)",
+            "leave out one of them",
+        )
 
 
 def store_fp8(parts: Components) -> int:

@@ -181,14 +181,16 @@ def command_line(request: PlanRequest) -> str:
     return " ".join(words)
 
 
-def _ladder(stage: str, floor: Settings) -> list[Settings]:
-    """The rungs without block swap, each at least `floor`."""
+def _ladder(stage: str, floor: Settings, shard: bool = False) -> list[Settings]:
+    """The rungs without block swap, each at least `floor`. A sharded run takes gradient
+    checkpointing alone (`memory.levers.check_combination`)."""
     rungs = [Settings()]
     if stage != "compose":
         rungs.append(Settings(gradient_checkpointing=True))
+    if stage != "compose" and not shard:
         rungs.append(Settings(gradient_checkpointing=True, fp8=True))
         rungs.append(Settings(gradient_checkpointing=True, fp8=True, offload_activations=True))
-    else:
+    if stage == "compose":
         rungs.append(Settings(fp8=True))
     out: list[Settings] = []
     for rung in rungs:
@@ -250,7 +252,7 @@ def fit(
     def failed(plan: StagePlan, reason: str) -> Fit:
         return Fit(budget, headroom, None, plan, tuple(attempts), reason)
 
-    ladder = _ladder(request.stage, request.settings)
+    ladder = _ladder(request.stage, request.settings, request.shard)
     last = ladder[-1]
     plan: StagePlan | None = None
     for settings in ladder:
@@ -267,6 +269,8 @@ def fit(
         if stuck is not None:
             return failed(plan, _too_big(stuck, target))
     assert plan is not None
+    if request.shard:
+        return failed(plan, f"{_too_big(plan.peak_phase(), target)} with --shard (more processes hold less each)")
     return _swap_search(plan, last, target, attempt, failed, budget, headroom, attempts)
 
 

@@ -13,7 +13,7 @@ from dreamvideo_cli.backbone import Backbone, Components
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.learn.motion import MotionConfig
 from dreamvideo_cli.learn.subject import SubjectConfig
-from dreamvideo_cli.memory.levers import MemoryLevers
+from dreamvideo_cli.memory.levers import MemoryLevers, check_combination
 from dreamvideo_cli.memory.units import family_units
 from dreamvideo_cli.plan.model import PhasePlan, PlanRequest, StagePlan
 from dreamvideo_cli.plan.stages import Phases, StageInputs, StageRun, run_compose, run_motion, run_subject
@@ -38,11 +38,11 @@ def stage_inputs(request: PlanRequest, backbone: Backbone) -> StageInputs:
             "--shard splits the frozen weights over several processes, and this is one",
             "plan for them with --processes N",
         )
-    if request.shard and (request.settings.fp8 or request.settings.blocks_to_swap):
-        raise DVError(  # as the trainer refuses them (Trainer.start)
-            "--shard does not combine with --fp8 or --blocks-to-swap yet",
-            "shard alone over more processes, or use the levers on one process",
-        )
+    asked = request.settings
+    check_combination(  # as the trainer refuses them (Trainer.start)
+        shard=request.shard, fp8=asked.fp8, blocks_to_swap=asked.blocks_to_swap,
+        offload_activations=asked.offload_activations,
+    )  # fmt: skip
     if request.stage == "compose":
         if request.shard or request.processes > 1:
             raise DVError("dv compose runs in one process", "plan compose without --shard and --processes")
