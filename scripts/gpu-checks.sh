@@ -74,6 +74,17 @@ PY
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/log.txt" 2>&1
+# First, what every check needs: dv and its libraries import with the machine's own torch
+# (the device's image may hold an older torch than the lock file's), and the GPU is seen.
+check imports 90 "$PY" -c 'import json, torch, diffusers, transformers, open_clip, typer, pluggy, av
+import dreamvideo_cli.cli, dv_wan, dv_modelscope
+print(json.dumps({"torch": torch.__version__, "diffusers": diffusers.__version__,
+    "transformers": transformers.__version__, "cuda": torch.cuda.is_available(),
+    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}))'
+if [ "$(tail -n 1 "$OUT/results.jsonl" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["rc"])')" != 0 ]; then
+    echo "dv does not import here: see $OUT/log.txt" | tee -a "$OUT/log.txt"
+    exit 1
+fi
 # The planner against reality (scripts/plan_vs_measured.py; its own JSON lines, "check":
 # "plan-vs-measured" or "gpu24", go into results.jsonl as each finishes): every stage with
 # default settings, then --gradient-checkpointing, --fp8, --offload-activations and
