@@ -43,6 +43,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -255,6 +256,7 @@ class BlockSwap:
             if int(status) == 0:
                 self._registered.append(buffer)
             else:  # e.g. a driver that refuses registration: torch's pinned allocator instead
+                _clear_last_cuda_error()
                 buffer = buffer.pin_memory()
         return buffer
 
@@ -413,3 +415,18 @@ class BlockSwap:
         if token.counter.remaining == 0:  # the unit's last saved tensor of its forward pass
             self._release(unit)
         return t
+
+
+def _clear_last_cuda_error() -> None:
+    """A failed CUDA runtime call stays the thread's last error until something reads it, and
+    torch reads it after its next kernel launch, raising it there as that kernel's failure:
+    read it now (cudaGetLastError, from the runtime library torch loaded; torch does not
+    expose it)."""
+    import ctypes
+
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        path = next(line.split()[-1] for line in maps if "libcudart.so" in line)
+        ctypes.CDLL(path).cudaGetLastError()
+    except (OSError, StopIteration, AttributeError):
+        pass  # not Linux, or a runtime linked into torch itself: nothing to read it with
