@@ -33,6 +33,7 @@ from dreamvideo_cli.distributed import (
     PeerFailed,
     average_gradients,
     broadcast_parameters,
+    end_process,
     frozen_bytes,
     max_divergence,
     shard_denoiser,
@@ -231,3 +232,4 @@ def main(scenario: str, out: Path) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]))
+    end_process(0)  # as dv's entry point ends a launched process
