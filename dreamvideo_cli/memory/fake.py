@@ -88,8 +88,9 @@ _FP32_OUTPUT: frozenset[object] = frozenset(
 # F.interpolate reaches upsample_nearest*/linear/bilinear/bicubic/trilinear, all float32 on
 # CUDA, except mode="area" (adaptive average pooling, not on the list).
 _INTERPOLATE: frozenset[object] = frozenset({_F.interpolate, _F.upsample, _F.upsample_nearest, _F.upsample_bilinear})
-# rms_norm: float32 under CUDA autocast, and on CUDA the fused kernel (output and rstd saved)
-# where the CPU composes pow, mean, rsqrt and mul, saving more.
+# rms_norm: on CUDA the fused kernel (output and rstd saved) where the CPU composes pow,
+# mean, rsqrt and mul, saving more; float32 under CUDA autocast in recent torch (2.15), in the
+# input's dtype in older (2.11): `_RMS_NORM_IN_FP32` asks this torch.
 _RMS_NORM: frozenset[object] = frozenset({_F.rms_norm, torch.rms_norm})
 _LOW = (torch.bfloat16, torch.float16)
 
@@ -140,13 +141,35 @@ class CudaRules(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _cuda_autocast_runs_rms_norm_in_fp32() -> bool:
+    """Whether this torch's CUDA autocast gives rms_norm float32: asked of CUDA autocast
+    itself, on fake CUDA tensors (no driver needed). True where it cannot be asked."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    try:
+        with FakeTensorMode():
+            x = torch.randn(2, 8, device="cuda", dtype=torch.bfloat16)
+            torch.set_autocast_enabled("cuda", True)
+            torch.set_autocast_dtype("cuda", torch.bfloat16)
+            try:
+                return bool(_F.rms_norm(x, [8]).dtype == torch.float32)
+            finally:
+                torch.set_autocast_enabled("cuda", False)
+                torch.clear_autocast_cache()
+    except Exception:
+        return True
+
+
+_RMS_NORM_IN_FP32 = _cuda_autocast_runs_rms_norm_in_fp32()
+
+
 def _fused_rms_norm(
     input: torch.Tensor,
     normalized_shape: list[int],
     weight: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    if torch.is_autocast_enabled("cpu"):
+    if torch.is_autocast_enabled("cpu") and _RMS_NORM_IN_FP32:
         input = input.float() if input.dtype in _LOW else input
         weight = weight.float() if weight is not None and weight.dtype in _LOW else weight
     out: torch.Tensor = torch._fused_rms_norm(input, list(normalized_shape), weight, eps)[0]
