@@ -61,7 +61,7 @@ from torch import nn
 
 from dreamvideo_cli.backbone import Components
 from dreamvideo_cli.errors import DVError
-from dreamvideo_cli.runtime import indexed
+from dreamvideo_cli.runtime import indexed, pick_device
 
 __all__ = [
     "DistributedContext",
@@ -118,12 +118,6 @@ def _import_model_libraries() -> None:
             importlib.import_module(name)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return indexed(torch.device("cuda")) if torch.cuda.is_available() else torch.device("cpu")
-    return indexed(torch.device(device))
-
-
 @dataclass
 class DistributedContext:
     """Where this process stands in the run. One process (no launcher) is the same object
@@ -162,7 +156,7 @@ class DistributedContext:
         A process group someone else made (accelerate's `Accelerator`) is used as it is, and
         left to them to destroy."""
         env = os.environ if environ is None else environ
-        resolved = _resolve_device(device)
+        resolved = pick_device(device) if isinstance(device, str) else indexed(device)
         if not launched(env):
             return cls(device=resolved)
         missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in env]

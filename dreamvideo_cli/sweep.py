@@ -57,16 +57,16 @@ def parse_expert_guidance(value: str | None) -> tuple[tuple[str, float], ...]:
     """`--expert-guidance low=3` or `high=4,low=3`: (expert, scale) pairs, in the order given."""
     pairs: list[tuple[str, float]] = []
     for part in split_list(value or ""):
-        name, equals, scale = part.partition("=")
+        name, _, scale = part.partition("=")  # no "=": an empty scale, refused below
         try:
+            if not name.strip():
+                raise ValueError(part)
             pairs.append((name.strip(), float(scale)))
         except ValueError:
-            equals = ""
-        if not equals or not name.strip():
             raise DVError(
                 f"--expert-guidance takes EXPERT=SCALE pairs separated by commas, got {value!r}",
                 "e.g. --expert-guidance high=4,low=3",
-            )
+            ) from None
     return tuple(pairs)
 
 

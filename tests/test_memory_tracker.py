@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from dreamvideo_cli.adapters import AdapterSet
 from dreamvideo_cli.backbone import Backbone
 from dreamvideo_cli.memory import PLANNING_DEVICES, Category, MemoryReport, MemoryTracker, materialize, track
-from dreamvideo_cli.memory.fake import CudaRules, checkpoint_contexts, gpu_autocast
+from dreamvideo_cli.memory.fake import CudaRules, checkpoint_contexts, fake_cuda_autocast, gpu_autocast
 from dreamvideo_cli.testing import TinyBackbone
 
 F32 = 4  # bytes per float32 element
@@ -333,13 +333,8 @@ def test_cuda_rules_match_cuda_autocast() -> None:
     for name, probe in _PROBES.items():
         with mode:
             x = torch.randn(3, 4, 8, 8, device="cuda", dtype=torch.bfloat16)
-            torch.set_autocast_enabled("cuda", True)
-            torch.set_autocast_dtype("cuda", torch.bfloat16)
-            try:
+            with fake_cuda_autocast():
                 on_cuda = probe(x).dtype
-            finally:
-                torch.set_autocast_enabled("cuda", False)
-                torch.clear_autocast_cache()
             with CudaRules(), gpu_autocast():
                 on_stand_in = probe(torch.randn(3, 4, 8, 8, dtype=torch.bfloat16)).dtype
         assert on_stand_in == on_cuda, name
@@ -370,13 +365,8 @@ def test_forward_on_the_stand_in_matches_fake_cuda() -> None:
         tracker.register(denoiser, adapters, x, context)
         with mode, tracker:
             if device == "cuda":
-                torch.set_autocast_enabled("cuda", True)
-                torch.set_autocast_dtype("cuda", torch.bfloat16)
-                try:
+                with fake_cuda_autocast():
                     pred = denoiser(x, torch.tensor([10], device=device), encoder_hidden_states=context).sample
-                finally:
-                    torch.set_autocast_enabled("cuda", False)
-                    torch.clear_autocast_cache()
             else:
                 with CudaRules(), gpu_autocast():
                     pred = denoiser(x, torch.tensor([10]), encoder_hidden_states=context).sample

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of a launcher's processes
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # distributed.launched(), read without importing torch
         from dreamvideo_cli.distributed import end_process
 
         end_process(code)

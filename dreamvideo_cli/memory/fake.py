@@ -11,14 +11,16 @@ makes the swap fail ("Cannot swap t1 because it has weakref associated with it")
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cache
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
-__all__ = ["CudaRules", "checkpoint_contexts", "gpu_autocast", "materialize"]
+__all__ = ["CudaRules", "checkpoint_contexts", "fake_cuda_autocast", "gpu_autocast", "materialize"]
 
 
 def _is_meta(t: torch.Tensor) -> bool:
@@ -90,7 +92,7 @@ _FP32_OUTPUT: frozenset[object] = frozenset(
 _INTERPOLATE: frozenset[object] = frozenset({_F.interpolate, _F.upsample, _F.upsample_nearest, _F.upsample_bilinear})
 # rms_norm: on CUDA the fused kernel (output and rstd saved) where the CPU composes pow,
 # mean, rsqrt and mul, saving more; float32 under CUDA autocast in recent torch (2.15), in the
-# input's dtype in older (2.11): `_RMS_NORM_IN_FP32` asks this torch.
+# input's dtype in older (2.11): `_rms_norm_in_fp32` asks this torch.
 _RMS_NORM: frozenset[object] = frozenset({_F.rms_norm, torch.rms_norm})
 _LOW = (torch.bfloat16, torch.float16)
 
@@ -141,26 +143,32 @@ class CudaRules(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _cuda_autocast_runs_rms_norm_in_fp32() -> bool:
+@contextmanager
+def fake_cuda_autocast() -> Iterator[None]:
+    """CUDA autocast (bf16) switched on directly, for fake CUDA tensors: their forward needs no
+    driver, where `torch.autocast("cuda")` would refuse a machine without one."""
+    torch.set_autocast_enabled("cuda", True)
+    torch.set_autocast_dtype("cuda", torch.bfloat16)
+    try:
+        yield
+    finally:
+        torch.set_autocast_enabled("cuda", False)
+        torch.clear_autocast_cache()
+
+
+@cache
+def _rms_norm_in_fp32() -> bool:
     """Whether this torch's CUDA autocast gives rms_norm float32: asked of CUDA autocast
-    itself, on fake CUDA tensors (no driver needed). True where it cannot be asked."""
+    itself, on fake CUDA tensors, once per process and only when a plan needs it (the first
+    ask takes most of a second). True where it cannot be asked."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
-        with FakeTensorMode():
+        with FakeTensorMode(), fake_cuda_autocast():
             x = torch.randn(2, 8, device="cuda", dtype=torch.bfloat16)
-            torch.set_autocast_enabled("cuda", True)
-            torch.set_autocast_dtype("cuda", torch.bfloat16)
-            try:
-                return bool(_F.rms_norm(x, [8]).dtype == torch.float32)
-            finally:
-                torch.set_autocast_enabled("cuda", False)
-                torch.clear_autocast_cache()
+            return bool(_F.rms_norm(x, [8]).dtype == torch.float32)
     except Exception:
         return True
-
-
-_RMS_NORM_IN_FP32 = _cuda_autocast_runs_rms_norm_in_fp32()
 
 
 def _fused_rms_norm(
@@ -169,7 +177,7 @@ def _fused_rms_norm(
     weight: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    if torch.is_autocast_enabled("cpu") and _RMS_NORM_IN_FP32:
+    if torch.is_autocast_enabled("cpu") and _rms_norm_in_fp32():
         input = input.float() if input.dtype in _LOW else input
         weight = weight.float() if weight is not None and weight.dtype in _LOW else weight
     out: torch.Tensor = torch._fused_rms_norm(input, list(normalized_shape), weight, eps)[0]

@@ -16,12 +16,11 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from dreamvideo_cli.backbone import Backbone
 from dreamvideo_cli.errors import DVError
 from dreamvideo_cli.plan.model import PlanRequest, Settings, StageName
-from dreamvideo_cli.plan.planner import plan_stage
+from dreamvideo_cli.plan.planner import _frozen_bytes, plan_stage
 
 __all__ = ["check_device_memory", "host_memory_warning", "loaded_bytes", "memory_needed"]
 
@@ -83,17 +82,10 @@ def check_device_memory(
 def loaded_bytes(backbone: Backbone, dtype: torch.dtype) -> int:
     """The bytes of every frozen part of `backbone` as a run loads them in `dtype` (the VAE
     and what a backbone keeps in float32 stay so): built on the meta device, no weights read."""
-    from dreamvideo_cli.plan.world import _meta_parts
+    from dreamvideo_cli.plan.world import _meta_parts, frozen_modules
 
     parts = _meta_parts(type(backbone)(random_weights=True), dtype)
-    modules = [parts.denoiser, parts.appearance_encoder, *vars(parts.codec).values(), *vars(parts.text).values()]
-    tensors = {
-        id(t): t.numel() * t.element_size()
-        for m in modules
-        if isinstance(m, nn.Module)
-        for t in (*m.parameters(), *m.buffers())
-    }
-    return sum(tensors.values())
+    return sum(_frozen_bytes(m) for m in frozen_modules(parts))
 
 
 def host_memory_warning(backbone: Backbone, device: torch.device, processes: int = 1) -> str | None:
